@@ -1,0 +1,64 @@
+# jumpstarter-go: the two commands a newcomer needs are `make main-job` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+OUT ?= out
+GOTESTSUM := $(GO) tool -modfile=tools/go.mod gotestsum
+SIM_VERSIONS := 1.0.0 2.0.0
+# The image the main job flashes and the release it must report.
+MAIN_RELEASE := 1.0.0
+
+.PHONY: all test lint unit main-job images bench fuzz clean
+
+all: test
+
+## test: formatting, vet, and every unit and integration test with the race detector.
+test: lint unit
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+## images: the simulated DUT's OS images (several releases, a blank and a corrupt one).
+images: $(foreach v,$(SIM_VERSIONS),$(OUT)/images/sim-$(v).img) $(OUT)/images/blank.img $(OUT)/images/corrupt.img
+
+$(OUT)/images/sim-%.img:
+	$(GO) run ./testfixtures/cmd/mksimimage -version $* -o $@
+
+$(OUT)/images/blank.img:
+	$(GO) run ./testfixtures/cmd/mksimimage -blank 1MiB -o $@
+
+$(OUT)/images/corrupt.img:
+	$(GO) run ./testfixtures/cmd/mksimimage -version 9.9.9 -corrupt -o $@
+
+## main-job: the example hardware tests against the simulated DUT, through gotestsum;
+## JUnit XML (with per-test properties) and per-test artifacts land in $(OUT)/report.
+main-job: images
+	rm -rf $(OUT)/report && mkdir -p $(OUT)/report/artifacts $(OUT)/bin
+	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./internal/cmd/junitcheck
+	DUT_DRIVER=sim DUT_REQUIRE=1 \
+	DUT_IMAGE=$(abspath $(OUT)/images/sim-$(MAIN_RELEASE).img) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
+	DUT_SIM_DIR=$(abspath $(OUT)/sim) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
+	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/junit.xml \
+	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
+	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
+	  $(GO) test -json -count=1 -artifacts -outputdir $(abspath $(OUT)/report/artifacts) ./examples/...
+	$(OUT)/bin/junitcheck -min-passed 4 \
+	  -props dut.driver,dut.name,dut.serial,dut.image,dut.image_sha256,dut.flash_mbps,dut.console_log,artifacts \
+	  -files console.log $(OUT)/report/junit.xml
+	@echo "main job: JUnit in $(OUT)/report/junit.xml, per-test artifacts in $(OUT)/report/artifacts"
+
+## bench: the console engine's cost per byte from 1 MiB to 64 MiB.
+bench:
+	$(GO) test -run '^$$' -bench ExpectThroughput -benchmem -benchtime 3x ./harness/console/
+
+## fuzz: a short fuzz run of every fuzz target.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzNoByteLostBetweenExpects -fuzztime 30s ./harness/console/
+	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./testfixtures/simimage/
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,34 @@
+package examples
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+)
+
+// TestOneBootManyChecks flashes and boots once, then runs several subtests on
+// the same DUT. dut.Sub(t) binds the DUT to the subtest, so each subtest gets
+// its own console log, its own properties, and its own failures.
+func TestOneBootManyChecks(t *testing.T) {
+	dut := harness.Acquire(t)
+	dut.Flash()
+	dut.PowerOn()
+	sh := dut.Login()
+
+	t.Run("hostname", func(t *testing.T) {
+		sub := dut.Sub(t)
+		assert.Equal(t, sub.Name()+"\n", sh.Run("hostname"))
+	})
+	t.Run("kernel", func(t *testing.T) {
+		dut.Sub(t)
+		assert.True(t, strings.HasPrefix(sh.Run("uname -s"), "Linux"))
+	})
+	t.Run("exit-codes", func(t *testing.T) {
+		dut.Sub(t)
+		_, code := sh.RunCode("sh -c 'exit 3'")
+		assert.Equal(t, 3, code)
+	})
+}

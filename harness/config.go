@@ -1,0 +1,213 @@
+package harness
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+)
+
+// Config says which DUT a test wants and how the harness drives it. Build one
+// with [ConfigFromEnv] and [Option]s; [Acquire] does both.
+type Config struct {
+	// Driver is the driver's registered name (DUT_DRIVER). Empty means every
+	// registered driver is searched.
+	Driver string
+	// Name selects a device by name or serial (DUT_NAME).
+	Name string
+	// Tags select devices carrying all of them, case-insensitively (DUT_TAGS).
+	Tags []string
+	// Image is the path of the image Flash writes (DUT_IMAGE).
+	Image string
+	// Require makes a test fail instead of skip when no DUT is configured
+	// (DUT_REQUIRE).
+	Require bool
+	// LockDir holds the per-device lock files shared by every process that
+	// uses the DUTs (DUT_LOCK_DIR).
+	LockDir string
+	// AcquireTimeout bounds the wait for a busy DUT (DUT_ACQUIRE_TIMEOUT).
+	AcquireTimeout time.Duration
+	// CleanupReserve is kept free before the test's deadline so that cleanup
+	// can power the DUT off before `go test -timeout` ends the binary
+	// (DUT_CLEANUP_RESERVE).
+	CleanupReserve time.Duration
+	// StepTimeout bounds one power or storage step (DUT_STEP_TIMEOUT).
+	StepTimeout time.Duration
+	// FlashTimeout bounds one flash (DUT_FLASH_TIMEOUT).
+	FlashTimeout time.Duration
+	// BootTimeout bounds power-on to a logged-in shell (DUT_BOOT_TIMEOUT).
+	BootTimeout time.Duration
+	// CommandTimeout bounds one Run or Expect (DUT_COMMAND_TIMEOUT).
+	CommandTimeout time.Duration
+	// User and Password log in on the console (DUT_USER, DUT_PASSWORD).
+	User, Password string
+	// CharDelay paces console input for slow UARTs (DUT_CONSOLE_CHAR_DELAY).
+	CharDelay time.Duration
+	// Watches are extra console watchers: output matching one fails the
+	// pending expect at once.
+	Watches []Watch
+}
+
+// Watch is a console watcher the harness installs when it opens the console.
+type Watch struct {
+	Name    string
+	Pattern string // a regular expression
+	// Infrastructure marks a hit as the lab's fault (no boot device), not
+	// the product's (kernel panic).
+	Infrastructure bool
+}
+
+// DefaultWatches are installed on every console: a kernel panic fails the
+// product; firmware that finds nothing to boot is reported as an
+// infrastructure failure (the image or the flash is at fault, not the
+// product's behaviour).
+var DefaultWatches = []Watch{
+	{Name: "kernel panic", Pattern: `Kernel panic - not syncing`},
+	{Name: "no boot device", Pattern: `No bootable device|Boot failed: |No boot device`, Infrastructure: true},
+}
+
+// Env names the environment variables the harness reads.
+var Env = struct {
+	Driver, Name, Tags, Image, Require, LockDir, AcquireTimeout, CleanupReserve,
+	StepTimeout, FlashTimeout, BootTimeout, CommandTimeout, User, Password, CharDelay string
+}{
+	"DUT_DRIVER", "DUT_NAME", "DUT_TAGS", "DUT_IMAGE", "DUT_REQUIRE", "DUT_LOCK_DIR", "DUT_ACQUIRE_TIMEOUT",
+	"DUT_CLEANUP_RESERVE", "DUT_STEP_TIMEOUT", "DUT_FLASH_TIMEOUT", "DUT_BOOT_TIMEOUT", "DUT_COMMAND_TIMEOUT",
+	"DUT_USER", "DUT_PASSWORD", "DUT_CONSOLE_CHAR_DELAY",
+}
+
+// DefaultLockDir is the lock directory when DUT_LOCK_DIR is unset: one per
+// host, shared by every process that uses the same temporary directory.
+func DefaultLockDir() string { return filepath.Join(os.TempDir(), "jumpstarter-locks") }
+
+// ErrBadConfig is wrapped by every configuration error.
+var ErrBadConfig = errors.New("bad DUT configuration")
+
+// ConfigFromEnv reads the DUT_* environment variables. Unset variables get
+// their defaults; malformed ones are an error wrapping [ErrBadConfig] that
+// names the variable.
+func ConfigFromEnv() (Config, error) {
+	c := Config{
+		Driver:         strings.TrimSpace(os.Getenv(Env.Driver)),
+		Name:           strings.TrimSpace(os.Getenv(Env.Name)),
+		Image:          os.Getenv(Env.Image),
+		LockDir:        os.Getenv(Env.LockDir),
+		User:           os.Getenv(Env.User),
+		Password:       os.Getenv(Env.Password),
+		AcquireTimeout: 5 * time.Minute,
+		CleanupReserve: 30 * time.Second,
+		StepTimeout:    time.Minute,
+		FlashTimeout:   30 * time.Minute,
+		BootTimeout:    5 * time.Minute,
+		CommandTimeout: 2 * time.Minute,
+		Watches:        DefaultWatches,
+	}
+	if c.LockDir == "" {
+		c.LockDir = DefaultLockDir()
+	}
+	if c.User == "" {
+		c.User = "root"
+	}
+	var errs []error
+	tags, err := driver.ParseTags(os.Getenv(Env.Tags))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", Env.Tags, err))
+	}
+	c.Tags = tags
+	if v := strings.TrimSpace(os.Getenv(Env.Require)); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: want 1, true, 0 or false", Env.Require, v))
+		}
+		c.Require = b
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{Env.AcquireTimeout, &c.AcquireTimeout}, {Env.CleanupReserve, &c.CleanupReserve},
+		{Env.StepTimeout, &c.StepTimeout}, {Env.FlashTimeout, &c.FlashTimeout},
+		{Env.BootTimeout, &c.BootTimeout}, {Env.CommandTimeout, &c.CommandTimeout},
+		{Env.CharDelay, &c.CharDelay},
+	} {
+		v := strings.TrimSpace(os.Getenv(d.name))
+		if v == "" {
+			continue
+		}
+		dur, err := time.ParseDuration(v)
+		if err != nil || dur < 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a duration such as 90s or 5m", d.name, v))
+			continue
+		}
+		*d.dst = dur
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	return c, nil
+}
+
+// Configured reports whether the configuration names a DUT at all: a driver,
+// a name or tags.
+func (c Config) Configured() bool {
+	return c.Driver != "" || c.Name != "" || len(c.Tags) > 0
+}
+
+// Option changes a Config; options given to [Acquire] override the
+// environment.
+type Option func(*Config)
+
+// WithDriver selects the driver, as DUT_DRIVER does.
+func WithDriver(name string) Option { return func(c *Config) { c.Driver = name } }
+
+// WithName selects a device by name or serial, as DUT_NAME does.
+func WithName(name string) Option { return func(c *Config) { c.Name = name } }
+
+// WithTags selects devices carrying all of tags, as DUT_TAGS does.
+func WithTags(tags ...string) Option { return func(c *Config) { c.Tags = tags } }
+
+// WithImage sets the image Flash writes, as DUT_IMAGE does.
+func WithImage(path string) Option { return func(c *Config) { c.Image = path } }
+
+// Required makes a missing DUT a failure, as DUT_REQUIRE=1 does.
+func Required() Option { return func(c *Config) { c.Require = true } }
+
+// WithLockDir sets the lock directory, as DUT_LOCK_DIR does.
+func WithLockDir(dir string) Option { return func(c *Config) { c.LockDir = dir } }
+
+// WithAcquireTimeout bounds the wait for a busy DUT, as DUT_ACQUIRE_TIMEOUT does.
+func WithAcquireTimeout(d time.Duration) Option { return func(c *Config) { c.AcquireTimeout = d } }
+
+// WithCleanupReserve sets the time kept for cleanup before the test's
+// deadline, as DUT_CLEANUP_RESERVE does.
+func WithCleanupReserve(d time.Duration) Option { return func(c *Config) { c.CleanupReserve = d } }
+
+// WithBootTimeout bounds power-on to a logged-in shell, as DUT_BOOT_TIMEOUT does.
+func WithBootTimeout(d time.Duration) Option { return func(c *Config) { c.BootTimeout = d } }
+
+// WithCommandTimeout bounds one Run or Expect, as DUT_COMMAND_TIMEOUT does.
+func WithCommandTimeout(d time.Duration) Option { return func(c *Config) { c.CommandTimeout = d } }
+
+// WithStepTimeout bounds one power or storage step, as DUT_STEP_TIMEOUT does.
+func WithStepTimeout(d time.Duration) Option { return func(c *Config) { c.StepTimeout = d } }
+
+// WithFlashTimeout bounds one flash, as DUT_FLASH_TIMEOUT does.
+func WithFlashTimeout(d time.Duration) Option { return func(c *Config) { c.FlashTimeout = d } }
+
+// WithCredentials sets the console login, as DUT_USER and DUT_PASSWORD do.
+func WithCredentials(user, password string) Option {
+	return func(c *Config) { c.User, c.Password = user, password }
+}
+
+// WithCharDelay paces console input, as DUT_CONSOLE_CHAR_DELAY does.
+func WithCharDelay(d time.Duration) Option { return func(c *Config) { c.CharDelay = d } }
+
+// WithWatch adds a console watcher.
+func WithWatch(w Watch) Option {
+	return func(c *Config) { c.Watches = append(append([]Watch(nil), c.Watches...), w) }
+}

@@ -1,0 +1,74 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkExpectThroughput streams N bytes of boot-log-like output through a
+// console while an expect with a string and two regexps (one anchored, one
+// able to span lines) waits for a token at the very end. The ns/byte metric
+// must stay flat as N grows from 1 MiB to 64 MiB: matching is linear in the
+// bytes read.
+//
+//	go test -run '^$' -bench ExpectThroughput -benchmem ./harness/console/
+func BenchmarkExpectThroughput(b *testing.B) {
+	line := "[   12.345678] usb 1-1: new high-speed USB device number 2 using xhci_hcd\r\n"
+	for _, mib := range []int{1, 8, 64} {
+		for _, chunk := range []int{64, 4096} {
+			size := mib << 20
+			data := []byte(strings.Repeat(line, size/len(line)+1)[:size])
+			b.Run(fmt.Sprintf("size=%dMiB/chunk=%d", mib, chunk), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				for b.Loop() {
+					p := &benchPort{ch: make(chan []byte, 64)}
+					c := New(p, Options{})
+					go func() {
+						for rest := data; len(rest) > 0; {
+							k := min(chunk, len(rest))
+							p.ch <- rest[:k]
+							rest = rest[k:]
+						}
+						p.ch <- []byte("\r\n<done>\r\n")
+					}()
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+					_, err := c.Expect(ctx, String("<done>"), RE(`(?m)^FAIL: (\w+)$`), RE(`panic\s+at`))
+					cancel()
+					if err != nil {
+						b.Fatal(err)
+					}
+					_ = c.Close()
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(size), "ns/byte")
+			})
+		}
+	}
+}
+
+// benchPort hands the console chunks through a bounded queue, like a UART
+// driver's buffer, so the benchmark measures the console, not a queue.
+type benchPort struct {
+	ch   chan []byte
+	rest []byte
+}
+
+func (p *benchPort) Read(b []byte) (int, error) {
+	if len(p.rest) == 0 {
+		chunk, ok := <-p.ch
+		if !ok {
+			return 0, io.EOF
+		}
+		p.rest = chunk
+	}
+	n := copy(b, p.rest)
+	p.rest = p.rest[n:]
+	return n, nil
+}
+
+func (p *benchPort) Write(b []byte) (int, error) { return len(b), nil }
+
+func (p *benchPort) Close() error { close(p.ch); return nil }

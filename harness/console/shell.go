@@ -1,0 +1,222 @@
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Result is what a command run with [Console.Run] produced.
+type Result struct {
+	Output   string        // exactly what the command printed, line breaks as "\n"
+	ExitCode int           // its exit status ($?)
+	Duration time.Duration // from sending the command to its end marker
+}
+
+// maxCommandLine stays under the 4096-byte line limit of a Linux tty in
+// canonical mode, with room for the markers.
+const maxCommandLine = 3800
+
+// ErrCommandTooLong is returned by [Console.Run] for a command longer than a
+// terminal line can carry.
+var ErrCommandTooLong = errors.New("console: command too long for one terminal line")
+
+// Run runs cmd in the POSIX shell at the other end of the console and returns
+// its exact output and exit code. The console must be at a shell prompt (see
+// [Console.Login]).
+//
+// The command is framed by random markers, printed with printf so that the
+// terminal's echo of the command line never contains them:
+//
+//	printf '%s%s\n' M1 M2; CMD; printf '\n%s%s:%d\n' M1 M2 $?
+//
+// The output is the text between the start marker's line and the newline
+// before the end marker, so output without a trailing newline, blank lines and
+// prompts full of escape codes all come back exactly. A non-zero exit code
+// is not an error; a timeout, watcher or closed console is. cmd must be one
+// line, must not read the terminal, and must not end in a comment or "&".
+func (c *Console) Run(ctx context.Context, cmd string) (Result, error) {
+	if strings.ContainsAny(cmd, "\r\n") {
+		return Result{}, fmt.Errorf("console %s: command %q spans several lines: join them with ';' or use sh -c", c.opts.Name, cmd)
+	}
+	if strings.TrimSpace(cmd) == "" {
+		return Result{}, fmt.Errorf("console %s: empty command", c.opts.Name)
+	}
+	ctx, cancel := c.withDeadline(ctx)
+	defer cancel()
+	m1, m2 := newMarker()
+	line := fmt.Sprintf("printf '%%s%%s\\n' %s %s; %s; printf '\\n%%s%%s:%%d\\n' %s %s $?", m1, m2, cmd, m1, m2)
+	if len(line) > maxCommandLine {
+		return Result{}, fmt.Errorf("console %s: %w: %d bytes; put it in a script on the device", c.opts.Name, ErrCommandTooLong, len(cmd))
+	}
+	start := time.Now()
+	if err := c.SendLine(ctx, line); err != nil {
+		return Result{}, fmt.Errorf("run %q: %w", cmd, err)
+	}
+	if _, err := c.Expect(ctx, String(m1+m2+"\n")); err != nil {
+		return Result{}, fmt.Errorf("run %q: the shell did not start the command: %w", cmd, err)
+	}
+	end, err := c.Expect(ctx, RE(`\n`+m1+m2+`:(\d+)\n`))
+	if err != nil {
+		return Result{}, fmt.Errorf("run %q: the command did not finish: %w", cmd, err)
+	}
+	code, err := strconv.Atoi(end.Groups[1])
+	if err != nil {
+		return Result{}, fmt.Errorf("run %q: bad exit code %q: %w", cmd, end.Groups[1], err)
+	}
+	return Result{Output: end.Before, ExitCode: code, Duration: time.Since(start)}, nil
+}
+
+// newMarker returns the two halves of a random marker. Each half alone is
+// printed in the command's echo; only the shell's output joins them.
+func newMarker() (string, string) {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	h := hex.EncodeToString(b[:])
+	return "JS" + h[:8], h[8:] + "JE"
+}
+
+// LoginOptions tune [Console.Login]. The zero value logs in as root without
+// a password.
+type LoginOptions struct {
+	User     string // default "root"
+	Password string // sent when a password prompt appears
+	// LoginPrompt matches the getty's prompt. Default: "login: " at the end
+	// of the received text, after a host name.
+	LoginPrompt Pattern
+	// PasswordPrompt default: "Password: " (any case) at the end of the
+	// received text.
+	PasswordPrompt Pattern
+	// ShellPrompt matches the shell's prompt after login. Default: a prompt
+	// ending in "# ", "$ ", "% " or "> ".
+	ShellPrompt Pattern
+	// Attempts is how many times a failed login is retried. Default 3.
+	Attempts int
+	// Nudge is how long to wait for a prompt before sending a newline to make
+	// the device print a fresh one (boot noise may have pushed the old one
+	// away). Default 5 s.
+	Nudge time.Duration
+}
+
+var (
+	defaultLoginPrompt    = MustPrompt(`(?i)login: ?`)
+	defaultPasswordPrompt = MustPrompt(`(?i)password: ?`)
+	defaultShellPrompt    = MustPrompt(`[#$%>] ?`)
+	loginIncorrect        = RE(`(?i)login incorrect|authentication failure|permission denied`)
+)
+
+// LoginResult tells how [Console.Login] went.
+type LoginResult struct {
+	// PromptAt is when the first login prompt arrived: the end of the boot.
+	PromptAt time.Time
+	// Attempts is how many user names were sent.
+	Attempts int
+}
+
+// ErrLoginFailed is wrapped by the error of [Console.Login] when the device
+// rejected the credentials on every attempt.
+var ErrLoginFailed = errors.New("console: login failed")
+
+// Login waits through boot output for the login prompt, logs in and returns
+// once a marker command proves that a shell answers. It copes with kernel
+// messages printed over the prompt (it sends a newline for a fresh prompt
+// when none shows for LoginOptions.Nudge), with consoles that need no
+// password or no login at all (already at a shell), and with rejected
+// attempts, which it retries up to LoginOptions.Attempts times before failing
+// with [ErrLoginFailed].
+func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error) {
+	if o.User == "" {
+		o.User = "root"
+	}
+	if o.LoginPrompt.src == "" {
+		o.LoginPrompt = defaultLoginPrompt
+	}
+	if o.PasswordPrompt.src == "" {
+		o.PasswordPrompt = defaultPasswordPrompt
+	}
+	if o.ShellPrompt.src == "" {
+		o.ShellPrompt = defaultShellPrompt
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Nudge <= 0 {
+		o.Nudge = 5 * time.Second
+	}
+	ctx, cancel := c.withDeadline(ctx)
+	defer cancel()
+
+	var res LoginResult
+	const (
+		login = iota
+		password
+		shell
+		rejected
+	)
+	patterns := []Pattern{o.LoginPrompt, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
+	sentPassword := false
+	for {
+		step, stepCancel := context.WithTimeout(ctx, o.Nudge)
+		m, err := c.Expect(step, patterns...)
+		stepCancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, ErrTimeout) {
+				// No prompt at the end of the output: ask for a fresh one.
+				if err := c.SendLine(ctx, ""); err != nil {
+					return res, fmt.Errorf("login: %w", err)
+				}
+				continue
+			}
+			var te *TimeoutError
+			if errors.As(err, &te) {
+				te.Patterns = []string{"a login prompt followed by a working shell"}
+			}
+			return res, fmt.Errorf("login as %s: %w", o.User, err)
+		}
+		switch m.Index {
+		case login:
+			if res.PromptAt.IsZero() {
+				res.PromptAt = m.At
+			}
+			if res.Attempts >= o.Attempts {
+				return res, fmt.Errorf("login as %s: %w after %d attempts (check the user name and password)", o.User, ErrLoginFailed, res.Attempts)
+			}
+			res.Attempts++
+			sentPassword = false
+			if err := c.SendLine(ctx, o.User); err != nil {
+				return res, fmt.Errorf("login: %w", err)
+			}
+		case password:
+			if sentPassword {
+				continue
+			}
+			sentPassword = true
+			if err := c.SendLine(ctx, o.Password); err != nil {
+				return res, fmt.Errorf("login: %w", err)
+			}
+		case rejected:
+			if res.Attempts >= o.Attempts {
+				return res, fmt.Errorf("login as %s: %w after %d attempts: the device said %q", o.User, ErrLoginFailed, res.Attempts, m.Text)
+			}
+		case shell:
+			probe, probeCancel := context.WithTimeout(ctx, o.Nudge)
+			r, err := c.Run(probe, "true")
+			probeCancel()
+			if err == nil && r.ExitCode == 0 {
+				if res.PromptAt.IsZero() {
+					res.PromptAt = m.At
+				}
+				return res, nil
+			}
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("login as %s: a prompt appeared but no shell answered: %w", o.User, err)
+			}
+			// Whatever looked like a prompt was not a shell; keep waiting.
+		}
+	}
+}

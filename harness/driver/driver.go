@@ -1,0 +1,249 @@
+// Package driver defines what a device under test (DUT) can do and how drivers
+// make devices known to the harness.
+//
+// It plays the role database/sql/driver plays for database/sql: a driver
+// package (the simulated DUT in testfixtures/sim, the QEMU virtual DUT, the
+// DUTlink board) implements [Driver] and registers it from an init function
+// with [Register]; the harness finds it by name with [Lookup] and never imports
+// a driver itself. A test selects its drivers with blank imports:
+//
+//	import _ "github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+//
+// A [Device] implements only the capabilities its hardware has, each a small
+// interface ([Power], [ForcePower], [Rescuer], [StorageMux], [ConsolePort],
+// [Resetter], [Pins], [PowerMeter], [Configurer]); callers ask for one with a
+// type assertion or with [As], which explains what is missing when a device
+// lacks it.
+//
+// Every method that touches hardware takes a [context.Context] and must return
+// once it is done, whatever the hardware does.
+//
+// This package imports only the standard library.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Device is one device under test as a driver found it.
+//
+// Name and Serial identify it; Tags are the labels it can be selected by. The
+// capability interfaces of this package say what else it can do.
+type Device interface {
+	// Name is the device's name, unique within its driver (e.g. "sim-0",
+	// "jp-1a2b3c4d").
+	Name() string
+	// Serial is the device's serial number, or "" when it has none.
+	Serial() string
+	// Tags are the labels the device carries (e.g. "orin", "arm64").
+	Tags() []string
+	// Driver is the name of the driver that found the device.
+	Driver() string
+}
+
+// Driver discovers devices of one kind.
+type Driver interface {
+	// Name is the name the driver registers under (DUT_DRIVER selects it).
+	Name() string
+	// Discover returns the devices present now. A device that cannot be
+	// used (busy port, vanished mid-discovery) is left out or reported by
+	// the driver's own means; it must not hide the other devices.
+	Discover(ctx context.Context) ([]Device, error)
+}
+
+// Power switches a device's power.
+type Power interface {
+	// PowerOn powers the device on, running the board's power-on sequence.
+	PowerOn(ctx context.Context) error
+	// PowerOff powers the device off, running the board's power-off sequence.
+	PowerOff(ctx context.Context) error
+}
+
+// ForcePower cuts or applies power directly, without the board's sequences.
+type ForcePower interface {
+	// ForceOn applies power without running the power-on sequence.
+	ForceOn(ctx context.Context) error
+	// ForceOff cuts power without running the power-off sequence.
+	ForceOff(ctx context.Context) error
+}
+
+// Rescuer powers a device on into its rescue (recovery, flashing) mode.
+type Rescuer interface {
+	Rescue(ctx context.Context) error
+}
+
+// Resetter pulses a device's reset line.
+type Resetter interface {
+	Reset(ctx context.Context) error
+}
+
+// StorageMode is where a storage multiplexer connects the DUT's storage.
+type StorageMode string
+
+// The positions of a storage multiplexer.
+const (
+	// StorageOff disconnects the storage from both sides.
+	StorageOff StorageMode = "off"
+	// StorageHost connects the storage to the test host, which sees it as
+	// the block target returned by [StorageMux.BlockTarget].
+	StorageHost StorageMode = "host"
+	// StorageDUT connects the storage to the device under test.
+	StorageDUT StorageMode = "dut"
+)
+
+// ParseStorageMode parses "off", "host" or "dut" (case-insensitive).
+func ParseStorageMode(s string) (StorageMode, error) {
+	switch m := StorageMode(strings.ToLower(strings.TrimSpace(s))); m {
+	case StorageOff, StorageHost, StorageDUT:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown storage mode %q: use off, host or dut", s)
+}
+
+// StorageMux switches the DUT's storage between the DUT and the test host.
+type StorageMux interface {
+	// SetStorage moves the multiplexer. When it returns after StorageHost,
+	// the block target is ready to be opened.
+	SetStorage(ctx context.Context, mode StorageMode) error
+	// BlockTarget returns the path of the host-side block device (or, for
+	// virtual devices, regular file) that holds the DUT's storage while
+	// the multiplexer is in StorageHost. It fails when the storage is not
+	// connected to the host.
+	BlockTarget(ctx context.Context) (string, error)
+}
+
+// ConsolePort gives access to the DUT's serial console.
+type ConsolePort interface {
+	// OpenConsole opens the console. The harness opens it once, before
+	// power-on, and reads it until the device is released: a driver must
+	// keep the returned stream usable across power cycles. Close ends any
+	// pending Read.
+	OpenConsole(ctx context.Context) (io.ReadWriteCloser, error)
+}
+
+// PinLevel is the level a control pin is driven to.
+type PinLevel string
+
+// The levels of a control pin.
+const (
+	PinLow      PinLevel = "low"
+	PinHigh     PinLevel = "high"
+	PinFloating PinLevel = "z"
+)
+
+// Pins drives a device's control pins (boot-mode straps, buttons).
+type Pins interface {
+	// PinNames lists the pins SetPin accepts.
+	PinNames() []string
+	// SetPin drives one pin.
+	SetPin(ctx context.Context, pin string, level PinLevel) error
+}
+
+// PowerReading is one reading of a power meter.
+type PowerReading struct {
+	Volts, Amps, Watts float64
+}
+
+// PowerMeter measures the power the DUT draws.
+type PowerMeter interface {
+	ReadPower(ctx context.Context) (PowerReading, error)
+}
+
+// Configurer reads and writes the configuration a board stores about itself
+// (its name, tags, power sequences).
+type Configurer interface {
+	Config(ctx context.Context) (map[string]string, error)
+	SetConfig(ctx context.Context, key, value string) error
+}
+
+// Closer is implemented by devices that hold resources (open ports,
+// processes) which must be released when the harness is done with them.
+type Closer interface {
+	Close() error
+}
+
+// ErrUnsupported is returned (wrapped) when a device lacks a capability.
+var ErrUnsupported = errors.New("capability not supported by this device")
+
+// As returns dev's capability C, or an error wrapping [ErrUnsupported] that
+// names the device, its driver and the capability it lacks.
+func As[C any](dev Device) (C, error) {
+	if c, ok := dev.(C); ok {
+		return c, nil
+	}
+	var zero C
+	name := fmt.Sprintf("%T", (*C)(nil))
+	name = strings.TrimPrefix(name, "*")
+	return zero, fmt.Errorf("device %s (driver %s) has no %s: %w", dev.Name(), dev.Driver(), name, ErrUnsupported)
+}
+
+// Describe renders a device for messages: name, serial and tags.
+func Describe(dev Device) string {
+	var b strings.Builder
+	b.WriteString(dev.Name())
+	if s := dev.Serial(); s != "" {
+		fmt.Fprintf(&b, " (serial %s)", s)
+	}
+	if tags := dev.Tags(); len(tags) > 0 {
+		fmt.Fprintf(&b, " [%s]", strings.Join(tags, ","))
+	}
+	return b.String()
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Driver{}
+)
+
+// Register makes a driver available under d.Name(). It is meant to be called
+// from the driver package's init function and panics when the name is empty
+// or already taken, as database/sql.Register does.
+func Register(d Driver) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	name := d.Name()
+	if name == "" {
+		panic("driver: Register called with an empty driver name")
+	}
+	if _, dup := registry[name]; dup {
+		panic("driver: Register called twice for driver " + name)
+	}
+	registry[name] = d
+}
+
+// ErrUnknownDriver is returned (wrapped) by [Lookup] for a name no driver
+// registered.
+var ErrUnknownDriver = errors.New("unknown driver")
+
+// Lookup returns the driver registered under name.
+func Lookup(name string) (Driver, error) {
+	registryMu.RLock()
+	d, ok := registry[name]
+	registryMu.RUnlock()
+	if ok {
+		return d, nil
+	}
+	known := Drivers()
+	if len(known) == 0 {
+		return nil, fmt.Errorf("%w %q: no driver is registered; import one with a blank import, e.g. import _ \"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim\"", ErrUnknownDriver, name)
+	}
+	return nil, fmt.Errorf("%w %q: registered drivers are %s (a driver registers when its package is imported, e.g. with a blank import)", ErrUnknownDriver, name, strings.Join(known, ", "))
+}
+
+// Drivers returns the names of the registered drivers, sorted.
+func Drivers() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}

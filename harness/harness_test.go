@@ -1,0 +1,302 @@
+package harness_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/simimage"
+)
+
+// images are built once per test binary.
+type images struct{ a, b, blank, corrupt, panics string }
+
+func buildImages(t *testing.T) images {
+	t.Helper()
+	dir := t.TempDir()
+	im := images{
+		a: filepath.Join(dir, "a.img"), b: filepath.Join(dir, "b.img"),
+		blank: filepath.Join(dir, "blank.img"), corrupt: filepath.Join(dir, "corrupt.img"),
+		panics: filepath.Join(dir, "panic.img"),
+	}
+	require.NoError(t, simimage.WriteFile(im.a, simimage.Spec{Version: "1.0.0-A"}))
+	require.NoError(t, simimage.WriteFile(im.b, simimage.Spec{Version: "2.0.0-B"}))
+	require.NoError(t, simimage.WriteBlank(im.blank, 1<<20))
+	require.NoError(t, simimage.WriteCorrupt(im.corrupt, simimage.Spec{Version: "9"}))
+	require.NoError(t, simimage.WriteFile(im.panics, simimage.Spec{Version: "3.0.0-P", Panic: true}))
+	return im
+}
+
+// simEnv configures the harness for the simulated DUT in private folders and
+// clears every other DUT_* variable the environment might set.
+func simEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "DUT_") {
+			t.Setenv(k, "")
+		}
+	}
+	t.Setenv("DUT_DRIVER", "sim")
+	t.Setenv("DUT_SIM_DIR", t.TempDir())
+	t.Setenv("DUT_LOCK_DIR", t.TempDir())
+	t.Setenv("DUT_SIM_BOOT_TIME", "50ms")
+	t.Setenv("DUT_SIM_DEVICES", "2")
+	t.Setenv("DUT_ACQUIRE_TIMEOUT", "10s")
+	t.Setenv("DUT_BOOT_TIMEOUT", "20s")
+}
+
+func simDevice(t *testing.T, d *harness.DUT) *sim.Device {
+	t.Helper()
+	dev, ok := d.Device().(*sim.Device)
+	require.True(t, ok, "device is %T", d.Device())
+	return dev
+}
+
+func TestSkipsWithoutConfiguredDUT(t *testing.T) {
+	simEnv(t)
+	t.Setenv("DUT_DRIVER", "")
+	f := newFakeTB(t)
+	f.run(func(tb testing.TB) { harness.Acquire(tb) })
+	assert.True(t, f.Skipped())
+	assert.False(t, f.Failed())
+	assert.Contains(t, f.message(), "set DUT_DRIVER")
+	assert.Contains(t, f.message(), "DUT_REQUIRE=1")
+
+	t.Setenv("DUT_REQUIRE", "1")
+	f = newFakeTB(t)
+	f.run(func(tb testing.TB) { harness.Acquire(tb) })
+	assert.False(t, f.Skipped())
+	assert.True(t, f.Failed())
+	assert.Contains(t, f.message(), "DUT_REQUIRE is set")
+}
+
+func TestBadConfigurationFailsClearly(t *testing.T) {
+	im := buildImages(t)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"unknown driver", map[string]string{"DUT_DRIVER": "nosuch"}, []string{`unknown driver "nosuch"`, "registered drivers are", "sim"}},
+		{"malformed tags", map[string]string{"DUT_TAGS": "sim,,even"}, []string{"DUT_TAGS", "malformed tag list", "tag 2 is empty"}},
+		{"missing image", map[string]string{"DUT_IMAGE": "/nonexistent/os.img"}, []string{"DUT_IMAGE", "/nonexistent/os.img does not exist"}},
+		{"no such DUT", map[string]string{"DUT_NAME": "sim-7"}, []string{`no matching device: wanted name "sim-7"`, "found sim-0", "sim-1"}},
+		{"no device with tags", map[string]string{"DUT_TAGS": "sim,arm64"}, []string{`tags "sim,arm64"`, "found sim-0"}},
+		{"bad timeout", map[string]string{"DUT_ACQUIRE_TIMEOUT": "soon"}, []string{"DUT_ACQUIRE_TIMEOUT", "want a duration"}},
+		{"bad require", map[string]string{"DUT_REQUIRE": "maybe"}, []string{"DUT_REQUIRE"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			simEnv(t)
+			t.Setenv("DUT_IMAGE", im.a)
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			f := newFakeTB(t)
+			f.run(func(tb testing.TB) { harness.Acquire(tb) })
+			require.True(t, f.Failed(), "bad configuration must fail, not skip")
+			for _, w := range c.want {
+				assert.Contains(t, f.message(), w)
+			}
+		})
+	}
+}
+
+// TestFlashBootProveAndSwitchImages is the harness's end-to-end path on the
+// simulated DUT: flash A, boot, prove A from the console; flash B, power
+// cycle, prove B; then cleanup leaves the DUT off, storage disconnected, the
+// lock free and the console log written.
+func TestFlashBootProveAndSwitchImages(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	f := newFakeTB(t)
+	var dev *sim.Device
+	var lockPath string
+	f.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dev = simDevice(t, dut)
+		lockPath = dut.Session().LockPath()
+		assert.Equal(t, sim.PowerState("off"), dev.PowerState())
+		assert.Equal(t, driver.StorageOff, dev.StorageState())
+
+		rep := dut.Flash()
+		assert.Equal(t, driver.StorageOff, dev.StorageState(), "flash disconnects the storage again")
+		dut.PowerOn()
+		assert.Equal(t, driver.StorageDUT, dev.StorageState())
+		sh := dut.Login()
+		assert.Equal(t, "1.0.0-A\n", sh.Run("cat /etc/dut-release"))
+
+		dut.FlashImage(im.b)
+		dut.PowerOn()
+		sh = dut.Login()
+		assert.Equal(t, "2.0.0-B\n", sh.Run("cat /etc/dut-release"))
+		out, code := sh.RunCode("cat /nope")
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "No such file")
+		_ = rep
+	})
+	require.False(t, f.Failed(), f.message())
+	assert.Equal(t, sim.PowerState("off"), dev.PowerState(), "cleanup powers the DUT off")
+	assert.Equal(t, driver.StorageOff, dev.StorageState(), "cleanup disconnects the storage")
+	_, held := readHolder(t, lockPath)
+	assert.False(t, held, "cleanup releases the lock")
+
+	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrBootSeconds, harness.AttrConsoleLog} {
+		v, ok := f.attr(k)
+		assert.True(t, ok && v != "", "property %s", k)
+	}
+	img, _ := f.attr(harness.AttrImage)
+	assert.Equal(t, im.b, img, "the last flashed image")
+	secs, _ := f.attr(harness.AttrBootSeconds)
+	assert.NotContains(t, secs, "\n")
+	_, failure := f.attr(harness.AttrFailure)
+	assert.False(t, failure)
+
+	log, err := os.ReadFile(filepath.Join(f.dir, harness.ConsoleLogFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(log), "1.0.0-A")
+	assert.Contains(t, string(log), "2.0.0-B")
+	assert.NotContains(t, string(log), "\x1b[", "the log is cleaned of escape codes")
+	raw, err := os.ReadFile(filepath.Join(f.dir, harness.ConsoleRawFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), "\x1b[", "the raw log keeps every byte")
+}
+
+func TestInfrastructureVersusProductFailures(t *testing.T) {
+	im := buildImages(t)
+	cases := []struct {
+		name, image string
+		infra       bool
+		want        string
+	}{
+		{"blank image", im.blank, true, "No bootable device"},
+		{"corrupt image", im.corrupt, true, "image corrupt"},
+		{"kernel panic", im.panics, false, "Kernel panic"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			simEnv(t)
+			t.Setenv("DUT_IMAGE", c.image)
+			f := newFakeTB(t)
+			var dev *sim.Device
+			start := time.Now()
+			f.run(func(tb testing.TB) {
+				dut := harness.Acquire(tb)
+				dev = simDevice(t, dut)
+				dut.Flash()
+				dut.PowerOn()
+				dut.Login()
+				t.Error("Login must fail")
+			})
+			require.True(t, f.Failed())
+			assert.Less(t, time.Since(start), 10*time.Second, "a watcher fails the login at once, not the boot timeout")
+			assert.Contains(t, f.message(), c.want)
+			v, _ := f.attr(harness.AttrFailure)
+			if c.infra {
+				assert.Equal(t, "infrastructure", v)
+				assert.Contains(t, f.message(), "infrastructure failure")
+			} else {
+				assert.Empty(t, v, "a kernel panic is the product's failure")
+			}
+			assert.Equal(t, sim.PowerState("off"), dev.PowerState())
+		})
+	}
+}
+
+func TestDeviceGoneMidTestIsInfrastructure(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	f := newFakeTB(t)
+	f.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		sh := dut.Login()
+		simDevice(t, dut).Unplug()
+		sh.Run("echo still there?")
+	})
+	require.True(t, f.Failed())
+	v, _ := f.attr(harness.AttrFailure)
+	assert.Equal(t, "infrastructure", v, f.message())
+}
+
+func TestSubtestGetsItsOwnEvidence(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	parent := newFakeTB(t)
+	child := newFakeTB(t)
+	parent.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		sh := dut.Login()
+		child.run(func(ctb testing.TB) {
+			dut.Sub(ctb)
+			sh.Run("echo in-the-subtest")
+		})
+		sh.Run("echo after-the-subtest")
+	})
+	require.False(t, parent.Failed(), parent.message())
+	require.False(t, child.Failed(), child.message())
+	for _, k := range []string{harness.AttrName, harness.AttrImageSHA256, harness.AttrConsoleLog} {
+		_, ok := child.attr(k)
+		assert.True(t, ok, "subtest property %s", k)
+	}
+	sub, err := os.ReadFile(filepath.Join(child.dir, harness.ConsoleLogFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(sub), "in-the-subtest")
+	assert.NotContains(t, string(sub), "after-the-subtest")
+	assert.NotContains(t, string(sub), "login:", "the subtest's slice starts at the subtest")
+	whole, err := os.ReadFile(filepath.Join(parent.dir, harness.ConsoleLogFile))
+	require.NoError(t, err)
+	assert.Contains(t, string(whole), "after-the-subtest")
+}
+
+func TestConsoleExpectFailureShowsTheTail(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	t.Setenv("DUT_COMMAND_TIMEOUT", "300ms")
+	f := newFakeTB(t)
+	f.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+		dut.Console().SendLine("echo marker-$((1+1))")
+		dut.Console().Expect(console.String("this never appears"))
+	})
+	require.True(t, f.Failed())
+	assert.Contains(t, f.message(), `"this never appears"`)
+	assert.Contains(t, f.message(), "timed out")
+	_, infra := f.attr(harness.AttrFailure)
+	assert.False(t, infra)
+}
+
+// readHolder reports whether some process holds the lock file at path, by
+// trying to take it.
+func readHolder(t *testing.T, path string) (string, bool) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		return string(b), true
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return "", false
+}

@@ -1,0 +1,392 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/internal/lock"
+)
+
+// ErrInfrastructure is matched by every [*InfraError]: the lab failed (lock,
+// power, storage, flash, console), not the product under test.
+var ErrInfrastructure = errors.New("infrastructure failure")
+
+// InfraError is a failure of the test infrastructure in one harness step.
+type InfraError struct {
+	Step   string // "acquire", "power on", "flash", ...
+	Device string // the DUT, when one was selected
+	Err    error
+}
+
+func (e *InfraError) Error() string {
+	if e.Device == "" {
+		return fmt.Sprintf("infrastructure failure: %s: %v", e.Step, e.Err)
+	}
+	return fmt.Sprintf("infrastructure failure: %s on DUT %s: %v", e.Step, e.Device, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// Is reports whether target is [ErrInfrastructure].
+func (e *InfraError) Is(target error) bool { return target == ErrInfrastructure }
+
+// IsInfrastructure reports whether err is an infrastructure failure.
+func IsInfrastructure(err error) bool { return errors.Is(err, ErrInfrastructure) }
+
+// ErrNotConfigured is returned by [Open] when the configuration names no DUT.
+var ErrNotConfigured = errors.New("no DUT configured")
+
+// Holder says who holds a DUT; it is written into the lock file so that a
+// waiting test can name the holder.
+type Holder = lock.Holder
+
+// Session is the error-returning core of the harness: one exclusively held
+// DUT with its console open. Every method takes a context and returns once
+// it is done; [DUT] is the test-facing layer over it.
+type Session struct {
+	cfg   Config
+	dev   driver.Device
+	lease *lock.Lease
+	con   *console.Console
+	logf  func(format string, args ...any)
+
+	infraWatches map[string]bool
+	poweredAt    time.Time
+	flashed      *flash.Report
+}
+
+// Open selects a DUT as cfg says, locks it (waiting up to cfg.AcquireTimeout
+// and ctx), puts it into a known state (power off, storage off) and opens its
+// console. logf, when not nil, receives one line per hardware step with its
+// arguments and duration. Every failure after the configuration checks is an
+// [*InfraError]; Open leaves nothing locked or powered when it fails.
+func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)) (*Session, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if !cfg.Configured() {
+		return nil, fmt.Errorf("%w: set %s (e.g. sim), %s or %s", ErrNotConfigured, Env.Driver, Env.Name, Env.Tags)
+	}
+	var drivers []driver.Driver
+	if cfg.Driver != "" {
+		d, err := driver.Lookup(cfg.Driver)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadConfig, Env.Driver, err)
+		}
+		drivers = append(drivers, d)
+	} else {
+		for _, name := range driver.Drivers() {
+			d, _ := driver.Lookup(name)
+			drivers = append(drivers, d)
+		}
+		if len(drivers) == 0 {
+			_, err := driver.Lookup("")
+			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
+	}
+	if cfg.Image != "" {
+		if _, err := flash.CheckImage(cfg.Image); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadConfig, Env.Image, err)
+		}
+	}
+
+	var all []driver.Device
+	for _, d := range drivers {
+		start := time.Now()
+		devs, err := d.Discover(ctx)
+		if err != nil {
+			return nil, &InfraError{Step: "discover " + d.Name() + " devices", Err: err}
+		}
+		logf("discover: driver %s found %d device(s) in %s", d.Name(), len(devs), since(start))
+		all = append(all, devs...)
+	}
+	candidates, err := driver.Select(all, cfg.Name, cfg.Tags)
+	if err != nil {
+		return nil, &InfraError{Step: "select", Err: err}
+	}
+	keys := make([]string, len(candidates))
+	for i, d := range candidates {
+		keys[i] = d.Driver() + "/" + d.Name()
+	}
+	actx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout)
+	defer cancel()
+	start := time.Now()
+	lease, err := lock.Acquire(actx, cfg.LockDir, keys, who)
+	if err != nil {
+		return nil, &InfraError{Step: "acquire", Err: err}
+	}
+	s := &Session{cfg: cfg, lease: lease, logf: logf, infraWatches: map[string]bool{}}
+	for i, k := range keys {
+		if k == lease.Key() {
+			s.dev = candidates[i]
+		}
+	}
+	logf("acquire: locked %s (%s) after %s", driver.Describe(s.dev), lease.Path(), since(start))
+	if err := s.open(ctx); err != nil {
+		_ = s.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
+
+// open puts the DUT in a known state and opens its console.
+func (s *Session) open(ctx context.Context) error {
+	if err := s.off(ctx); err != nil {
+		return err
+	}
+	if mux, ok := s.dev.(driver.StorageMux); ok {
+		if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
+			return err
+		}
+	}
+	port, err := driver.As[driver.ConsolePort](s.dev)
+	if err != nil {
+		return nil // a device without console: console helpers will say so
+	}
+	return s.step(ctx, "open console", func(ctx context.Context) error {
+		rw, err := port.OpenConsole(ctx)
+		if err != nil {
+			return err
+		}
+		s.con = console.New(rw, console.Options{Name: s.dev.Name(), CharDelay: s.cfg.CharDelay, DefaultTimeout: s.cfg.CommandTimeout})
+		for _, w := range s.cfg.Watches {
+			re, err := regexp.Compile(w.Pattern)
+			if err != nil {
+				return fmt.Errorf("%w: watcher %q: %w", ErrBadConfig, w.Name, err)
+			}
+			s.con.Watch(w.Name, console.Regexp(re))
+			s.infraWatches[w.Name] = w.Infrastructure
+		}
+		return nil
+	})
+}
+
+// step runs one hardware step bounded by cfg.StepTimeout, logs it with its
+// duration, and turns its failure into an [*InfraError].
+func (s *Session) step(ctx context.Context, name string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StepTimeout)
+	defer cancel()
+	start := time.Now()
+	err := fn(ctx)
+	if err != nil {
+		s.logf("%s: %s failed after %s: %v", s.dev.Name(), name, since(start), err)
+		return &InfraError{Step: name, Device: s.dev.Name(), Err: err}
+	}
+	s.logf("%s: %s (%s)", s.dev.Name(), name, since(start))
+	return nil
+}
+
+// Device returns the held device.
+func (s *Session) Device() driver.Device { return s.dev }
+
+// Config returns the session's configuration.
+func (s *Session) Config() Config { return s.cfg }
+
+// Console returns the DUT's console, or an error when the device has none.
+func (s *Session) Console() (*console.Console, error) {
+	if s.con == nil {
+		_, err := driver.As[driver.ConsolePort](s.dev)
+		return nil, &InfraError{Step: "console", Device: s.dev.Name(), Err: err}
+	}
+	return s.con, nil
+}
+
+// LockPath returns the lock file that holds the DUT.
+func (s *Session) LockPath() string { return s.lease.Path() }
+
+// Flash writes the image at path (cfg.Image when empty) onto the DUT's
+// storage: it checks the image, powers the DUT off, connects the storage to
+// the host, writes and syncs, and disconnects the storage again, also when
+// the write fails.
+func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Progress)) (flash.Report, error) {
+	if path == "" {
+		path = s.cfg.Image
+	}
+	if _, err := flash.CheckImage(path); err != nil {
+		return flash.Report{}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+	}
+	mux, err := driver.As[driver.StorageMux](s.dev)
+	if err != nil {
+		return flash.Report{}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+	}
+	if err := s.off(ctx); err != nil {
+		return flash.Report{}, err
+	}
+	if err := s.step(ctx, "storage host", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageHost) }); err != nil {
+		return flash.Report{}, err
+	}
+	defer func() {
+		_ = s.step(context.WithoutCancel(ctx), "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) })
+	}()
+	var target string
+	if err := s.step(ctx, "find block target", func(ctx context.Context) (err error) {
+		target, err = mux.BlockTarget(ctx)
+		return err
+	}); err != nil {
+		return flash.Report{}, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
+	defer cancel()
+	rep, err := flash.Write(fctx, path, target, flash.Options{Progress: progress})
+	if err != nil {
+		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
+		return rep, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+	}
+	s.logf("%s: flashed %s -> %s: %d bytes in %s (%.1f MB/s), sha256 %s", s.dev.Name(), path, target, rep.Bytes, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.SHA256)
+	s.flashed = &rep
+	return rep, nil
+}
+
+// LastFlash returns the report of the last successful Flash, if any.
+func (s *Session) LastFlash() (flash.Report, bool) {
+	if s.flashed == nil {
+		return flash.Report{}, false
+	}
+	return *s.flashed, true
+}
+
+// PowerOn connects the storage to the DUT (when it has a storage mux) and
+// powers it on.
+func (s *Session) PowerOn(ctx context.Context) error {
+	pw, err := driver.As[driver.Power](s.dev)
+	if err != nil {
+		return &InfraError{Step: "power on", Device: s.dev.Name(), Err: err}
+	}
+	if mux, ok := s.dev.(driver.StorageMux); ok {
+		if err := s.step(ctx, "storage dut", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageDUT) }); err != nil {
+			return err
+		}
+	}
+	s.poweredAt = time.Now()
+	return s.step(ctx, "power on", pw.PowerOn)
+}
+
+// PoweredAt returns when the DUT was last powered on.
+func (s *Session) PoweredAt() time.Time { return s.poweredAt }
+
+// PowerOff powers the DUT off; when the graceful power-off fails and the
+// device can cut power, it does that instead.
+func (s *Session) PowerOff(ctx context.Context) error { return s.off(ctx) }
+
+func (s *Session) off(ctx context.Context) error {
+	pw, hasPower := s.dev.(driver.Power)
+	fp, hasForce := s.dev.(driver.ForcePower)
+	if !hasPower && !hasForce {
+		return nil
+	}
+	var err error
+	if hasPower {
+		if err = s.step(ctx, "power off", pw.PowerOff); err == nil {
+			return nil
+		}
+	}
+	if hasForce {
+		return s.step(ctx, "force off", fp.ForceOff)
+	}
+	return err
+}
+
+// Login waits for the login prompt, logs in with cfg.User and cfg.Password
+// and returns when a shell answers, bounded by cfg.BootTimeout.
+func (s *Session) Login(ctx context.Context) (console.LoginResult, error) {
+	con, err := s.Console()
+	if err != nil {
+		return console.LoginResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := con.Login(ctx, console.LoginOptions{User: s.cfg.User, Password: s.cfg.Password})
+	if err != nil {
+		s.logf("%s: login as %s failed after %s", s.dev.Name(), s.cfg.User, since(start))
+		return res, s.classify("login", err)
+	}
+	s.logf("%s: logged in as %s (%s)", s.dev.Name(), s.cfg.User, since(start))
+	return res, nil
+}
+
+// classify marks console failures caused by an infrastructure watcher (no
+// boot device) or a dead console port as infrastructure failures.
+func (s *Session) classify(step string, err error) error {
+	var we *console.WatchError
+	if errors.As(err, &we) && s.infraWatches[we.Watch] {
+		return &InfraError{Step: step, Device: s.dev.Name(), Err: err}
+	}
+	if errors.Is(err, console.ErrClosed) || errors.Is(err, console.ErrPort) {
+		return &InfraError{Step: step, Device: s.dev.Name(), Err: err}
+	}
+	return err
+}
+
+// Run runs cmd on the DUT's console shell, bounded by cfg.CommandTimeout.
+func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
+	con, err := s.Console()
+	if err != nil {
+		return console.Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
+	defer cancel()
+	res, err := con.Run(ctx, cmd)
+	if err != nil {
+		return res, s.classify("run", err)
+	}
+	return res, nil
+}
+
+// Close powers the DUT off, disconnects its storage, closes its console and
+// releases the lock, doing every step even when one fails. Give it a context
+// with its own deadline (the test's may have passed).
+func (s *Session) Close(ctx context.Context) error {
+	var errs []error
+	if s.dev != nil {
+		if err := s.off(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if mux, ok := s.dev.(driver.StorageMux); ok {
+			if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if s.con != nil {
+			if err := s.con.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c, ok := s.dev.(driver.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.lease != nil {
+		if err := s.lease.Release(); err != nil {
+			errs = append(errs, &InfraError{Step: "release lock", Err: err})
+		} else {
+			s.logf("release: unlocked %s", s.lease.Key())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// holderFor describes the current process for lock files.
+func holderFor(test string) Holder {
+	host, _ := os.Hostname()
+	return Holder{Test: test, PID: os.Getpid(), Host: host, Since: time.Now(), Command: commandLine()}
+}
+
+func commandLine() string {
+	if len(os.Args) == 0 {
+		return ""
+	}
+	return os.Args[0]
+}
