@@ -47,7 +47,7 @@ main-job: images
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
 	  $(GO) test -json -count=1 -artifacts -outputdir $(abspath $(OUT)/report/artifacts) ./examples/...
 	$(OUT)/bin/junitcheck -min-passed 4 \
-	  -props dut.driver,dut.name,dut.serial,dut.image,dut.image_sha256,dut.flash_mbps,dut.console_log,artifacts \
+	  -props dut.driver,dut.name,dut.serial,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts \
 	  -files console.log $(OUT)/report/junit.xml
 	@echo "main job: JUnit in $(OUT)/report/junit.xml, per-test artifacts in $(OUT)/report/artifacts"
 

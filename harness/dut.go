@@ -95,7 +95,7 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 	s, err := Open(ctx, cfg, holderFor(t.Name()), t.Logf)
 	if err != nil {
 		d := &DUT{t: t}
-		d.fail(fmt.Errorf("acquire: %w", err), ctx)
+		d.fail(err, ctx)
 	}
 	d := &DUT{t: t, s: s, mark: markOf(s)}
 	t.Cleanup(func() {
@@ -156,6 +156,9 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	sub.recordDevice()
 	if rep, ok := d.s.LastFlash(); ok {
 		sub.recordFlash(rep)
+	}
+	if d.s.bootSeconds != "" {
+		t.Attr(AttrBootSeconds, d.s.bootSeconds)
 	}
 	return sub
 }
@@ -329,6 +332,7 @@ func (d *DUT) Login() *Shell {
 	}
 	if !d.s.poweredAt.IsZero() && !res.PromptAt.IsZero() {
 		secs := strconv.FormatFloat(res.PromptAt.Sub(d.s.poweredAt).Seconds(), 'f', 3, 64)
+		d.s.bootSeconds = secs
 		d.t.Attr(AttrBootSeconds, secs)
 		d.t.Logf("jumpstarter: %s reached the login prompt %ss after power-on", d.Name(), secs)
 	}

@@ -60,6 +60,7 @@ type Session struct {
 
 	infraWatches map[string]bool
 	poweredAt    time.Time
+	bootSeconds  string // power-on to login prompt of the last Login, for properties
 	flashed      *flash.Report
 }
 

@@ -1,0 +1,121 @@
+package driver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+)
+
+type dev struct {
+	name, serial string
+	tags         []string
+}
+
+func (d dev) Name() string   { return d.name }
+func (d dev) Serial() string { return d.serial }
+func (d dev) Tags() []string { return d.tags }
+func (d dev) Driver() string { return "test" }
+
+type poweredDev struct{ dev }
+
+func (poweredDev) PowerOn(context.Context) error  { return nil }
+func (poweredDev) PowerOff(context.Context) error { return nil }
+
+var lab = []driver.Device{
+	dev{"orin-1", "1a2b3c4d", []string{"ARM64", "orin"}},
+	dev{"rpi-1", "99887766", []string{"arm64", "rpi"}},
+	dev{"x86-1", "", []string{"x86_64"}},
+}
+
+func TestParseTags(t *testing.T) {
+	tags, err := driver.ParseTags(" arm64, orin ,board=v2 ")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"arm64", "orin", "board=v2"}, tags)
+	tags, err = driver.ParseTags("")
+	require.NoError(t, err)
+	assert.Empty(t, tags)
+	for _, bad := range []string{"a,,b", "a,", ",a", "two words", "a;b"} {
+		_, err := driver.ParseTags(bad)
+		assert.ErrorIs(t, err, driver.ErrBadTags, bad)
+	}
+}
+
+func TestSelect(t *testing.T) {
+	got, err := driver.Select(lab, "", []string{"arm64"})
+	require.NoError(t, err)
+	assert.Len(t, got, 2, "tags match case-insensitively")
+	got, err = driver.Select(lab, "", []string{"arm64", "orin"})
+	require.NoError(t, err)
+	assert.Equal(t, "orin-1", got[0].Name())
+	got, err = driver.Select(lab, "99887766", nil)
+	require.NoError(t, err)
+	assert.Equal(t, "rpi-1", got[0].Name(), "a name matches the serial too")
+	got, err = driver.Select(lab, "", nil)
+	require.NoError(t, err)
+	assert.Len(t, got, 3)
+
+	_, err = driver.Select(lab, "orin-1", []string{"rpi"})
+	require.ErrorIs(t, err, driver.ErrNoDevice)
+	assert.Contains(t, err.Error(), `name "orin-1" and tags "rpi"`)
+	assert.Contains(t, err.Error(), "found orin-1 (serial 1a2b3c4d) [ARM64,orin]")
+	_, err = driver.Select(nil, "", nil)
+	assert.ErrorContains(t, err, "found no devices at all")
+}
+
+func TestAsNamesTheMissingCapability(t *testing.T) {
+	_, err := driver.As[driver.Power](lab[0])
+	require.ErrorIs(t, err, driver.ErrUnsupported)
+	assert.Contains(t, err.Error(), "orin-1 (driver test) has no driver.Power")
+	p, err := driver.As[driver.Power](poweredDev{dev{name: "p"}})
+	require.NoError(t, err)
+	assert.NoError(t, p.PowerOn(context.Background()))
+}
+
+type fakeDriver struct{ name string }
+
+func (d fakeDriver) Name() string                                      { return d.name }
+func (d fakeDriver) Discover(context.Context) ([]driver.Device, error) { return lab, nil }
+
+func TestRegistry(t *testing.T) {
+	driver.Register(fakeDriver{"registry-test"})
+	d, err := driver.Lookup("registry-test")
+	require.NoError(t, err)
+	assert.Equal(t, "registry-test", d.Name())
+	assert.Contains(t, driver.Drivers(), "registry-test")
+	_, err = driver.Lookup("nosuch")
+	require.ErrorIs(t, err, driver.ErrUnknownDriver)
+	assert.Contains(t, err.Error(), "registry-test")
+	assert.Panics(t, func() { driver.Register(fakeDriver{"registry-test"}) })
+	assert.Panics(t, func() { driver.Register(fakeDriver{""}) })
+}
+
+func TestParseStorageMode(t *testing.T) {
+	m, err := driver.ParseStorageMode(" Host ")
+	require.NoError(t, err)
+	assert.Equal(t, driver.StorageHost, m)
+	_, err = driver.ParseStorageMode("usb")
+	assert.Error(t, err)
+}
+
+// A driver registers itself from init; tests select its devices by tags.
+func ExampleSelect() {
+	devs, err := driver.Select(lab, "", []string{"ARM64", "rpi"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, d := range devs {
+		fmt.Println(driver.Describe(d))
+	}
+	_, err = driver.Select(lab, "", []string{"riscv"})
+	fmt.Println(errors.Is(err, driver.ErrNoDevice))
+	// Output:
+	// rpi-1 (serial 99887766) [arm64,rpi]
+	// true
+}
