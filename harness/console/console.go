@@ -464,6 +464,17 @@ func (c *Console) timeAtLocked(off int) time.Time {
 	return c.stamps[i].t
 }
 
+// lastActivity returns when the last byte arrived, or when the console
+// opened.
+func (c *Console) lastActivity() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.stamps); n > 0 {
+		return c.stamps[n-1].t
+	}
+	return c.opened
+}
+
 // Cursor returns the cursor's offset in the cleaned transcript.
 func (c *Console) Cursor() int {
 	c.mu.Lock()

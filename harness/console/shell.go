@@ -86,26 +86,27 @@ func newMarker() (string, string) {
 type LoginOptions struct {
 	User     string // default "root"
 	Password string // sent when a password prompt appears
-	// LoginPrompt matches the getty's prompt. Default: "login: " at the end
-	// of the received text, after a host name.
+	// LoginPrompt matches the getty's prompt. Default: "login: " anywhere in
+	// the output, so that kernel messages printed after it cannot hide it.
 	LoginPrompt Pattern
-	// PasswordPrompt default: "Password: " (any case) at the end of the
-	// received text.
+	// PasswordPrompt default: "Password: " (any case) anywhere in the output.
 	PasswordPrompt Pattern
 	// ShellPrompt matches the shell's prompt after login. Default: a prompt
-	// ending in "# ", "$ ", "% " or "> ".
+	// ending in "# ", "$ ", "% " or "> " at the end of the output; a marker
+	// command then proves that a shell answers.
 	ShellPrompt Pattern
-	// Attempts is how many times a failed login is retried. Default 3.
+	// Attempts is how many times a rejected login is retried. Default 3.
 	Attempts int
-	// Nudge is how long to wait for a prompt before sending a newline to make
-	// the device print a fresh one (boot noise may have pushed the old one
-	// away). Default 5 s.
+	// Nudge is how long the console must stay silent before Login sends a
+	// newline to make the device print a fresh prompt. Default 5 s. Login
+	// never sends anything while the device prints (a bootloader counting
+	// down would take the keypress as "stop autoboot").
 	Nudge time.Duration
 }
 
 var (
-	defaultLoginPrompt    = MustPrompt(`(?i)login: ?`)
-	defaultPasswordPrompt = MustPrompt(`(?i)password: ?`)
+	defaultLoginPrompt    = RE(`(?i)login: ?`)
+	defaultPasswordPrompt = RE(`(?i)password: ?`)
 	defaultShellPrompt    = MustPrompt(`[#$%>] ?`)
 	loginIncorrect        = RE(`(?i)login incorrect|authentication failure|permission denied`)
 )
@@ -123,12 +124,15 @@ type LoginResult struct {
 var ErrLoginFailed = errors.New("console: login failed")
 
 // Login waits through boot output for the login prompt, logs in and returns
-// once a marker command proves that a shell answers. It copes with kernel
-// messages printed over the prompt (it sends a newline for a fresh prompt
-// when none shows for LoginOptions.Nudge), with consoles that need no
-// password or no login at all (already at a shell), and with rejected
-// attempts, which it retries up to LoginOptions.Attempts times before failing
-// with [ErrLoginFailed].
+// once a marker command proves that a shell answers.
+//
+// It copes with kernel messages printed over the prompt (the prompt is
+// matched wherever it is, and typing into a getty works whatever was printed
+// after its prompt), with consoles that need no password or no login at all
+// (already at a shell), with a prompt printed before anybody waited for it
+// (after LoginOptions.Nudge of silence it sends a newline for a fresh one),
+// and with rejected attempts, which it retries up to LoginOptions.Attempts
+// times before failing with [ErrLoginFailed].
 func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error) {
 	if o.User == "" {
 		o.User = "root"
@@ -151,23 +155,39 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
 
-	var res LoginResult
+	// What to wait for depends on what was sent: after the user name, a
+	// "login:" can only be "Last login:" of a successful login.
+	type state int
+	const (
+		waitLogin state = iota
+		sentUser
+		sentPassword
+	)
 	const (
 		login = iota
 		password
 		shell
 		rejected
 	)
-	patterns := []Pattern{o.LoginPrompt, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
-	sentPassword := false
+	all := []Pattern{o.LoginPrompt, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
+	var res LoginResult
+	st := waitLogin
 	for {
+		ps := all
+		if st != waitLogin {
+			ps = []Pattern{{}, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
+		}
 		step, stepCancel := context.WithTimeout(ctx, o.Nudge)
-		m, err := c.Expect(step, patterns...)
+		m, err := c.expectSome(step, ps)
 		stepCancel()
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, ErrTimeout) {
-				// No prompt at the end of the output: ask for a fresh one.
-				if err := c.SendLine(ctx, ""); err != nil {
+				if st == waitLogin && time.Since(c.lastActivity()) < o.Nudge {
+					continue // still booting: never type into a bootloader
+				}
+				// Nothing new: ask for a fresh prompt. A send cut short by
+				// the deadline ends in the timeout error of the next expect.
+				if err := c.SendLine(ctx, ""); err != nil && ctx.Err() == nil {
 					return res, fmt.Errorf("login: %w", err)
 				}
 				continue
@@ -187,22 +207,20 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 				return res, fmt.Errorf("login as %s: %w after %d attempts (check the user name and password)", o.User, ErrLoginFailed, res.Attempts)
 			}
 			res.Attempts++
-			sentPassword = false
 			if err := c.SendLine(ctx, o.User); err != nil {
 				return res, fmt.Errorf("login: %w", err)
 			}
+			st = sentUser
 		case password:
-			if sentPassword {
-				continue
-			}
-			sentPassword = true
 			if err := c.SendLine(ctx, o.Password); err != nil {
 				return res, fmt.Errorf("login: %w", err)
 			}
+			st = sentPassword
 		case rejected:
 			if res.Attempts >= o.Attempts {
 				return res, fmt.Errorf("login as %s: %w after %d attempts: the device said %q", o.User, ErrLoginFailed, res.Attempts, m.Text)
 			}
+			st = waitLogin
 		case shell:
 			probe, probeCancel := context.WithTimeout(ctx, o.Nudge)
 			r, err := c.Run(probe, "true")
@@ -219,4 +237,23 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			// Whatever looked like a prompt was not a shell; keep waiting.
 		}
 	}
+}
+
+// expectSome is Expect over the patterns that are set (a zero Pattern is a
+// hole that keeps the indexes of the others), returning indexes into ps.
+func (c *Console) expectSome(ctx context.Context, ps []Pattern) (*Match, error) {
+	var use []Pattern
+	var idx []int
+	for i, p := range ps {
+		if p.src != "" {
+			use = append(use, p)
+			idx = append(idx, i)
+		}
+	}
+	m, err := c.Expect(ctx, use...)
+	if err != nil {
+		return nil, err
+	}
+	m.Index = idx[m.Index]
+	return m, nil
 }

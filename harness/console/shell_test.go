@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -183,5 +184,63 @@ func TestLoginTimesOutWithTheTail(t *testing.T) {
 		require.ErrorIs(t, err, ErrTimeout)
 		assert.Contains(t, err.Error(), "No bootable device.")
 		assert.Contains(t, err.Error(), "login prompt")
+	})
+}
+
+func TestLoginFindsAPromptBuriedInTheSameRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{})
+		go func() {
+			var line []byte
+			for b := range p.Sent {
+				for _, ch := range b {
+					if ch != '\n' {
+						line = append(line, ch)
+						continue
+					}
+					text := string(line)
+					line = line[:0]
+					p.EmitString(text + "\r\n")
+					if m := framedCommand.FindStringSubmatch(text); m != nil {
+						p.EmitString(m[1] + m[2] + "\r\n\r\n" + m[4] + m[5] + ":0\r\n")
+					}
+					p.EmitString("# ")
+				}
+			}
+		}()
+		// The prompt and the noise after it arrive in one read.
+		p.EmitString("dut login: [    2.5] random: crng init done\r\n")
+		start := time.Now()
+		res, err := c.Login(t.Context(), LoginOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Attempts)
+		assert.Zero(t, time.Since(start), "no waiting for a nudge: the buried prompt is found at once")
+	})
+}
+
+func TestLoginNeverTypesIntoABootloaderCountdown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{})
+		booted := make(chan struct{})
+		go func() {
+			for i := 8; i > 0; i-- {
+				p.EmitString(fmt.Sprintf("\rHit any key to stop autoboot: %2d ", i))
+				select {
+				case b := <-p.Sent:
+					p.EmitString(fmt.Sprintf("\r\nautoboot stopped by %q\r\n=> ", b))
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			close(booted)
+			fakeGetty(p, "")
+		}()
+		_, err := c.Login(t.Context(), LoginOptions{Nudge: 2 * time.Second})
+		require.NoError(t, err)
+		select {
+		case <-booted:
+		default:
+			t.Fatal("the login interrupted the bootloader")
+		}
 	})
 }

@@ -156,8 +156,8 @@ func TestCrossProcess(t *testing.T) {
 	t.Log(err)
 
 	type result struct {
-		l  *Lease
-		at time.Time
+		l   *Lease
+		at  time.Time
 		err error
 	}
 	done := make(chan result, 1)
