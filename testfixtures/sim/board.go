@@ -139,7 +139,7 @@ func (b *board) wait(deadline time.Time, done func() bool) error {
 		}
 		select {
 		case <-b.ctx.Done():
-		case <-b.d.inReady:
+		case <-b.r.inReady:
 		case <-fire:
 		}
 		if timer != nil {

@@ -46,13 +46,12 @@ var pinNames = []string{PinReset, "a", "b", "c", "d"}
 
 // Supply voltage and current draw by board activity, for ReadPower.
 const (
-	supplyVolts  = 5.0
-	ampsInReset  = 0.12
-	ampsBooting  = 0.84
-	ampsIdle     = 0.52
-	ampsBusy     = 0.96
-	ampsHalted   = 0.40
-	wattsPerAmps = supplyVolts
+	supplyVolts = 5.0
+	ampsInReset = 0.12
+	ampsBooting = 0.84
+	ampsIdle    = 0.52
+	ampsBusy    = 0.96
+	ampsHalted  = 0.40
 )
 
 // activity is what a powered board is doing, for the power meter.
@@ -75,8 +74,9 @@ const (
 
 // run is one run of the board goroutine, from its start to its stop.
 type run struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the goroutine has returned
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when the goroutine has returned
+	inReady chan struct{} // signalled when input arrives; capacity 1
 }
 
 // Device is a simulated DUT: a small Linux board with a power switch, a
@@ -90,7 +90,6 @@ type run struct {
 type Device struct {
 	serial   string
 	diskPath string
-	inReady  chan struct{} // signalled when input arrives; capacity 1
 
 	opMu sync.Mutex // serialises the operations that start or stop the board
 
@@ -130,7 +129,8 @@ var (
 // o.DiskSize bytes if missing (an existing file is used as it is). o.Devices
 // and o.Dir are ignored. The device is not tied to any driver's discovery.
 //
-// In a testing/synctest bubble, create the device inside the bubble.
+// In a testing/synctest bubble, power the device on and open its console
+// inside the bubble.
 func NewDevice(name, serial string, tags []string, diskPath string, o Options) (*Device, error) {
 	o = o.withDefaults()
 	if err := o.check(); err != nil {
@@ -149,7 +149,6 @@ func NewDevice(name, serial string, tags []string, diskPath string, o Options) (
 	return &Device{
 		serial:   serial,
 		diskPath: diskPath,
-		inReady:  make(chan struct{}, 1),
 		name:     name,
 		tags:     slices.Clone(tags),
 		opts:     o,
@@ -254,7 +253,7 @@ func (d *Device) startLocked() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{cancel: cancel, done: make(chan struct{})}
+	r := &run{cancel: cancel, done: make(chan struct{}), inReady: make(chan struct{}, 1)}
 	d.run = r
 	d.input = nil
 	d.activity = actBooting
@@ -463,7 +462,7 @@ func (d *Device) consoleInput(p []byte) (int, error) {
 	}
 	d.input = append(d.input, p...)
 	select {
-	case d.inReady <- struct{}{}:
+	case d.run.inReady <- struct{}{}:
 	default:
 	}
 	return len(p), nil
@@ -563,7 +562,7 @@ func (d *Device) ReadPower(ctx context.Context) (driver.PowerReading, error) {
 	if d.run != nil {
 		amps = map[activity]float64{actBooting: ampsBooting, actIdle: ampsIdle, actBusy: ampsBusy, actHalted: ampsHalted}[d.activity]
 	}
-	return driver.PowerReading{Volts: supplyVolts, Amps: amps, Watts: amps * wattsPerAmps}, nil
+	return driver.PowerReading{Volts: supplyVolts, Amps: amps, Watts: amps * supplyVolts}, nil
 }
 
 // Config returns the board's stored configuration: "name", "serial" and

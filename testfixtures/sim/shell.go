@@ -403,7 +403,9 @@ func validName(s string) bool {
 }
 
 // commands are the shell's builtins and the board's programs. Each gets the
-// arguments after its name and returns its exit status.
+// arguments after its name and returns its exit status, and an error for the
+// shell's control flow or the board stopping. The map is filled in init
+// because sh refers back to it.
 var commands map[string]func(sh *shell, args []string) (int, error)
 
 func init() {

@@ -215,7 +215,7 @@ func WriteCorrupt(path string, s Spec) error {
 	})
 }
 
-// WriteBlank writes a file of size zero bytes to path (atomically, as
+// WriteBlank writes a file of size bytes, all zero, to path (atomically, as
 // [WriteFile]; the file is sparse where the file system allows). A disk
 // holding it has no image.
 func WriteBlank(path string, size int64) error {
