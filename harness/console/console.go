@@ -185,7 +185,8 @@ type Console struct {
 	clean    []byte
 	cl       cleaner
 	stamps   []stamp
-	changed  chan struct{} // closed and replaced on every append
+	changed  chan struct{} // closed and replaced on an append that someone waits for
+	waited   bool          // someone took changed to wait on it
 	readErr  error         // set once the reader stops
 	cursor   int
 	watchers []*watcher
@@ -245,8 +246,8 @@ func (c *Console) read() {
 				c.readErr = err
 			}
 			c.flushLogLocked(true)
-			close(c.changed)
-			c.changed = make(chan struct{})
+			c.waited = true
+			c.notifyLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -257,8 +258,8 @@ func (c *Console) append(p []byte) {
 	now := c.opts.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.raw = append(c.raw, p...)
-	c.clean = c.cl.feed(c.clean, p)
+	c.raw = append(grow(c.raw, len(p)), p...)
+	c.clean = c.cl.feed(grow(c.clean, len(p)), p)
 	// One stamp per millisecond at most keeps the index small however the
 	// port chunks its output.
 	if n := len(c.stamps); n > 0 && now.Sub(c.stamps[n-1].t) < time.Millisecond {
@@ -278,8 +279,28 @@ func (c *Console) append(p []byte) {
 		}
 	}
 	c.flushLogLocked(false)
-	close(c.changed)
-	c.changed = make(chan struct{})
+	c.notifyLocked()
+}
+
+// notifyLocked wakes the goroutines waiting for new text, if any.
+func (c *Console) notifyLocked() {
+	if c.waited {
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.waited = false
+	}
+}
+
+// grow makes room for n more bytes, doubling the capacity: a transcript of
+// N bytes costs at most 2N of allocations in all, not the 5N of append's
+// growth for large slices.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), max(2*cap(b), len(b)+n, 64<<10))
+	copy(nb, b)
+	return nb
 }
 
 // flushLogLocked writes the complete lines that arrived since the last call
@@ -390,6 +411,7 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 			return nil, err
 		}
 		changed := c.changed
+		c.waited = true
 		c.mu.Unlock()
 		select {
 		case <-changed:
