@@ -93,26 +93,13 @@ var ErrBadConfig = errors.New("bad DUT configuration")
 // names the variable.
 func ConfigFromEnv() (Config, error) {
 	c := Config{
-		Driver:         strings.TrimSpace(os.Getenv(Env.Driver)),
-		Name:           strings.TrimSpace(os.Getenv(Env.Name)),
-		Image:          os.Getenv(Env.Image),
-		LockDir:        os.Getenv(Env.LockDir),
-		User:           os.Getenv(Env.User),
-		Password:       os.Getenv(Env.Password),
-		AcquireTimeout: 5 * time.Minute,
-		CleanupReserve: 30 * time.Second,
-		StepTimeout:    time.Minute,
-		FlashTimeout:   30 * time.Minute,
-		BootTimeout:    5 * time.Minute,
-		CommandTimeout: 2 * time.Minute,
-		Watches:        DefaultWatches,
-	}
-	if c.LockDir == "" {
-		c.LockDir = DefaultLockDir()
-	}
-	if c.User == "" {
-		c.User = "root"
-	}
+		Driver:   strings.TrimSpace(os.Getenv(Env.Driver)),
+		Name:     strings.TrimSpace(os.Getenv(Env.Name)),
+		Image:    os.Getenv(Env.Image),
+		LockDir:  os.Getenv(Env.LockDir),
+		User:     os.Getenv(Env.User),
+		Password: os.Getenv(Env.Password),
+	}.WithDefaults()
 	var errs []error
 	tags, err := driver.ParseTags(os.Getenv(Env.Tags))
 	if err != nil {
@@ -150,6 +137,35 @@ func ConfigFromEnv() (Config, error) {
 		return c, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
 	return c, nil
+}
+
+// WithDefaults returns c with every unset field at its default: timeouts
+// (acquire 5m, cleanup reserve 30s, step 1m, flash 30m, boot 5m, command 2m),
+// the lock directory ([DefaultLockDir]), the user (root) and the watchers
+// ([DefaultWatches]). [Open] applies it, so a Config built in code needs only
+// what it selects.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AcquireTimeout, 5*time.Minute)
+	def(&c.CleanupReserve, 30*time.Second)
+	def(&c.StepTimeout, time.Minute)
+	def(&c.FlashTimeout, 30*time.Minute)
+	def(&c.BootTimeout, 5*time.Minute)
+	def(&c.CommandTimeout, 2*time.Minute)
+	if c.LockDir == "" {
+		c.LockDir = DefaultLockDir()
+	}
+	if c.User == "" {
+		c.User = "root"
+	}
+	if c.Watches == nil {
+		c.Watches = DefaultWatches
+	}
+	return c
 }
 
 // Configured reports whether the configuration names a DUT at all: a driver,

@@ -73,6 +73,7 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	cfg = cfg.WithDefaults()
 	if !cfg.Configured() {
 		return nil, fmt.Errorf("%w: set %s (e.g. sim), %s or %s", ErrNotConfigured, Env.Driver, Env.Name, Env.Tags)
 	}
