@@ -75,7 +75,7 @@ func acquire(ctx context.Context, dir string, keys, names []string, who Holder) 
 		if err != nil {
 			return nil, err
 		}
-		for i, f := range files {
+		for i := range files {
 			if blocked[names[i]] {
 				continue
 			}
@@ -86,7 +86,7 @@ func acquire(ctx context.Context, dir string, keys, names []string, who Holder) 
 			if !ok {
 				continue
 			}
-			f = files[i]
+			f := files[i]
 			files[i] = nil
 			l, err := newLease(f, keys[i], who)
 			if err != nil {
@@ -266,7 +266,7 @@ func readHolder(path string) (Holder, bool, error) {
 	// Open for writing when allowed: if the probe below makes someone's
 	// try-lock fail, the close then wakes them (IN_CLOSE_WRITE).
 	f, err := os.OpenFile(path, os.O_RDWR|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
 		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
@@ -348,6 +348,9 @@ func newTicket(qdir string, keys []string, test string) (*ticket, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lock: create queue ticket: %w", err)
 		}
+		// Readable by every user whatever the umask: other users' waiters
+		// must see where this one stands.
+		_ = f.Chmod(0o644)
 		data, err := json.Marshal(ticketData{Seq: seq, PID: pid, Keys: keys, Test: test})
 		if err == nil {
 			if err = flock(f, syscall.LOCK_EX); err == nil {
@@ -449,6 +452,9 @@ func readTicket(path string) (ticketData, bool, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ticketData{}, false, nil // its waiter is done
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return ticketData{}, false, nil // unreadable: cannot tell what it wants
 	}
 	if err != nil {
 		return ticketData{}, false, fmt.Errorf("lock: open queue ticket: %w", err)

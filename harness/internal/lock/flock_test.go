@@ -345,3 +345,23 @@ func TestRemovedLockFileIsRecreated(t *testing.T) {
 	assert.True(t, held)
 	assert.Equal(t, "new", h.Test)
 }
+
+func TestPollWaiter(t *testing.T) {
+	// The first wait returns by itself after minPoll.
+	p := newPollWaiter()
+	start := time.Now()
+	p.wait(context.Background())
+	assert.GreaterOrEqual(t, time.Since(start), minPoll)
+
+	// A done context ends a wait at once, however long; the backoff still
+	// advances.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	got := []time.Duration{minPoll}
+	for range 6 {
+		got = append(got, p.next)
+		p.wait(ctx)
+	}
+	ms := time.Millisecond
+	assert.Equal(t, []time.Duration{10 * ms, 20 * ms, 40 * ms, 80 * ms, 160 * ms, 250 * ms, 250 * ms}, got)
+}

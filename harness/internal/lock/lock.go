@@ -14,7 +14,8 @@
 // ends, SIGKILL and kernel OOM kills included. A lease therefore never
 // outlives its holder and there are no stale locks to clean up. Lock files are
 // never removed: unlinking a file that another process has opened but not yet
-// locked would let two processes lock two different inodes under one name.
+// locked would let two processes lock two different inodes under one name;
+// do not remove them by hand while tests may run either.
 // They are opened O_RDWR|O_CREATE|O_CLOEXEC with mode 0666 (so that every user
 // of a lab host can lock them), in a directory that [Acquire] creates with mode
 // 01777 when it is missing.
@@ -189,8 +190,8 @@ func identified(h Holder) bool {
 // 2026-11-30T08:00:00Z".
 func describe(h Holder) string {
 	name := h.Test
-	if name == "" && h.Command != "" {
-		name = filepath.Base(strings.Fields(h.Command)[0])
+	if args := strings.Fields(h.Command); name == "" && len(args) > 0 {
+		name = filepath.Base(args[0])
 	}
 	var where []string
 	if h.PID != 0 {
@@ -302,7 +303,8 @@ func Acquire(ctx context.Context, dir string, keys []string, who Holder) (*Lease
 // ReadHolder reports whether key is leased in dir and, if so, by whom. A zero
 // Holder with held true means the holder has not recorded (or recorded
 // unreadable) metadata; it may have just acquired the lease. A key whose lock
-// file does not exist is not held.
+// file does not exist is not held. When err is not nil, h and held tell
+// nothing.
 func ReadHolder(dir, key string) (h Holder, held bool, err error) {
 	if err := checkKey(key); err != nil {
 		return Holder{}, false, err

@@ -72,6 +72,11 @@ func TestTimeoutErrorMessage(t *testing.T) {
 	assert.EqualError(t, err, "waited 1s for sim-0: held by an unknown process; "+
 		"raise DUT_ACQUIRE_TIMEOUT or wait for the holder to finish")
 
+	err = &TimeoutError{Keys: []string{"k"}, Holders: []Holder{{PID: 7, Command: "/usr/bin/flash --dut k"}}, Waited: time.Second}
+	assert.EqualError(t, err, "waited 1s for k: held by flash (pid 7); raise DUT_ACQUIRE_TIMEOUT or wait for that test to finish")
+	err = &TimeoutError{Keys: []string{"k"}, Holders: []Holder{{PID: 7, Command: "  "}}, Waited: time.Second}
+	assert.EqualError(t, err, "waited 1s for k: held by a process (pid 7); raise DUT_ACQUIRE_TIMEOUT or wait for that test to finish")
+
 	err = &TimeoutError{Keys: []string{"a", "b"}, Holders: []Holder{foo, {}}, free: []bool{false, true}}
 	assert.EqualError(t, err, "waited 0s for a, b: a held by TestFoo (pid 1234 on host lab1) "+
 		"since 2026-11-30T08:00:00Z; b was free when the wait ended, but earlier waiters were queued for it; "+
