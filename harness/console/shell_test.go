@@ -190,24 +190,7 @@ func TestLoginTimesOutWithTheTail(t *testing.T) {
 func TestLoginFindsAPromptBuriedInTheSameRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, p := newTestConsole(t, Options{})
-		go func() {
-			var line []byte
-			for b := range p.Sent {
-				for _, ch := range b {
-					if ch != '\n' {
-						line = append(line, ch)
-						continue
-					}
-					text := string(line)
-					line = line[:0]
-					p.EmitString(text + "\r\n")
-					if m := framedCommand.FindStringSubmatch(text); m != nil {
-						p.EmitString(m[1] + m[2] + "\r\n\r\n" + m[4] + m[5] + ":0\r\n")
-					}
-					p.EmitString("# ")
-				}
-			}
-		}()
+		go fakeShell(p, func(string) (string, int) { return "", 0 })
 		// The prompt and the noise after it arrive in one read.
 		p.EmitString("dut login: [    2.5] random: crng init done\r\n")
 		start := time.Now()
