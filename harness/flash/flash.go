@@ -3,11 +3,14 @@
 // the test host.
 //
 // This first engine streams the image into the target with a bounded buffer,
-// hashes it on the way (SHA-256), syncs the target before reporting success,
-// and checks its inputs before it writes a byte: the image must be a readable
-// regular file, the target a block device or regular file no smaller than the
-// image. Compressed and bmap-mapped images, O_DIRECT and read-back
-// verification come with the full engine.
+// decompressing on the way when the image is gzip, xz, zstd or bzip2
+// (told by its magic bytes, not its name), hashes the image file (SHA-256),
+// syncs the target before reporting success, and checks its inputs before it
+// writes a byte: the image must be a readable regular file, the target a
+// block device or regular file no smaller than the image (for a compressed
+// image: no smaller than what it unpacks to, checked as it is written, before
+// the first byte that would not fit). bmap-mapped images, O_DIRECT, a
+// parallel pipeline and read-back verification come with the full engine.
 package flash
 
 import (
@@ -60,9 +63,10 @@ type Options struct {
 // Report says what a successful [Write] did.
 type Report struct {
 	Image    string        // the image's path
+	Format   Format        // the image's encoding
 	Target   string        // the target's path
-	Bytes    int64         // bytes written
-	SHA256   string        // hex SHA-256 of the image
+	Bytes    int64         // bytes written (the unpacked image)
+	SHA256   string        // hex SHA-256 of the image file as given
 	Duration time.Duration // from open to the end of the final sync
 }
 
@@ -101,10 +105,13 @@ func CheckImage(path string) (int64, error) {
 	return st.Size(), nil
 }
 
-// Write copies the image at imagePath onto target and syncs it. It refuses,
-// before writing anything, an image that [CheckImage] rejects and a target
-// that is not a block device or regular file or is smaller than the image
-// (a regular file target may grow only when it is empty). When ctx ends it
+// Write copies the image at imagePath onto target, unpacking it when it is
+// compressed, and syncs it. It refuses, before writing anything, an image
+// that [CheckImage] rejects and a target that is not a block device or
+// regular file or is smaller than a raw image (a regular file target may grow
+// only when it is empty); a compressed image that unpacks to more than the
+// target holds fails before the first byte that would not fit. A corrupt or
+// truncated compressed stream fails with the offset reached. When ctx ends it
 // stops at the next buffer and reports how far it got; the target is then
 // incomplete and must be written again.
 func Write(ctx context.Context, imagePath, target string, o Options) (Report, error) {
@@ -127,11 +134,18 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if !regular && st.Mode()&fs.ModeDevice == 0 {
 		return rep, fmt.Errorf("%w: %s is neither a block device nor a regular file (mode %s)", ErrTarget, target, st.Mode())
 	}
-	src, err := os.Open(imagePath)
+	file, err := os.Open(imagePath)
 	if err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	defer src.Close()
+	defer file.Close()
+	h := sha256.New()
+	src, format, closeSrc, err := decoder(io.TeeReader(file, h))
+	if err != nil {
+		return rep, fmt.Errorf("%w: %s: cannot read its header: %w", ErrImage, imagePath, err)
+	}
+	defer closeSrc()
+	rep.Format = format
 	dst, err := os.OpenFile(target, os.O_WRONLY, 0)
 	if err != nil {
 		return rep, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
@@ -141,7 +155,8 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if err != nil {
 		return rep, fmt.Errorf("%w: size of %s: %w", ErrTarget, target, err)
 	}
-	if capacity < size && !(regular && capacity == 0) {
+	growable := regular && capacity == 0
+	if format == Raw && capacity < size && !growable {
 		return rep, fmt.Errorf("%w: %s holds %d bytes, the image %s needs %d: use a bigger disk or a smaller image", ErrTarget, target, capacity, imagePath, size)
 	}
 	if _, err := dst.Seek(0, io.SeekStart); err != nil {
@@ -149,7 +164,6 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	}
 
 	start := time.Now()
-	h := sha256.New()
 	buf := make([]byte, o.BufferSize)
 	nextReport := o.ProgressEvery
 	report := func() {
@@ -161,9 +175,11 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if err := ctx.Err(); err != nil {
 			return rep, fmt.Errorf("flash %s to %s stopped after %d of %d bytes; the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, size, err)
 		}
-		n, rerr := io.ReadFull(src, buf)
+		n, rerr := fill(src, buf)
 		if n > 0 {
-			h.Write(buf[:n])
+			if !growable && rep.Bytes+int64(n) > capacity {
+				return rep, fmt.Errorf("%w: the %s image %s unpacks to more than the %d bytes %s holds; stopped at offset %d, the target is incomplete: use a bigger disk or a smaller image", ErrTarget, describeFormat(format), imagePath, capacity, target, rep.Bytes)
+			}
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return rep, fmt.Errorf("%w: write %s at offset %d: %w", ErrTarget, target, rep.Bytes, err)
 			}
@@ -173,15 +189,19 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 				nextReport += o.ProgressEvery
 			}
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
-			return rep, fmt.Errorf("%w: read %s at offset %d: %w", ErrImage, imagePath, rep.Bytes, rerr)
+			return rep, fmt.Errorf("%w: %s: the %s stream is corrupt or truncated after %d bytes were written; the target is incomplete: %w", ErrImage, imagePath, describeFormat(format), rep.Bytes, rerr)
 		}
 	}
-	if rep.Bytes != size {
+	if format == Raw && rep.Bytes != size {
 		return rep, fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size)
+	}
+	// Hash what the decoder left unread (a compressed file's trailer).
+	if _, err := io.Copy(h, file); err != nil {
+		return rep, fmt.Errorf("%w: read %s: %w", ErrImage, imagePath, err)
 	}
 	if err := dst.Sync(); err != nil {
 		return rep, fmt.Errorf("%w: sync %s: %w", ErrTarget, target, err)
@@ -193,4 +213,20 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	rep.SHA256 = hex.EncodeToString(h.Sum(nil))
 	report()
 	return rep, nil
+}
+
+// fill reads until buf is full or the reader fails. Unlike io.ReadFull it
+// returns io.EOF for a clean end after a partial buffer and passes every
+// other error through, so a decoder's io.ErrUnexpectedEOF (a truncated
+// stream) stays an error.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
