@@ -51,9 +51,9 @@ main-job: images
 	  -files console.log $(OUT)/report/junit.xml
 	@echo "main job: JUnit in $(OUT)/report/junit.xml, per-test artifacts in $(OUT)/report/artifacts"
 
-## bench: the console engine's cost per byte from 1 MiB to 64 MiB.
+## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:
-	$(GO) test -run '^$$' -bench ExpectThroughput -benchmem -benchtime 3x ./harness/console/
+	$(GO) test -run '^$$' -bench 'ExpectThroughput|LongLines' -benchmem -benchtime 3x ./harness/console/
 
 ## fuzz: a short fuzz run of every fuzz target.
 fuzz:

@@ -99,9 +99,11 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 	}
 	d := &DUT{t: t, s: s, mark: markOf(s)}
 	t.Cleanup(func() {
-		d.writeConsole()
 		cctx, cancel := cleanupContext(t, cfg)
 		defer cancel()
+		// Power first: whatever else fails, the DUT must end powered off.
+		_ = s.PowerOff(cctx)
+		d.writeConsole()
 		if err := s.Close(cctx); err != nil {
 			t.Attr(AttrFailure, "infrastructure")
 			t.Attr(AttrFailureStep, "cleanup")
@@ -120,14 +122,21 @@ func markOf(s *Session) console.Mark {
 }
 
 // stepContext returns the context hardware steps of test t run under: it
-// ends at the test's deadline minus cfg.CleanupReserve, or when the test
+// ends at the test's deadline minus the cleanup reserve, or when the test
 // ends.
 func stepContext(t testing.TB, cfg Config) (context.Context, context.CancelFunc) {
 	ctx := t.Context()
 	if dl, ok := testDeadline(t); ok {
-		return context.WithDeadlineCause(ctx, dl.Add(-cfg.CleanupReserve), errTestDeadline)
+		return context.WithDeadlineCause(ctx, dl.Add(-reserve(dl, cfg)), errTestDeadline)
 	}
 	return context.WithCancel(ctx)
+}
+
+// reserve is the time kept for cleanup before deadline dl: cfg.CleanupReserve,
+// but at most a quarter of the time left, so that a short go test -timeout
+// (an IDE's 30 s) still leaves most of it to the test.
+func reserve(dl time.Time, cfg Config) time.Duration {
+	return min(cfg.CleanupReserve, time.Until(dl)/4)
 }
 
 // cleanupContext bounds cleanup: until just before the test binary's
@@ -300,6 +309,11 @@ func (d *DUT) PowerOff() {
 		d.fail(err, ctx)
 	}
 }
+
+// Shell returns the shell of a DUT that is logged in (see [DUT.Login]),
+// bound to this DUT's test: in a subtest, use dut.Sub(t).Shell() so that a
+// failing command fails the subtest, not its parent.
+func (d *DUT) Shell() *Shell { return &Shell{d: d} }
 
 // PowerCycle powers the DUT off and on again.
 func (d *DUT) PowerCycle() {

@@ -300,3 +300,59 @@ func readHolder(t *testing.T, path string) (string, bool) {
 	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 	return "", false
 }
+
+func TestFailureInASubtestFailsTheSubtestOnly(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	parent, child := newFakeTB(t), newFakeTB(t)
+	parent.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+		child.run(func(ctb testing.TB) {
+			dut.Sub(ctb).Shell().Run("false")
+		})
+		dut.Shell().Run("true")
+	})
+	assert.True(t, child.Failed())
+	assert.Contains(t, child.message(), `command "false" exited with code 1`)
+	assert.False(t, parent.Failed(), parent.message())
+}
+
+func TestLoginAfterPowerCycleWaitsForTheNewBoot(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	f := newFakeTB(t)
+	f.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+		dut.PowerCycle()
+		start := time.Now()
+		dut.Login()
+		// The old boot's prompts are behind the cursor: this login is the
+		// new boot's 50 ms, not a 5 s nudge after a stale prompt.
+		assert.Less(t, time.Since(start), 3*time.Second)
+	})
+	require.False(t, f.Failed(), f.message())
+}
+
+func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	t.Setenv("DUT_CLEANUP_RESERVE", "30s")
+	f := newFakeTB(t)
+	f.deadline = time.Now().Add(20 * time.Second) // an IDE's short go test -timeout
+	f.run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+	})
+	require.False(t, f.Failed(), "a 30 s reserve must not eat a 20 s test: %s", f.message())
+}

@@ -258,7 +258,8 @@ func (s *Session) LastFlash() (flash.Report, bool) {
 }
 
 // PowerOn connects the storage to the DUT (when it has a storage mux) and
-// powers it on.
+// powers it on. The console's cursor moves to the end of the transcript
+// first, so that later expects see this boot's output only.
 func (s *Session) PowerOn(ctx context.Context) error {
 	pw, err := driver.As[driver.Power](s.dev)
 	if err != nil {
@@ -268,6 +269,11 @@ func (s *Session) PowerOn(ctx context.Context) error {
 		if err := s.step(ctx, "storage dut", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageDUT) }); err != nil {
 			return err
 		}
+	}
+	if s.con != nil {
+		// What the console says from now on belongs to this boot: expects
+		// and Login must not match the previous boot's prompts.
+		s.con.Discard()
 	}
 	s.poweredAt = time.Now()
 	return s.step(ctx, "power on", pw.PowerOn)
@@ -380,15 +386,8 @@ func (s *Session) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// holderFor describes the current process for lock files.
+// holderFor describes the current process for lock files; the lock fills in
+// the host, the command line and the time the lock was obtained.
 func holderFor(test string) Holder {
-	host, _ := os.Hostname()
-	return Holder{Test: test, PID: os.Getpid(), Host: host, Since: time.Now(), Command: commandLine()}
-}
-
-func commandLine() string {
-	if len(os.Args) == 0 {
-		return ""
-	}
-	return os.Args[0]
+	return Holder{Test: test, PID: os.Getpid()}
 }

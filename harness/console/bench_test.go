@@ -72,3 +72,40 @@ func (p *benchPort) Read(b []byte) (int, error) {
 func (p *benchPort) Write(b []byte) (int, error) { return len(b), nil }
 
 func (p *benchPort) Close() error { close(p.ch); return nil }
+
+// BenchmarkLongLines streams 4 MiB without a newline every 4 KiB, one byte
+// per read (a slow UART read byte by byte), through a console with the
+// harness's default watchers and a pending expect with an unanchored regexp.
+// ns/byte must stay far below the 87 µs a byte takes at 115200 baud.
+//
+//	go test -run '^$' -bench LongLines -benchtime 3x ./harness/console/
+func BenchmarkLongLines(b *testing.B) {
+	for _, lineLen := range []int{80, 4096, 1 << 20} {
+		line := strings.Repeat("x", lineLen-2) + "\r\n"
+		size := 1 << 20
+		data := []byte(strings.Repeat(line, size/len(line)+1)[:size])
+		b.Run(fmt.Sprintf("line=%d/chunk=1", lineLen), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				p := &benchPort{ch: make(chan []byte, 1024)}
+				c := New(p, Options{})
+				c.Watch("kernel panic", RE(`Kernel panic - not syncing`))
+				c.Watch("no boot device", RE(`No bootable device|Boot failed: |No boot device`))
+				go func() {
+					for i := range data {
+						p.ch <- data[i : i+1]
+					}
+					p.ch <- []byte("\r\n<done>\r\n")
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				_, err := c.Expect(ctx, String("<done>"), RE(`login: ?`))
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = c.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(size), "ns/byte")
+		})
+	}
+}

@@ -46,6 +46,8 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 		switch c.state {
 		case escStart:
 			switch b {
+			case 0x1b:
+				continue // ESC ESC: the second one starts the sequence
 			case '[':
 				c.state = escCSI
 			case ']', 'P', 'X', '^', '_':
@@ -90,7 +92,12 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 			c.state = escNone
 			continue
 		}
-		// Plain text.
+		// Plain text. An escape sequence is invisible: a CR before one is
+		// resolved by the first visible byte after it.
+		if c.stripANSI && b == 0x1b {
+			c.state = escStart
+			continue
+		}
 		if c.newlines {
 			if b == '\r' {
 				c.pendingCR = true
@@ -104,14 +111,8 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 				}
 			}
 		}
-		if c.stripANSI {
-			if b == 0x1b {
-				c.state = escStart
-				continue
-			}
-			if b == 0 {
-				continue
-			}
+		if c.stripANSI && b == 0 {
+			continue
 		}
 		dst = append(dst, b)
 	}

@@ -45,9 +45,10 @@ type Options struct {
 	// DefaultTimeout bounds calls whose context has no deadline. Zero means
 	// 30 seconds.
 	DefaultTimeout time.Duration
-	// Window is how far back, in bytes, a pattern that can match a newline
-	// looks into text it has already searched. It bounds the length of such
-	// matches and keeps matching linear. Zero means 16 KiB.
+	// Window is how far back, in bytes, a regexp looks into text it has
+	// already searched: the longest line an unbounded regexp sees whole, and
+	// the longest match of one that can span lines. It keeps matching linear
+	// in the bytes read. Zero means 4 KiB.
 	Window int
 	// CharDelay paces [Console.Send]: it waits this long after each byte, for
 	// UARTs without flow control whose receive buffers overflow. Zero sends
@@ -192,8 +193,11 @@ type Console struct {
 	watchers []*watcher
 	hits     []watchHit
 	logged   int // clean offset up to which Options.Log has lines
+	logSeen  int // clean offset up to which the text was searched for a newline
 
 	sendMu  sync.Mutex
+	writes  chan writeReq
+	stop    chan struct{} // closed by Close: ends the writer
 	readerD chan struct{}
 	closeMu sync.Mutex
 	closed  bool
@@ -206,7 +210,7 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 		opts.DefaultTimeout = 30 * time.Second
 	}
 	if opts.Window <= 0 {
-		opts.Window = 16 << 10
+		opts.Window = 4 << 10
 	}
 	if opts.LineEnding == "" {
 		opts.LineEnding = "\n"
@@ -224,8 +228,11 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 		cl:      cleaner{stripANSI: !opts.KeepANSI, newlines: !opts.KeepCR},
 		changed: make(chan struct{}),
 		readerD: make(chan struct{}),
+		writes:  make(chan writeReq),
+		stop:    make(chan struct{}),
 	}
 	go c.read()
+	go c.writer()
 	return c
 }
 
@@ -267,6 +274,13 @@ func (c *Console) append(p []byte) {
 	} else {
 		c.stamps = append(c.stamps, stamp{clean: len(c.clean), raw: len(c.raw), t: now})
 	}
+	c.scanWatchersLocked()
+	c.flushLogLocked(false)
+	c.notifyLocked()
+}
+
+// scanWatchersLocked records the watchers' hits in the text that arrived.
+func (c *Console) scanWatchersLocked() {
 	for _, w := range c.watchers {
 		// A watcher may fire several times; each search resumes after its last hit.
 		for {
@@ -278,8 +292,6 @@ func (c *Console) append(p []byte) {
 			w.after, w.s.from = loc[1], loc[1]
 		}
 	}
-	c.flushLogLocked(false)
-	c.notifyLocked()
 }
 
 // notifyLocked wakes the goroutines waiting for new text, if any.
@@ -311,11 +323,13 @@ func (c *Console) flushLogLocked(all bool) {
 	}
 	end := len(c.clean)
 	if !all {
-		i := bytes.LastIndexByte(c.clean[c.logged:], '\n')
+		look := max(c.logged, c.logSeen)
+		i := bytes.LastIndexByte(c.clean[look:], '\n')
+		c.logSeen = len(c.clean)
 		if i < 0 {
 			return
 		}
-		end = c.logged + i + 1
+		end = look + i + 1
 	}
 	if end > c.logged {
 		c.writeLogLocked(c.opts.Log, c.logged, end)
@@ -323,23 +337,33 @@ func (c *Console) flushLogLocked(all bool) {
 	}
 }
 
-// Close closes the port and waits for the reader to stop. Pending and later
-// expects fail with [ErrClosed]; the transcript stays readable.
+// closeWait bounds how long Close waits for the reader after closing the
+// port: a port whose Read ignores Close must not hang a test's cleanup.
+const closeWait = 10 * time.Second
+
+// Close closes the port and waits (at most 10 s) for the reader to stop.
+// Pending and later expects fail with [ErrClosed]; the transcript stays
+// readable.
 func (c *Console) Close() error {
 	c.closeMu.Lock()
-	if c.closed {
-		c.closeMu.Unlock()
-		<-c.readerD
-		return nil
-	}
+	first := !c.closed
 	c.closed = true
 	c.closeMu.Unlock()
-	err := c.port.Close()
-	<-c.readerD
-	if err != nil {
-		return fmt.Errorf("console %s: close: %w", c.opts.Name, err)
+	var err error
+	if first {
+		close(c.stop)
+		if cerr := c.port.Close(); cerr != nil {
+			err = fmt.Errorf("console %s: close: %w", c.opts.Name, cerr)
+		}
 	}
-	return nil
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-c.readerD:
+	case <-t.C:
+		return errors.Join(err, fmt.Errorf("console %s: the port's Read did not return within %s of Close (a driver bug); the reader is abandoned", c.opts.Name, closeWait))
+	}
+	return err
 }
 
 // Done is closed when the reader has stopped (port closed or failed).
@@ -355,12 +379,20 @@ func (c *Console) Err() error {
 // Watch adds a watcher: from now on, output matching p fails any pending or
 // later [Console.Expect] whose cursor is before it with a [WatchError] named
 // name, until [Console.Discard] moves the cursor past it. Typical watchers
-// are "Kernel panic" and the firmware's "No bootable device".
+// are "Kernel panic" and the firmware's "No bootable device". A regexp
+// watcher sees complete lines, each once, so watchers cost little however
+// the port chunks a long line.
 func (c *Console) Watch(name string, p Pattern) {
+	if p.kind == kindRegexp {
+		p.lines = true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w := &watcher{name: name, s: scan{p: p, from: len(c.clean)}, after: len(c.clean)}
+	// A watcher sees what the cursor has not passed yet, so one added
+	// right after New misses nothing.
+	w := &watcher{name: name, s: scan{p: p, from: c.cursor}, after: c.cursor}
 	c.watchers = append(c.watchers, w)
+	c.scanWatchersLocked()
 }
 
 // Unwatch removes the watchers named name.
@@ -391,6 +423,11 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 	if len(patterns) == 0 {
 		return nil, fmt.Errorf("console %s: Expect needs at least one pattern", c.opts.Name)
 	}
+	for i, p := range patterns {
+		if p.src == "" || (p.kind == kindString && len(p.lit) == 0) {
+			return nil, fmt.Errorf("console %s: pattern %d is empty: an empty pattern would match anything", c.opts.Name, i+1)
+		}
+	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
 	began := time.Now()
@@ -399,29 +436,20 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 	for i, p := range patterns {
 		scans[i] = scan{p: p, from: c.cursor}
 	}
+	c.mu.Unlock()
 	for {
-		m, err := c.evalLocked(scans)
+		m, changed, err := c.poll(scans)
 		if m != nil || err != nil {
-			c.mu.Unlock()
 			return m, err
 		}
-		if c.readErr != nil {
-			err := &ClosedError{Console: c.opts.Name, Err: c.readErr, Tail: c.tailLocked()}
-			c.mu.Unlock()
-			return nil, err
-		}
-		changed := c.changed
-		c.waited = true
-		c.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			c.mu.Lock()
 			// Data may have arrived together with the deadline: look once more.
-			if m, err := c.evalLocked(scans); m != nil || err != nil {
-				c.mu.Unlock()
+			if m, _, err := c.poll(scans); m != nil || err != nil {
 				return m, err
 			}
+			c.mu.Lock()
 			err := &TimeoutError{Console: c.opts.Name, Waited: time.Since(began), Tail: c.tailLocked(), Err: ctx.Err()}
 			c.mu.Unlock()
 			for _, p := range patterns {
@@ -429,8 +457,23 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 			}
 			return nil, err
 		}
-		c.mu.Lock()
 	}
+}
+
+// poll evaluates the scans once. Without a result it returns the channel
+// that the next append closes.
+func (c *Console) poll(scans []scan) (*Match, <-chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, err := c.evalLocked(scans)
+	if m != nil || err != nil {
+		return m, nil, err
+	}
+	if c.readErr != nil {
+		return nil, nil, &ClosedError{Console: c.opts.Name, Err: c.readErr, Tail: c.tailLocked()}
+	}
+	c.waited = true
+	return nil, c.changed, nil
 }
 
 // evalLocked searches the new text for the patterns and the watchers' hits.
@@ -612,16 +655,38 @@ func (c *Console) SendLine(ctx context.Context, s string) error {
 	return c.Send(ctx, s+c.opts.LineEnding)
 }
 
+type writeReq struct {
+	p    []byte
+	done chan error
+}
+
+// writer is the one goroutine that writes to the port, in order: a write
+// that outlives its caller's deadline still finishes before the next one.
+func (c *Console) writer() {
+	for {
+		select {
+		case req := <-c.writes:
+			_, err := c.port.Write(req.p)
+			req.done <- err
+		case <-c.stop:
+			return
+		}
+	}
+}
+
 // write writes p to the port, giving up when ctx ends: a port whose Write
 // blocks (a UART without flow) cannot hang the caller.
 func (c *Console) write(ctx context.Context, p []byte) error {
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.port.Write(p)
-		done <- err
-	}()
+	req := writeReq{p: p, done: make(chan error, 1)}
 	select {
-	case err := <-done:
+	case c.writes <- req:
+	case <-c.stop:
+		return fmt.Errorf("console %s: write: %w", c.opts.Name, ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("console %s: an earlier write is still blocked at the deadline: %w", c.opts.Name, ctx.Err())
+	}
+	select {
+	case err := <-req.done:
 		if err != nil {
 			return fmt.Errorf("console %s: write: %w: %w", c.opts.Name, ErrPort, err)
 		}

@@ -30,8 +30,8 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestCleanerIsIndependentOfChunking(t *testing.T) {
-	in := "a\x1b[01;32mgreen\x1b[0m\r\r\nb\r\nc\rd\x1b]0;title\x07e\x1b]2;t\x1b\\f\x1b(Bg\x00h\x1b[?2004hi\r\n"
-	want := "agreen\nb\nc\ndefghi\n"
+	in := "a\x1b[01;32mgreen\x1b[0m\r\r\nb\r\nc\rd\x1b]0;title\x07e\x1b]2;t\x1b\\f\x1b(Bg\x00h\x1b[?2004hi\r\nj\r\x1b[0m\nk\x1b\x1b[31ml\r\n"
+	want := "agreen\nb\nc\ndefghi\nj\nkl\n"
 	whole := (&cleaner{stripANSI: true, newlines: true}).feed(nil, []byte(in))
 	require.Equal(t, want, string(whole))
 	for i := 0; i <= len(in); i++ {
@@ -278,6 +278,10 @@ func checkNoByteLost(t *testing.T, seed uint64, n int) {
 			tok := fmt.Sprintf("<tok%d>", i)
 			tokens = append(tokens, tok)
 			stream.WriteString(tok)
+			if i%3 == 0 {
+				// A token alone on its line, for the anchored patterns.
+				stream.WriteString("\r\n")
+			}
 		default:
 			stream.WriteString(strings.Repeat("x", r.IntN(40)))
 		}
@@ -300,14 +304,78 @@ func checkNoByteLost(t *testing.T, seed uint64, n int) {
 	for i, tok := range tokens {
 		var m *Match
 		var err error
-		if i%2 == 0 {
+		q := regexp.QuoteMeta(tok)
+		switch {
+		case strings.Contains(want, "\n"+tok+"\n"):
+			// Anchored at both ends, with an alternative that never matches.
+			m, err = c.Expect(ctx, RE(`^`+q+`$`), RE(`^never$`))
+		case i%2 == 0:
 			m, err = c.Expect(ctx, String(tok))
-		} else {
-			m, err = c.Expect(ctx, Regexp(regexp.MustCompile(regexp.QuoteMeta(tok))))
+		default:
+			m, err = c.Expect(ctx, Regexp(regexp.MustCompile(q)), String("<never>"))
 		}
 		require.NoError(t, err, "seed %d token %s", seed, tok)
 		got.WriteString(m.Before)
 		got.WriteString(m.Text)
 	}
 	require.Equal(t, want, got.String(), "seed %d", seed)
+}
+
+func TestEmptyPatternIsRefused(t *testing.T) {
+	c, p := newTestConsole(t, Options{})
+	p.EmitString("anything")
+	_, err := c.Expect(ctxFor(t, time.Second), String(""))
+	assert.ErrorContains(t, err, "pattern 1 is empty")
+	_, err = c.Expect(ctxFor(t, time.Second), String("x"), Pattern{})
+	assert.ErrorContains(t, err, "pattern 2 is empty")
+	// The console still works.
+	_, err = c.Expect(ctxFor(t, time.Second), String("anything"))
+	assert.NoError(t, err)
+}
+
+// TestAnchorsDoNotDependOnChunking feeds the same bytes whole, line by line
+// and byte by byte: anchored regexps must match the same text each time.
+func TestAnchorsDoNotDependOnChunking(t *testing.T) {
+	stream := "hello\r\nstatus=ok\r\nworld\r\nREADY\r\nprompt# "
+	patterns := []struct {
+		p    Pattern
+		want string
+	}{
+		{RE(`^world`), "world"},
+		{RE(`status=(\w+)$`), "status=ok"},
+		{RE(`^status=(\w+)$`), "status=ok"},
+		{RE(`(?m)^READY$\n`), "READY\n"},
+		{RE(`^hel+o$`), "hello"},
+		{RE(`^$`), ""}, // no blank line: must not match
+	}
+	chunkings := map[string]func(string) []string{
+		"whole": func(s string) []string { return []string{s} },
+		"lines": func(s string) []string { return strings.SplitAfter(s, "\n") },
+		"bytes": func(s string) []string { return strings.Split(s, "") },
+		"pairs": func(s string) []string {
+			var out []string
+			for len(s) > 2 {
+				out = append(out, s[:2])
+				s = s[2:]
+			}
+			return append(out, s)
+		},
+	}
+	for name, chunk := range chunkings {
+		for _, pc := range patterns {
+			t.Run(name+"/"+pc.p.String(), func(t *testing.T) {
+				c, p := newTestConsole(t, Options{})
+				for _, part := range chunk(stream) {
+					p.EmitString(part)
+				}
+				m, err := c.Expect(ctxFor(t, 300*time.Millisecond), pc.p)
+				if pc.want == "" {
+					require.ErrorIs(t, err, ErrTimeout, "matched %q", m)
+					return
+				}
+				require.NoError(t, err)
+				assert.Equal(t, pc.want, m.Text)
+			})
+		}
+	}
 }

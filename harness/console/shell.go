@@ -58,10 +58,11 @@ func (c *Console) Run(ctx context.Context, cmd string) (Result, error) {
 	if err := c.SendLine(ctx, line); err != nil {
 		return Result{}, fmt.Errorf("run %q: %w", cmd, err)
 	}
-	if _, err := c.Expect(ctx, String(m1+m2+"\n")); err != nil {
+	// \r* lets the markers match with Options.KeepCR too.
+	if _, err := c.Expect(ctx, RE(m1+m2+`\r*\n`)); err != nil {
 		return Result{}, fmt.Errorf("run %q: the shell did not start the command: %w", cmd, err)
 	}
-	end, err := c.Expect(ctx, RE(`\n`+m1+m2+`:(\d+)\n`))
+	end, err := c.Expect(ctx, RE(`\r*\n`+m1+m2+`:(\d+)\r*\n`))
 	if err != nil {
 		return Result{}, fmt.Errorf("run %q: the command did not finish: %w", cmd, err)
 	}
@@ -91,9 +92,9 @@ type LoginOptions struct {
 	LoginPrompt Pattern
 	// PasswordPrompt default: "Password: " (any case) anywhere in the output.
 	PasswordPrompt Pattern
-	// ShellPrompt matches the shell's prompt after login. Default: a prompt
-	// ending in "# ", "$ ", "% " or "> " at the end of the output; a marker
-	// command then proves that a shell answers.
+	// ShellPrompt matches the shell's prompt after login. Default: "# ",
+	// "$ ", "% " or "> " at the end of the output (the space keeps progress
+	// bars of '#' out); a marker command then proves that a shell answers.
 	ShellPrompt Pattern
 	// Attempts is how many times a rejected login is retried. Default 3.
 	Attempts int
@@ -107,7 +108,7 @@ type LoginOptions struct {
 var (
 	defaultLoginPrompt    = RE(`(?i)login: ?`)
 	defaultPasswordPrompt = RE(`(?i)password: ?`)
-	defaultShellPrompt    = MustPrompt(`[#$%>] ?`)
+	defaultShellPrompt    = MustPrompt(`[#$%>] `)
 	loginIncorrect        = RE(`(?i)login incorrect|authentication failure|permission denied`)
 )
 
@@ -155,34 +156,22 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
 
-	// What to wait for depends on what was sent: after the user name, a
-	// "login:" can only be "Last login:" of a successful login.
-	type state int
-	const (
-		waitLogin state = iota
-		sentUser
-		sentPassword
-	)
 	const (
 		login = iota
 		password
 		shell
 		rejected
 	)
-	all := []Pattern{o.LoginPrompt, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
+	patterns := []Pattern{o.LoginPrompt, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
 	var res LoginResult
-	st := waitLogin
+	sentUser := false // nothing typed yet: never nudge a booting device
 	for {
-		ps := all
-		if st != waitLogin {
-			ps = []Pattern{{}, o.PasswordPrompt, o.ShellPrompt, loginIncorrect}
-		}
 		step, stepCancel := context.WithTimeout(ctx, o.Nudge)
-		m, err := c.expectSome(step, ps)
+		m, err := c.Expect(step, patterns...)
 		stepCancel()
 		if err != nil {
 			if ctx.Err() == nil && errors.Is(err, ErrTimeout) {
-				if st == waitLogin && time.Since(c.lastActivity()) < o.Nudge {
+				if !sentUser && time.Since(c.lastActivity()) < o.Nudge {
 					continue // still booting: never type into a bootloader
 				}
 				// Nothing new: ask for a fresh prompt. A send cut short by
@@ -200,6 +189,9 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 		}
 		switch m.Index {
 		case login:
+			if lastLogin(m) {
+				continue // "Last login: ..." of a successful login, not a prompt
+			}
 			if res.PromptAt.IsZero() {
 				res.PromptAt = m.At
 			}
@@ -210,17 +202,15 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			if err := c.SendLine(ctx, o.User); err != nil {
 				return res, fmt.Errorf("login: %w", err)
 			}
-			st = sentUser
+			sentUser = true
 		case password:
 			if err := c.SendLine(ctx, o.Password); err != nil {
 				return res, fmt.Errorf("login: %w", err)
 			}
-			st = sentPassword
 		case rejected:
 			if res.Attempts >= o.Attempts {
 				return res, fmt.Errorf("login as %s: %w after %d attempts: the device said %q", o.User, ErrLoginFailed, res.Attempts, m.Text)
 			}
-			st = waitLogin
 		case shell:
 			probe, probeCancel := context.WithTimeout(ctx, o.Nudge)
 			r, err := c.Run(probe, "true")
@@ -239,21 +229,12 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 	}
 }
 
-// expectSome is Expect over the patterns that are set (a zero Pattern is a
-// hole that keeps the indexes of the others), returning indexes into ps.
-func (c *Console) expectSome(ctx context.Context, ps []Pattern) (*Match, error) {
-	var use []Pattern
-	var idx []int
-	for i, p := range ps {
-		if p.src != "" {
-			use = append(use, p)
-			idx = append(idx, i)
-		}
+// lastLogin reports whether a "login:" match is the "Last login: <date>"
+// line a successful login prints.
+func lastLogin(m *Match) bool {
+	line := m.Before
+	if i := strings.LastIndexByte(line, '\n'); i >= 0 {
+		line = line[i+1:]
 	}
-	m, err := c.Expect(ctx, use...)
-	if err != nil {
-		return nil, err
-	}
-	m.Index = idx[m.Index]
-	return m, nil
+	return strings.HasSuffix(strings.ToLower(line), "last ")
 }

@@ -227,3 +227,37 @@ func TestLoginNeverTypesIntoABootloaderCountdown(t *testing.T) {
 		}
 	})
 }
+
+func TestRunWithKeepCR(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{KeepCR: true})
+		go fakeShell(p, func(string) (string, int) { return "a\nb", 4 })
+		p.EmitString(coloredPrompt)
+		res, err := c.Run(t.Context(), "two-lines")
+		require.NoError(t, err)
+		assert.Equal(t, "a\r\nb", res.Output, "with KeepCR the output keeps the tty's CRs")
+		assert.Equal(t, 4, res.ExitCode)
+	})
+}
+
+func TestLoginIgnoresThePreviousBootAfterDiscard(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{})
+		// The previous boot left a login prompt and a shell prompt behind.
+		p.EmitString("old login: \r\nroot@dut:~# ")
+		synctest.Wait()
+		c.Discard() // what harness.Session.PowerOn does
+		go fakeGetty(p, "")
+		start := time.Now()
+		res, err := c.Login(t.Context(), LoginOptions{Nudge: 2 * time.Second})
+		require.NoError(t, err)
+		assert.Equal(t, 1, res.Attempts)
+		assert.Less(t, time.Since(start), 2*time.Second, "no nudge needed")
+	})
+}
+
+func TestLoginSkipsLastLoginLine(t *testing.T) {
+	m := &Match{Before: "Welcome\nLast ", Text: "login: "}
+	assert.True(t, lastLogin(m))
+	assert.False(t, lastLogin(&Match{Before: "\ndut ", Text: "login: "}))
+}
