@@ -4,10 +4,12 @@ GO ?= go
 OUT ?= out
 GOTESTSUM := $(GO) tool -modfile=tools/go.mod gotestsum
 SIM_VERSIONS := 1.0.0 2.0.0
+# The QEMU virtual DUT's disk images (testfixtures/qemuimage/build.sh; cached).
+QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit main-job images bench fuzz clean
+.PHONY: all test lint unit main-job main-job-qemu images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -19,8 +21,18 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-unit:
-	$(GO) test -race -count=1 ./...
+unit: qemu-images
+	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -race -count=1 ./...
+
+## qemu-deps: the Debian packages the QEMU virtual DUT needs (as root; a no-op when present;
+## otherwise prints the apt-get command to run).
+qemu-deps:
+	testfixtures/qemuimage/deps.sh
+
+## qemu-images: the QEMU virtual DUT's disk images: releases 1.0.0 and 2.0.0 (raw, .zst, .gz),
+## blank, corrupt, panic and hang. Reproducible; ~0.2 s when up to date.
+qemu-images: qemu-deps
+	testfixtures/qemuimage/build.sh $(QEMU_IMAGES)
 
 ## images: the simulated DUT's OS images (several releases, a blank and a corrupt one).
 images: $(foreach v,$(SIM_VERSIONS),$(OUT)/images/sim-$(v).img) $(OUT)/images/blank.img $(OUT)/images/corrupt.img
@@ -50,6 +62,22 @@ main-job: images
 	  -props dut.driver,dut.name,dut.serial,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts \
 	  -files console.log $(OUT)/report/junit.xml
 	@echo "main job: JUnit in $(OUT)/report/junit.xml, per-test artifacts in $(OUT)/report/artifacts"
+
+## main-job-qemu: the same examples against the QEMU virtual DUT, flashing the zstd image.
+main-job-qemu: qemu-images
+	rm -rf $(OUT)/report-qemu && mkdir -p $(OUT)/report-qemu/artifacts $(OUT)/bin
+	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./internal/cmd/junitcheck
+	DUT_DRIVER=qemu DUT_REQUIRE=1 \
+	DUT_IMAGE=$(abspath $(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
+	DUT_QEMU_DIR=$(abspath $(OUT)/qemu) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
+	$(GOTESTSUM) --format testname --junitfile $(OUT)/report-qemu/junit.xml \
+	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
+	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
+	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report-qemu/artifacts) ./examples/...
+	$(OUT)/bin/junitcheck -min-passed 4 \
+	  -props dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts \
+	  -files console.log $(OUT)/report-qemu/junit.xml
+	@echo "main job (qemu): JUnit in $(OUT)/report-qemu/junit.xml, per-test artifacts in $(OUT)/report-qemu/artifacts"
 
 ## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:

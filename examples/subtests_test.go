@@ -20,8 +20,8 @@ func TestOneBootManyChecks(t *testing.T) {
 	dut.Login()
 
 	t.Run("hostname", func(t *testing.T) {
-		sub := dut.Sub(t)
-		assert.Equal(t, sub.Name()+"\n", sub.Shell().Run("hostname"))
+		sh := dut.Sub(t).Shell()
+		assert.Equal(t, sh.Run("cat /etc/hostname"), sh.Run("hostname"))
 	})
 	t.Run("kernel", func(t *testing.T) {
 		sh := dut.Sub(t).Shell()
