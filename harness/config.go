@@ -68,7 +68,7 @@ type Watch struct {
 // product's behaviour).
 var DefaultWatches = []Watch{
 	{Name: "kernel panic", Pattern: `Kernel panic - not syncing`},
-	{Name: "no boot device", Pattern: `No bootable device|Boot failed: |No boot device`, Infrastructure: true},
+	{Name: "no boot device", Pattern: `No bootable device|Boot failed: |No boot device|no bootable rootfs`, Infrastructure: true},
 }
 
 // Env names the environment variables the harness reads.

@@ -14,6 +14,7 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/faketb"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/simimage"
 )
@@ -65,19 +66,19 @@ func simDevice(t *testing.T, d *harness.DUT) *sim.Device {
 func TestSkipsWithoutConfiguredDUT(t *testing.T) {
 	simEnv(t)
 	t.Setenv("DUT_DRIVER", "")
-	f := newFakeTB(t)
-	f.run(func(tb testing.TB) { harness.Acquire(tb) })
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
 	assert.True(t, f.Skipped())
 	assert.False(t, f.Failed())
-	assert.Contains(t, f.message(), "set DUT_DRIVER")
-	assert.Contains(t, f.message(), "DUT_REQUIRE=1")
+	assert.Contains(t, f.Message(), "set DUT_DRIVER")
+	assert.Contains(t, f.Message(), "DUT_REQUIRE=1")
 
 	t.Setenv("DUT_REQUIRE", "1")
-	f = newFakeTB(t)
-	f.run(func(tb testing.TB) { harness.Acquire(tb) })
+	f = faketb.New(t)
+	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
 	assert.False(t, f.Skipped())
 	assert.True(t, f.Failed())
-	assert.Contains(t, f.message(), "DUT_REQUIRE is set")
+	assert.Contains(t, f.Message(), "DUT_REQUIRE is set")
 }
 
 func TestBadConfigurationFailsClearly(t *testing.T) {
@@ -102,11 +103,11 @@ func TestBadConfigurationFailsClearly(t *testing.T) {
 			for k, v := range c.env {
 				t.Setenv(k, v)
 			}
-			f := newFakeTB(t)
-			f.run(func(tb testing.TB) { harness.Acquire(tb) })
+			f := faketb.New(t)
+			f.Run(func(tb testing.TB) { harness.Acquire(tb) })
 			require.True(t, f.Failed(), "bad configuration must fail, not skip")
 			for _, w := range c.want {
-				assert.Contains(t, f.message(), w)
+				assert.Contains(t, f.Message(), w)
 			}
 		})
 	}
@@ -120,10 +121,10 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	f := newFakeTB(t)
+	f := faketb.New(t)
 	var dev *sim.Device
 	var lockPath string
-	f.run(func(tb testing.TB) {
+	f.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dev = simDevice(t, dut)
 		lockPath = dut.Session().LockPath()
@@ -146,29 +147,29 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 		assert.Contains(t, out, "No such file")
 		_ = rep
 	})
-	require.False(t, f.Failed(), f.message())
+	require.False(t, f.Failed(), f.Message())
 	assert.Equal(t, sim.PowerState("off"), dev.PowerState(), "cleanup powers the DUT off")
 	assert.Equal(t, driver.StorageOff, dev.StorageState(), "cleanup disconnects the storage")
 	_, held := readHolder(t, lockPath)
 	assert.False(t, held, "cleanup releases the lock")
 
 	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrBootSeconds, harness.AttrConsoleLog} {
-		v, ok := f.attr(k)
+		v, ok := f.AttrValue(k)
 		assert.True(t, ok && v != "", "property %s", k)
 	}
-	img, _ := f.attr(harness.AttrImage)
+	img, _ := f.AttrValue(harness.AttrImage)
 	assert.Equal(t, im.b, img, "the last flashed image")
-	secs, _ := f.attr(harness.AttrBootSeconds)
+	secs, _ := f.AttrValue(harness.AttrBootSeconds)
 	assert.NotContains(t, secs, "\n")
-	_, failure := f.attr(harness.AttrFailure)
+	_, failure := f.AttrValue(harness.AttrFailure)
 	assert.False(t, failure)
 
-	log, err := os.ReadFile(filepath.Join(f.dir, harness.ConsoleLogFile))
+	log, err := os.ReadFile(filepath.Join(f.Dir, harness.ConsoleLogFile))
 	require.NoError(t, err)
 	assert.Contains(t, string(log), "1.0.0-A")
 	assert.Contains(t, string(log), "2.0.0-B")
 	assert.NotContains(t, string(log), "\x1b[", "the log is cleaned of escape codes")
-	raw, err := os.ReadFile(filepath.Join(f.dir, harness.ConsoleRawFile))
+	raw, err := os.ReadFile(filepath.Join(f.Dir, harness.ConsoleRawFile))
 	require.NoError(t, err)
 	assert.Contains(t, string(raw), "\x1b[", "the raw log keeps every byte")
 }
@@ -188,10 +189,10 @@ func TestInfrastructureVersusProductFailures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			simEnv(t)
 			t.Setenv("DUT_IMAGE", c.image)
-			f := newFakeTB(t)
+			f := faketb.New(t)
 			var dev *sim.Device
 			start := time.Now()
-			f.run(func(tb testing.TB) {
+			f.Run(func(tb testing.TB) {
 				dut := harness.Acquire(tb)
 				dev = simDevice(t, dut)
 				dut.Flash()
@@ -201,11 +202,11 @@ func TestInfrastructureVersusProductFailures(t *testing.T) {
 			})
 			require.True(t, f.Failed())
 			assert.Less(t, time.Since(start), 10*time.Second, "a watcher fails the login at once, not the boot timeout")
-			assert.Contains(t, f.message(), c.want)
-			v, _ := f.attr(harness.AttrFailure)
+			assert.Contains(t, f.Message(), c.want)
+			v, _ := f.AttrValue(harness.AttrFailure)
 			if c.infra {
 				assert.Equal(t, "infrastructure", v)
-				assert.Contains(t, f.message(), "infrastructure failure")
+				assert.Contains(t, f.Message(), "infrastructure failure")
 			} else {
 				assert.Empty(t, v, "a kernel panic is the product's failure")
 			}
@@ -218,8 +219,8 @@ func TestDeviceGoneMidTestIsInfrastructure(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	f := newFakeTB(t)
-	f.run(func(tb testing.TB) {
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
@@ -228,39 +229,39 @@ func TestDeviceGoneMidTestIsInfrastructure(t *testing.T) {
 		sh.Run("echo still there?")
 	})
 	require.True(t, f.Failed())
-	v, _ := f.attr(harness.AttrFailure)
-	assert.Equal(t, "infrastructure", v, f.message())
+	v, _ := f.AttrValue(harness.AttrFailure)
+	assert.Equal(t, "infrastructure", v, f.Message())
 }
 
 func TestSubtestGetsItsOwnEvidence(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	parent := newFakeTB(t)
-	child := newFakeTB(t)
-	parent.run(func(tb testing.TB) {
+	parent := faketb.New(t)
+	child := faketb.New(t)
+	parent.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
 		sh := dut.Login()
-		child.run(func(ctb testing.TB) {
+		child.Run(func(ctb testing.TB) {
 			dut.Sub(ctb)
 			sh.Run("echo in-the-subtest")
 		})
 		sh.Run("echo after-the-subtest")
 	})
-	require.False(t, parent.Failed(), parent.message())
-	require.False(t, child.Failed(), child.message())
+	require.False(t, parent.Failed(), parent.Message())
+	require.False(t, child.Failed(), child.Message())
 	for _, k := range []string{harness.AttrName, harness.AttrImageSHA256, harness.AttrConsoleLog} {
-		_, ok := child.attr(k)
+		_, ok := child.AttrValue(k)
 		assert.True(t, ok, "subtest property %s", k)
 	}
-	sub, err := os.ReadFile(filepath.Join(child.dir, harness.ConsoleLogFile))
+	sub, err := os.ReadFile(filepath.Join(child.Dir, harness.ConsoleLogFile))
 	require.NoError(t, err)
 	assert.Contains(t, string(sub), "in-the-subtest")
 	assert.NotContains(t, string(sub), "after-the-subtest")
 	assert.NotContains(t, string(sub), "login:", "the subtest's slice starts at the subtest")
-	whole, err := os.ReadFile(filepath.Join(parent.dir, harness.ConsoleLogFile))
+	whole, err := os.ReadFile(filepath.Join(parent.Dir, harness.ConsoleLogFile))
 	require.NoError(t, err)
 	assert.Contains(t, string(whole), "after-the-subtest")
 }
@@ -270,8 +271,8 @@ func TestConsoleExpectFailureShowsTheTail(t *testing.T) {
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
 	t.Setenv("DUT_COMMAND_TIMEOUT", "300ms")
-	f := newFakeTB(t)
-	f.run(func(tb testing.TB) {
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
@@ -280,9 +281,9 @@ func TestConsoleExpectFailureShowsTheTail(t *testing.T) {
 		dut.Console().Expect(console.String("this never appears"))
 	})
 	require.True(t, f.Failed())
-	assert.Contains(t, f.message(), `"this never appears"`)
-	assert.Contains(t, f.message(), "timed out")
-	_, infra := f.attr(harness.AttrFailure)
+	assert.Contains(t, f.Message(), `"this never appears"`)
+	assert.Contains(t, f.Message(), "timed out")
+	_, infra := f.AttrValue(harness.AttrFailure)
 	assert.False(t, infra)
 }
 
@@ -305,28 +306,28 @@ func TestFailureInASubtestFailsTheSubtestOnly(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	parent, child := newFakeTB(t), newFakeTB(t)
-	parent.run(func(tb testing.TB) {
+	parent, child := faketb.New(t), faketb.New(t)
+	parent.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
 		dut.Login()
-		child.run(func(ctb testing.TB) {
+		child.Run(func(ctb testing.TB) {
 			dut.Sub(ctb).Shell().Run("false")
 		})
 		dut.Shell().Run("true")
 	})
 	assert.True(t, child.Failed())
-	assert.Contains(t, child.message(), `command "false" exited with code 1`)
-	assert.False(t, parent.Failed(), parent.message())
+	assert.Contains(t, child.Message(), `command "false" exited with code 1`)
+	assert.False(t, parent.Failed(), parent.Message())
 }
 
 func TestLoginAfterPowerCycleWaitsForTheNewBoot(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	f := newFakeTB(t)
-	f.run(func(tb testing.TB) {
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
@@ -338,7 +339,7 @@ func TestLoginAfterPowerCycleWaitsForTheNewBoot(t *testing.T) {
 		// new boot's 50 ms, not a 5 s nudge after a stale prompt.
 		assert.Less(t, time.Since(start), 3*time.Second)
 	})
-	require.False(t, f.Failed(), f.message())
+	require.False(t, f.Failed(), f.Message())
 }
 
 func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
@@ -346,13 +347,13 @@ func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
 	t.Setenv("DUT_CLEANUP_RESERVE", "30s")
-	f := newFakeTB(t)
-	f.deadline = time.Now().Add(20 * time.Second) // an IDE's short go test -timeout
-	f.run(func(tb testing.TB) {
+	f := faketb.New(t)
+	f.Until = time.Now().Add(20 * time.Second) // an IDE's short go test -timeout
+	f.Run(func(tb testing.TB) {
 		dut := harness.Acquire(tb)
 		dut.Flash()
 		dut.PowerOn()
 		dut.Login()
 	})
-	require.False(t, f.Failed(), "a 30 s reserve must not eat a 20 s test: %s", f.message())
+	require.False(t, f.Failed(), "a 30 s reserve must not eat a 20 s test: %s", f.Message())
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/faketb"
 )
 
 // helperRole selects what TestHelperProcess does in a child process.
@@ -107,18 +108,18 @@ func TestSecondProcessWaitsAndIsToldWhoHolds(t *testing.T) {
 
 	// A waiter that times out is told who holds the DUT.
 	t.Setenv("DUT_ACQUIRE_TIMEOUT", "300ms")
-	f := newFakeTB(t)
-	f.run(func(tb testing.TB) { harness.Acquire(tb) })
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
 	require.True(t, f.Failed())
-	assert.Contains(t, f.message(), "TestHelperProcess")
-	assert.Contains(t, f.message(), "pid "+strconv.Itoa(holder.Process.Pid))
-	assert.Contains(t, f.message(), "infrastructure failure")
+	assert.Contains(t, f.Message(), "TestHelperProcess")
+	assert.Contains(t, f.Message(), "pid "+strconv.Itoa(holder.Process.Pid))
+	assert.Contains(t, f.Message(), "infrastructure failure")
 
 	// A waiter gets the DUT as soon as the holder is killed.
 	t.Setenv("DUT_ACQUIRE_TIMEOUT", "60s")
-	f = newFakeTB(t)
+	f = faketb.New(t)
 	acquired := make(chan time.Time, 1)
-	go f.run(func(tb testing.TB) {
+	go f.Run(func(tb testing.TB) {
 		harness.Acquire(tb)
 		acquired <- time.Now()
 	})
@@ -129,7 +130,7 @@ func TestSecondProcessWaitsAndIsToldWhoHolds(t *testing.T) {
 	case at := <-acquired:
 		t.Logf("the waiter got the DUT %s after SIGKILL of the holder", at.Sub(killed))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the waiter did not get the DUT after the holder died: %s", f.message())
+		t.Fatalf("the waiter did not get the DUT after the holder died: %s", f.Message())
 	}
 }
 

@@ -155,6 +155,7 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 	}
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
+	began := time.Now()
 
 	const (
 		login = iota
@@ -184,6 +185,7 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			var te *TimeoutError
 			if errors.As(err, &te) {
 				te.Patterns = []string{"a login prompt followed by a working shell"}
+				te.Waited = time.Since(began)
 			}
 			return res, fmt.Errorf("login as %s: %w", o.User, err)
 		}

@@ -1,0 +1,194 @@
+package e2e_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/faketb"
+	"github.com/jumpstarter-dev/jumpstarter-go/qemu"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/qemuimage"
+)
+
+// qemuDir holds this test binary's virtual DUTs; TestMain checks that no QEMU
+// using it outlives the tests.
+var qemuDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "jsq-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	qemuDir = dir
+	// Four devices, so that the parallel tests below each get one; every
+	// test process has its own devices and lock directory.
+	os.Setenv("DUT_DRIVER", "qemu")
+	os.Setenv("DUT_QEMU_DEVICES", "4")
+	os.Setenv("DUT_QEMU_DIR", dir)
+	os.Setenv("DUT_LOCK_DIR", filepath.Join(dir, "locks"))
+	os.Setenv("DUT_BOOT_TIMEOUT", "3m")
+	os.Unsetenv("DUT_NAME")
+	os.Unsetenv("DUT_TAGS")
+	code := m.Run()
+	if left := leftovers(dir); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "QEMU processes left running: %v\n", left)
+		for _, pid := range left {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		code = 1
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// leftovers returns the PIDs of processes whose command line names dir.
+func leftovers(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmd), dir) && strings.Contains(string(cmd), "qemu-system") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// image returns the path of a built image, skipping (or, in CI, failing)
+// when the images or QEMU are missing.
+func image(t *testing.T, name string) string {
+	t.Helper()
+	p, err := qemuimage.Path(name)
+	if err == nil {
+		_, err = os.Stat("/usr/bin/qemu-system-x86_64")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("QEMU tier: %v (CI must run make qemu-images)", err)
+		}
+		t.Skipf("QEMU tier: %v", err)
+	}
+	return p
+}
+
+func release(t *testing.T, sh *harness.Shell) string {
+	t.Helper()
+	return strings.TrimSpace(sh.Run("cat /etc/dut-release"))
+}
+
+// TestFlashABootBRebootCycle is the main path on a real boot: flash A and
+// prove A from the DUT's console, flash B and prove B, reboot from the shell
+// and come back, power-cycle and come back.
+func TestFlashABootBRebootCycle(t *testing.T) {
+	t.Parallel()
+	a, b := image(t, qemuimage.DUT("1.0.0")+".zst"), image(t, qemuimage.DUT("2.0.0")+".zst")
+	dut := harness.Acquire(t)
+	dut.FlashImage(a)
+	dut.PowerOn()
+	require.Equal(t, "1.0.0", release(t, dut.Login()))
+
+	dut.FlashImage(b)
+	dut.PowerOn()
+	sh := dut.Login()
+	require.Equal(t, "2.0.0", release(t, sh), "the DUT must boot the image flashed last")
+
+	dut.Console().SendLine("reboot")
+	dut.Console().ExpectString("reboot: Restarting system")
+	require.Equal(t, "2.0.0", release(t, dut.Login()), "back after a reboot from the shell")
+
+	dut.PowerCycle()
+	require.Equal(t, "2.0.0", release(t, dut.Login()), "back after a power cycle")
+}
+
+// failing runs body against a fake test and returns it once it has ended.
+func failing(t *testing.T, body func(tb testing.TB)) *faketb.TB {
+	t.Helper()
+	f := faketb.New(t)
+	start := time.Now()
+	f.Run(body)
+	t.Logf("the fake test ended after %s: %s", time.Since(start).Round(time.Millisecond), f.Message())
+	return f
+}
+
+func TestBlankImageIsAnInfrastructureFailure(t *testing.T) {
+	t.Parallel()
+	img := image(t, qemuimage.Blank)
+	f := failing(t, func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.FlashImage(img)
+		dut.PowerOn()
+		dut.Login()
+	})
+	require.True(t, f.Failed())
+	assert.Regexp(t, `No bootable device|Boot failed: not a bootable disk`, f.Message(), "the firmware's own words")
+	v, _ := f.AttrValue(harness.AttrFailure)
+	assert.Equal(t, "infrastructure", v)
+}
+
+func TestKernelPanicIsCaughtByTheWatcher(t *testing.T) {
+	t.Parallel()
+	img := image(t, qemuimage.Panic)
+	f := failing(t, func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.FlashImage(img)
+		dut.PowerOn()
+		dut.Login()
+	})
+	require.True(t, f.Failed())
+	assert.Contains(t, f.Message(), "Kernel panic - not syncing")
+	v, _ := f.AttrValue(harness.AttrFailure)
+	assert.Empty(t, v, "a kernel panic is the product's failure")
+}
+
+func TestHangingBootIsCaughtByTheDeadline(t *testing.T) {
+	t.Parallel()
+	img := image(t, qemuimage.Hang)
+	f := failing(t, func(tb testing.TB) {
+		dut := harness.Acquire(tb, harness.WithBootTimeout(20*time.Second))
+		dut.FlashImage(img)
+		dut.PowerOn()
+		dut.Login()
+	})
+	require.True(t, f.Failed())
+	assert.Contains(t, f.Message(), "timed out")
+	assert.Contains(t, f.Message(), "switching to the root file system", "the failure shows where the boot stopped")
+}
+
+func TestKilledQEMUFailsTheTestPromptly(t *testing.T) {
+	t.Parallel()
+	img := image(t, qemuimage.DUT("1.0.0")+".zst")
+	var pid int
+	var killed time.Time
+	f := failing(t, func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dut.FlashImage(img)
+		dut.PowerOn()
+		sh := dut.Login()
+		dev, ok := dut.Device().(*qemu.Device)
+		require.True(t, ok)
+		pid = dev.PID()
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+		killed = time.Now()
+		sh.Run("sleep 600") // fails at once: the console reports QEMU's death
+	})
+	require.True(t, f.Failed())
+	assert.Less(t, time.Since(killed), 60*time.Second, "promptly, not at a timeout")
+	assert.Contains(t, f.Message(), "qemu-system-x86_64", "the command line to reproduce")
+	v, _ := f.AttrValue(harness.AttrFailure)
+	assert.Equal(t, "infrastructure", v)
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	assert.True(t, os.IsNotExist(err), "QEMU %d is gone", pid)
+}
