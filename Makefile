@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit main-job main-job-qemu images qemu-deps qemu-images bench fuzz clean
+.PHONY: all test lint unit main-job main-job-sim main-job-qemu images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -46,38 +46,35 @@ $(OUT)/images/blank.img:
 $(OUT)/images/corrupt.img:
 	$(GO) run ./testfixtures/cmd/mksimimage -version 9.9.9 -corrupt -o $@
 
-## main-job: the example hardware tests against the simulated DUT, through gotestsum;
-## JUnit XML (with per-test properties) and per-test artifacts land in $(OUT)/report.
-main-job: images
-	rm -rf $(OUT)/report && mkdir -p $(OUT)/report/artifacts $(OUT)/bin
-	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./internal/cmd/junitcheck
-	DUT_DRIVER=sim DUT_REQUIRE=1 \
-	DUT_IMAGE=$(abspath $(OUT)/images/sim-$(MAIN_RELEASE).img) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
-	DUT_SIM_DIR=$(abspath $(OUT)/sim) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
-	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/junit.xml \
-	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
-	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
-	  $(GO) test -json -count=1 -artifacts -outputdir $(abspath $(OUT)/report/artifacts) ./examples/...
-	$(OUT)/bin/junitcheck -min-passed 4 \
-	  -props dut.driver,dut.name,dut.serial,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts \
-	  -files console.log $(OUT)/report/junit.xml
-	@echo "main job: JUnit in $(OUT)/report/junit.xml, per-test artifacts in $(OUT)/report/artifacts"
+## main-job: the example hardware tests through gotestsum, first against the simulated DUT, then
+## against the QEMU virtual DUT (a real boot of the flashed zstd image). Each leaves JUnit XML (with
+## per-test properties) and per-test artifacts under $(OUT)/report/<driver>/, and is checked.
+main-job: main-job-sim main-job-qemu
+	@echo "main job: JUnit in $(OUT)/report/sim/junit.xml and $(OUT)/report/qemu/junit.xml, artifacts beside them"
 
-## main-job-qemu: the same examples against the QEMU virtual DUT, flashing the zstd image.
-main-job-qemu: qemu-images
-	rm -rf $(OUT)/report-qemu && mkdir -p $(OUT)/report-qemu/artifacts $(OUT)/bin
+# run-examples DRIVER IMAGE PROPS: the examples through gotestsum into $(OUT)/report/DRIVER, then checked.
+define run-examples
+	rm -rf $(OUT)/report/$(1) && mkdir -p $(OUT)/report/$(1)/artifacts $(OUT)/bin
 	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./internal/cmd/junitcheck
-	DUT_DRIVER=qemu DUT_REQUIRE=1 \
-	DUT_IMAGE=$(abspath $(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
-	DUT_QEMU_DIR=$(abspath $(OUT)/qemu) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
-	$(GOTESTSUM) --format testname --junitfile $(OUT)/report-qemu/junit.xml \
+	DUT_DRIVER=$(1) DUT_REQUIRE=1 DUT_IMAGE=$(abspath $(2)) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
+	DUT_SIM_DIR=$(abspath $(OUT)/sim) DUT_QEMU_DIR=$(abspath $(OUT)/qemu) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
+	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/$(1)/junit.xml \
 	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
-	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report-qemu/artifacts) ./examples/...
-	$(OUT)/bin/junitcheck -min-passed 4 \
-	  -props dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts \
-	  -files console.log $(OUT)/report-qemu/junit.xml
-	@echo "main job (qemu): JUnit in $(OUT)/report-qemu/junit.xml, per-test artifacts in $(OUT)/report-qemu/artifacts"
+	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/$(1)/artifacts) ./examples/...
+	$(OUT)/bin/junitcheck -min-passed 4 -props $(3) -files console.log $(OUT)/report/$(1)/junit.xml
+endef
+
+comma := ,
+EVIDENCE := dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts
+
+## main-job-sim: the examples against the simulated DUT (about 2 s).
+main-job-sim: images
+	$(call run-examples,sim,$(OUT)/images/sim-$(MAIN_RELEASE).img,$(EVIDENCE)$(comma)dut.serial)
+
+## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s).
+main-job-qemu: qemu-images
+	$(call run-examples,qemu,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE))
 
 ## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:
