@@ -1,6 +1,8 @@
 package harness_test
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -356,4 +358,33 @@ func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
 		dut.Login()
 	})
 	require.False(t, f.Failed(), "a 30 s reserve must not eat a 20 s test: %s", f.Message())
+}
+
+type brokenDriver struct{}
+
+func (brokenDriver) Name() string { return "broken-for-test" }
+func (brokenDriver) Discover(context.Context) ([]driver.Device, error) {
+	return nil, errors.New("the emulator is not installed")
+}
+
+func TestADriverThatCannotRunDoesNotHideTheOthers(t *testing.T) {
+	driver.Register(brokenDriver{})
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	t.Setenv("DUT_DRIVER", "")
+	t.Setenv("DUT_TAGS", "sim")
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		assert.Equal(t, "sim", dut.Device().Driver())
+	})
+	require.False(t, f.Failed(), f.Message())
+
+	// Chosen by name, its failure is the test's.
+	t.Setenv("DUT_DRIVER", "broken-for-test")
+	f = faketb.New(t)
+	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
+	require.True(t, f.Failed())
+	assert.Contains(t, f.Message(), "the emulator is not installed")
 }

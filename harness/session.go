@@ -101,14 +101,26 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	}
 
 	var all []driver.Device
+	var failed []error
 	for _, d := range drivers {
 		start := time.Now()
 		devs, err := d.Discover(ctx)
 		if err != nil {
-			return nil, &InfraError{Step: "discover " + d.Name() + " devices", Err: err}
+			// A driver chosen by name must work; among all the imported
+			// drivers, one that cannot run here (no QEMU binary, say) must
+			// not hide the devices of the others.
+			if cfg.Driver != "" {
+				return nil, &InfraError{Step: "discover " + d.Name() + " devices", Err: err}
+			}
+			logf("discover: driver %s skipped: %v", d.Name(), err)
+			failed = append(failed, fmt.Errorf("driver %s: %w", d.Name(), err))
+			continue
 		}
 		logf("discover: driver %s found %d device(s) in %s", d.Name(), len(devs), since(start))
 		all = append(all, devs...)
+	}
+	if len(all) == 0 && len(failed) > 0 {
+		return nil, &InfraError{Step: "discover devices", Err: errors.Join(failed...)}
 	}
 	candidates, err := driver.Select(all, cfg.Name, cfg.Tags)
 	if err != nil {
