@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit main-job main-job-sim main-job-qemu images qemu-deps qemu-images bench fuzz clean
+.PHONY: all test lint unit main-job main-job-sim main-job-qemu bench-qemu images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -75,6 +75,11 @@ main-job-sim: images
 ## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s).
 main-job-qemu: qemu-images
 	$(call run-examples,qemu,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE))
+
+## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
+## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).
+bench-qemu: qemu-images
+	$(GO) run ./internal/cmd/bootbench -images $(QEMU_IMAGES)
 
 ## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:

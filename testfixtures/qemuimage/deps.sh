@@ -28,6 +28,9 @@ PKGS=(
   # booting the images (tests)
   qemu-system-x86 # qemu-system-x86_64 with SeaBIOS
   qemu-utils      # qemu-img (overlays, conversions)
+  # the bare baseline of make bench-qemu (internal/cmd/bootbench)
+  expect          # bare.exp
+  socat           # bare.exp: QEMU's console and QMP sockets
 )
 
 command -v dpkg-query >/dev/null || { echo "deps.sh: this needs a Debian-based system (no dpkg-query)" >&2; exit 1; }
