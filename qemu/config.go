@@ -3,12 +3,13 @@ package qemu
 import (
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 )
 
 // DriverName is the name the qemu driver registers under (DUT_DRIVER=qemu).
@@ -198,47 +199,8 @@ func parseMiB(s string) (int, error) {
 	return int(b >> 20), nil
 }
 
-// units maps a lower-case size suffix to its multiplier. Single letters and
-// the IEC forms are binary (as in dd and truncate); "kb", "mb" and "gb" are
-// decimal (as in testfixtures' DUT_SIM_DISK_SIZE).
-var units = map[string]int64{
-	"":    1,
-	"b":   1,
-	"k":   1 << 10,
-	"kib": 1 << 10,
-	"m":   1 << 20,
-	"mib": 1 << 20,
-	"g":   1 << 30,
-	"gib": 1 << 30,
-	"kb":  1000,
-	"mb":  1000 * 1000,
-	"gb":  1000 * 1000 * 1000,
-}
-
-// parseSize parses a non-negative size in bytes: a decimal integer
-// optionally followed by a unit, e.g. "4096", "512K", "64MiB", "1G", "10MB".
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("%q: want a number of bytes, optionally with a unit, like 4096 or 64MiB", s)
-	}
-	n, err := strconv.ParseInt(t[:i], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q: %w", s, err)
-	}
-	mul, ok := units[strings.ToLower(strings.TrimSpace(t[i:]))]
-	if !ok {
-		return 0, fmt.Errorf("%q: unknown unit %q; use K, M, G (or KiB, MiB, GiB) for powers of 1024, or KB, MB, GB for powers of 1000", s, t[i:])
-	}
-	if n > math.MaxInt64/mul {
-		return 0, fmt.Errorf("%q: too large", s)
-	}
-	return n * mul, nil
-}
+// parseSize parses a size in bytes such as "4096" or "64MiB".
+func parseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
 // splitArgs splits s into words as a POSIX shell would, without expansions:
 // white space separates words; single quotes keep everything literally;

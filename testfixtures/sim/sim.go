@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
-	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/internal/bytesize"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 )
 
 // DriverName is the name the sim driver registers under (DUT_DRIVER=sim).

@@ -33,7 +33,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/internal/bytesize"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/simimage"
 )
 

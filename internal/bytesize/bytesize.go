@@ -1,5 +1,5 @@
 // Package bytesize parses human-written byte sizes such as "64MiB" or
-// "4096" for the simulated DUT's configuration and tools.
+// "4096" for the drivers' configuration and tools.
 package bytesize
 
 import (
