@@ -388,3 +388,37 @@ func TestADriverThatCannotRunDoesNotHideTheOthers(t *testing.T) {
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), "the emulator is not installed")
 }
+
+// TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt: a test that waited for
+// the only DUT while another held it must get a working device, not the
+// object the holder's cleanup closed.
+func TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	t.Setenv("DUT_SIM_DEVICES", "1")
+	holder, waiter := faketb.New(t), faketb.New(t)
+	release := make(chan struct{})
+	held := make(chan struct{})
+	go holder.Run(func(tb testing.TB) {
+		harness.Acquire(tb)
+		close(held)
+		<-release
+	})
+	<-held
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		waiter.Run(func(tb testing.TB) {
+			dut := harness.Acquire(tb)
+			dut.Flash()
+			dut.PowerOn()
+			assert.Equal(t, "1.0.0-A\n", dut.Login().Run("cat /etc/dut-release"))
+		})
+	}()
+	waitForTicket(t, os.Getenv("DUT_LOCK_DIR"))
+	close(release)
+	<-done
+	require.False(t, holder.Failed(), holder.Message())
+	require.False(t, waiter.Failed(), waiter.Message())
+}

@@ -138,17 +138,47 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 		return nil, &InfraError{Step: "acquire", Err: err}
 	}
 	s := &Session{cfg: cfg, lease: lease, logf: logf, infraWatches: map[string]bool{}}
+	var chosen driver.Device
 	for i, k := range keys {
 		if k == lease.Key() {
-			s.dev = candidates[i]
+			chosen = candidates[i]
 		}
 	}
+	// The device found before the wait may have been closed by the test
+	// that held it meanwhile: ask its driver again now that it is ours.
+	dev, err := rediscover(ctx, drivers, chosen)
+	if err != nil {
+		_ = lease.Release()
+		return nil, &InfraError{Step: "discover " + chosen.Driver() + " devices", Device: chosen.Name(), Err: err}
+	}
+	s.dev = dev
 	logf("acquire: locked %s (%s) after %s", driver.Describe(s.dev), lease.Path(), since(start))
 	if err := s.open(ctx); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return s, nil
+}
+
+// rediscover returns the current device object for the device that was
+// selected before waiting for its lock.
+func rediscover(ctx context.Context, drivers []driver.Driver, chosen driver.Device) (driver.Device, error) {
+	for _, d := range drivers {
+		if d.Name() != chosen.Driver() {
+			continue
+		}
+		devs, err := d.Discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, dev := range devs {
+			if dev.Name() == chosen.Name() {
+				return dev, nil
+			}
+		}
+		return nil, fmt.Errorf("device %s vanished while this test waited for it: check its connection", chosen.Name())
+	}
+	return chosen, nil
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }

@@ -39,7 +39,7 @@ const (
 	MaxDevices = 64
 	// MinMemory and MaxMemory bound a VM's memory in MiB. The images of
 	// testfixtures/qemuimage need at least about 80 MiB.
-	MinMemory = 16
+	MinMemory = 80
 	MaxMemory = 1 << 20
 	// MinDiskSize is the smallest disk a device may have.
 	MinDiskSize = 1 << 20

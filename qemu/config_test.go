@@ -60,7 +60,7 @@ func TestOptionsFromEnvErrors(t *testing.T) {
 		{EnvDevices, "-1", "is not a device count"},
 		{EnvDevices, "65", "is not a device count"},
 		{EnvMemory, "lots", "set it to a whole number of MiB"},
-		{EnvMemory, "8", "from 16 to"},
+		{EnvMemory, "8", "from 80 to"},
 		{EnvMemory, "1000K", "is not a memory size"},
 		{EnvBinary, " ", "is set but empty"},
 		{EnvDir, "", "is set but empty"},

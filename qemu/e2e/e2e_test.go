@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -73,7 +74,11 @@ func image(t *testing.T, name string) string {
 	t.Helper()
 	p, err := qemuimage.Path(name)
 	if err == nil {
-		_, err = os.Stat("/usr/bin/qemu-system-x86_64")
+		bin := os.Getenv(qemu.EnvBinary)
+		if bin == "" {
+			bin = "qemu-system-x86_64"
+		}
+		_, err = exec.LookPath(bin)
 	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {

@@ -1,0 +1,97 @@
+//go:build linux
+
+package flash
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// loopDevice attaches a loop block device over a new file of size bytes of
+// fillByte and returns the device and the file; it skips unless root can.
+func loopDevice(t *testing.T, size int) (dev, backing string) {
+	t.Helper()
+	losetup, err := exec.LookPath("losetup")
+	if err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and losetup for a loop block device")
+	}
+	backing = prefilled(t, filepath.Join(t.TempDir(), "backing"), size)
+	out, err := exec.Command(losetup, "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot attach a loop device: %v: %s", err, out)
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command(losetup, "--detach", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup --detach %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev, backing
+}
+
+func TestWriteToABlockDevice(t *testing.T) {
+	img, ranges := mappedImage()
+	dev, backing := loopDevice(t, 2<<20)
+	dir := t.TempDir()
+	path := writeFile(t, filepath.Join(dir, "os.img.zst"), compress(t, Zstd, img))
+	writeFile(t, filepath.Join(dir, "os.img.bmap"), []byte(bmapDoc(img, 4096, ranges, "2.0", "")))
+	rep, err := Write(context.Background(), path, dev, Options{BufferSize: 64 << 10})
+	require.NoError(t, err)
+	assert.True(t, rep.Direct, "a block device takes O_DIRECT")
+	assert.True(t, rep.Verified)
+	checkMapped(t, backing, img, ranges)
+
+	// Too small: refused before writing.
+	big := writeFile(t, filepath.Join(dir, "big.img"), bytes.Repeat([]byte{1}, 3<<20))
+	_, err = Write(context.Background(), big, dev, Options{})
+	require.ErrorIs(t, err, ErrTarget)
+	assert.Contains(t, err.Error(), "holds 2097152 bytes")
+
+	// Claimed by someone else (as the kernel claims a mounted disk): refused.
+	claim, err := os.OpenFile(dev, os.O_RDONLY|os.O_EXCL, 0)
+	require.NoError(t, err)
+	defer claim.Close()
+	_, err = Write(context.Background(), path, dev, Options{})
+	require.ErrorIs(t, err, ErrTarget)
+	assert.Contains(t, err.Error(), "in use by the system")
+}
+
+func TestWriteRefusesAMountedBlockDevice(t *testing.T) {
+	dev, _ := loopDevice(t, 8<<20)
+	mkfs, err1 := exec.LookPath("mkfs.ext4")
+	mount, err2 := exec.LookPath("mount")
+	if err1 != nil || err2 != nil {
+		t.Skip("needs mkfs.ext4 and mount")
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", dev).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v: %s", err, out)
+	}
+	mnt := t.TempDir()
+	// Read-only, so the file system (ext4's lazy init) writes nothing
+	// behind the test's back.
+	if out, err := exec.Command(mount, "-o", "ro", dev, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount here: %v: %s", err, out)
+	}
+	defer func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	}()
+	before, err := os.ReadFile(dev)
+	require.NoError(t, err)
+	img := writeFile(t, filepath.Join(t.TempDir(), "os.img"), bytes.Repeat([]byte{1}, 1<<20))
+	_, err = Write(context.Background(), img, dev, Options{})
+	require.ErrorIs(t, err, ErrTarget)
+	assert.Contains(t, err.Error(), "is mounted at "+mnt)
+	after, err := os.ReadFile(dev)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(before, after), "the mounted disk is untouched")
+}

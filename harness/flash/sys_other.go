@@ -1,0 +1,13 @@
+//go:build !linux
+
+package flash
+
+import "os"
+
+func openDirect(string, int) (*os.File, error) { return nil, nil }
+
+func dropCache(*os.File) {}
+
+func dataExtents(*os.File, int64) ([][2]int64, bool) { return nil, false }
+
+func devNumber(os.FileInfo) (major, minor uint32, ok bool) { return 0, 0, false }
