@@ -72,9 +72,19 @@ EVIDENCE := dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.bo
 main-job-sim: images
 	$(call run-examples,sim,$(OUT)/images/sim-$(MAIN_RELEASE).img,$(EVIDENCE)$(comma)dut.serial)
 
-## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s).
+## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s),
+## then the end-to-end tests of qemu/e2e (flash A then B, reboot, power cycle, blank, panic, hang,
+## killed QEMU; about 40 s) into $(OUT)/report/qemu-e2e.
 main-job-qemu: qemu-images
 	$(call run-examples,qemu,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE))
+	rm -rf $(OUT)/report/qemu-e2e && mkdir -p $(OUT)/report/qemu-e2e/artifacts
+	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) \
+	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/qemu-e2e/junit.xml \
+	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
+	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
+	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/qemu-e2e/artifacts) ./qemu/e2e/...
+	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE) \
+	  -files console.log $(OUT)/report/qemu-e2e/junit.xml
 
 ## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -69,7 +70,10 @@ func ParseJUnit(r io.Reader) (JUnit, error) {
 // Requirements say what a report must hold.
 type Requirements struct {
 	MinPassed  int      // at least this many passing testcases
-	Properties []string // every passing testcase carries these properties
+	Properties []string // every passing testcase (of those PropsFor selects) carries these properties
+	// PropsFor, when set, limits Properties and ArtifactFiles to the
+	// testcases whose name it matches.
+	PropsFor *regexp.Regexp
 	// ArtifactFiles must exist in the directory named by every passing
 	// testcase's "artifacts" property.
 	ArtifactFiles []string
@@ -90,7 +94,9 @@ func (j JUnit) Check(req Requirements) error {
 				sk++
 			default:
 				passed++
-				errs = append(errs, checkCase(s, c, req)...)
+				if req.PropsFor == nil || req.PropsFor.MatchString(c.Name) {
+					errs = append(errs, checkCase(s, c, req)...)
+				}
 			}
 		}
 		total += len(s.Cases)

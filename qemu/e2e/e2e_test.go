@@ -130,9 +130,11 @@ func failing(t *testing.T, body func(tb testing.TB)) *faketb.TB {
 
 func TestBlankImageIsAnInfrastructureFailure(t *testing.T) {
 	t.Parallel()
-	img := image(t, qemuimage.Blank)
+	good, img := image(t, qemuimage.DUT("1.0.0")+".zst"), image(t, qemuimage.Blank)
 	f := failing(t, func(tb testing.TB) {
 		dut := harness.Acquire(tb)
+		// A good image first: the blank one must really replace it.
+		dut.FlashImage(good)
 		dut.FlashImage(img)
 		dut.PowerOn()
 		dut.Login()

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/testjson"
@@ -19,6 +20,7 @@ func main() {
 	minPassed := flag.Int("min-passed", 1, "fail unless at least this many testcases passed")
 	props := flag.String("props", "", "comma-separated properties every passing testcase must carry")
 	files := flag.String("files", "", "comma-separated files every passing testcase's artifacts directory must hold")
+	propsFor := flag.String("props-for", "", "a regexp: only the passing testcases whose name it matches must carry -props and -files (default: all)")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: junitcheck [flags] JUNIT.xml")
 		flag.PrintDefaults()
@@ -40,6 +42,14 @@ func main() {
 		os.Exit(2)
 	}
 	req := testjson.Requirements{MinPassed: *minPassed, Properties: split(*props), ArtifactFiles: split(*files)}
+	if *propsFor != "" {
+		re, err := regexp.Compile(*propsFor)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "junitcheck: -props-for:", err)
+			os.Exit(2)
+		}
+		req.PropsFor = re
+	}
 	if err := j.Check(req); err != nil {
 		fmt.Fprintf(os.Stderr, "junitcheck: %s does not hold what it should:\n%v\n", flag.Arg(0), err)
 		os.Exit(1)
