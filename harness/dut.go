@@ -26,8 +26,13 @@ const (
 	AttrImageSHA256 = "dut.image_sha256"
 	AttrFlashBytes  = "dut.flash_bytes"
 	AttrFlashMBps   = "dut.flash_mbps"
-	AttrBootSeconds = "dut.boot_seconds"
-	AttrConsoleLog  = "dut.console_log"
+	// AttrFlashMapped is the fraction of the image that was written (bmap
+	// or sparse holes leave the rest); AttrFlashVerified says whether the
+	// written ranges were read back and matched.
+	AttrFlashMapped   = "dut.flash_mapped_fraction"
+	AttrFlashVerified = "dut.flash_verified"
+	AttrBootSeconds   = "dut.boot_seconds"
+	AttrConsoleLog    = "dut.console_log"
 	// AttrFailure is "infrastructure" when the harness, not the product,
 	// failed the test; AttrFailureStep names the harness step.
 	AttrFailure     = "dut.failure"
@@ -197,6 +202,8 @@ func (d *DUT) recordFlash(rep flash.Report) {
 	d.t.Attr(AttrImageSHA256, rep.SHA256)
 	d.t.Attr(AttrFlashBytes, strconv.FormatInt(rep.Bytes, 10))
 	d.t.Attr(AttrFlashMBps, strconv.FormatFloat(rep.MBps(), 'f', 1, 64))
+	d.t.Attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
+	d.t.Attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
 }
 
 // oneLine makes a property value safe: no newlines.
