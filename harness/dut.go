@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,6 +58,9 @@ type DUT struct {
 	s    *Session
 	root *DUT // the acquiring DUT; nil for itself
 	mark console.Mark
+
+	propsMu sync.Mutex
+	props   map[string]string // emitted with t.Attr once, at cleanup, with their last values
 }
 
 type deadliner interface {
@@ -110,10 +115,11 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 		_ = s.PowerOff(cctx)
 		d.writeConsole()
 		if err := s.Close(cctx); err != nil {
-			t.Attr(AttrFailure, "infrastructure")
-			t.Attr(AttrFailureStep, "cleanup")
+			d.attr(AttrFailure, "infrastructure")
+			d.attr(AttrFailureStep, "cleanup")
 			t.Errorf("jumpstarter: cleanup of DUT %s failed; it may still be powered; check it by hand: %v", s.dev.Name(), err)
 		}
+		d.flushAttrs()
 	})
 	d.recordDevice()
 	return d
@@ -166,13 +172,16 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	t.Helper()
 	root := d.rootDUT()
 	sub := &DUT{t: t, s: d.s, root: root, mark: markOf(d.s)}
-	t.Cleanup(sub.writeConsole)
+	t.Cleanup(func() {
+		sub.writeConsole()
+		sub.flushAttrs()
+	})
 	sub.recordDevice()
 	if rep, ok := d.s.LastFlash(); ok {
 		sub.recordFlash(rep)
 	}
 	if d.s.bootSeconds != "" {
-		t.Attr(AttrBootSeconds, d.s.bootSeconds)
+		sub.attr(AttrBootSeconds, d.s.bootSeconds)
 	}
 	return sub
 }
@@ -186,10 +195,10 @@ func (d *DUT) rootDUT() *DUT {
 
 func (d *DUT) recordDevice() {
 	dev := d.s.dev
-	d.t.Attr(AttrDriver, dev.Driver())
-	d.t.Attr(AttrName, dev.Name())
+	d.attr(AttrDriver, dev.Driver())
+	d.attr(AttrName, dev.Name())
 	if s := dev.Serial(); s != "" {
-		d.t.Attr(AttrSerial, s)
+		d.attr(AttrSerial, s)
 	}
 }
 
@@ -198,12 +207,38 @@ func (d *DUT) recordFlash(rep flash.Report) {
 	if err != nil {
 		abs = rep.Image
 	}
-	d.t.Attr(AttrImage, oneLine(abs))
-	d.t.Attr(AttrImageSHA256, rep.SHA256)
-	d.t.Attr(AttrFlashBytes, strconv.FormatInt(rep.Bytes, 10))
-	d.t.Attr(AttrFlashMBps, strconv.FormatFloat(rep.MBps(), 'f', 1, 64))
-	d.t.Attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
-	d.t.Attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
+	d.attr(AttrImage, oneLine(abs))
+	d.attr(AttrImageSHA256, rep.SHA256)
+	d.attr(AttrFlashBytes, strconv.FormatInt(rep.Bytes, 10))
+	d.attr(AttrFlashMBps, strconv.FormatFloat(rep.MBps(), 'f', 1, 64))
+	d.attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
+	d.attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
+}
+
+// attr records a property; flushAttrs emits the last value of each at
+// cleanup, so a test that flashes or logs in twice carries each property
+// once.
+func (d *DUT) attr(key, value string) {
+	d.propsMu.Lock()
+	defer d.propsMu.Unlock()
+	if d.props == nil {
+		d.props = map[string]string{}
+	}
+	d.props[key] = value
+}
+
+func (d *DUT) flushAttrs() {
+	d.propsMu.Lock()
+	defer d.propsMu.Unlock()
+	keys := make([]string, 0, len(d.props))
+	for k := range d.props {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		d.t.Attr(k, d.props[k])
+	}
+	d.props = nil
 }
 
 // oneLine makes a property value safe: no newlines.
@@ -233,7 +268,7 @@ func (d *DUT) writeConsole() {
 		d.t.Errorf("jumpstarter: writing the console log: %v", err)
 		return
 	}
-	d.t.Attr(AttrConsoleLog, oneLine(filepath.Join(dir, ConsoleLogFile)))
+	d.attr(AttrConsoleLog, oneLine(filepath.Join(dir, ConsoleLogFile)))
 }
 
 // fail fails the test with err, marking infrastructure failures as such.
@@ -245,8 +280,11 @@ func (d *DUT) fail(err error, ctx context.Context) {
 	}
 	var ie *InfraError
 	if errors.As(err, &ie) {
-		d.t.Attr(AttrFailure, "infrastructure")
-		d.t.Attr(AttrFailureStep, oneLine(ie.Step))
+		d.attr(AttrFailure, "infrastructure")
+		d.attr(AttrFailureStep, oneLine(ie.Step))
+		if d.s == nil {
+			d.flushAttrs() // Acquire failed: no cleanup of ours will run
+		}
 		d.t.Fatalf("jumpstarter: %v%s\nThis is an infrastructure failure (the lab, not the product under test).", err, hint)
 	}
 	d.t.Fatalf("jumpstarter: %v%s", err, hint)
@@ -354,7 +392,7 @@ func (d *DUT) Login() *Shell {
 	if !d.s.poweredAt.IsZero() && !res.PromptAt.IsZero() {
 		secs := strconv.FormatFloat(res.PromptAt.Sub(d.s.poweredAt).Seconds(), 'f', 3, 64)
 		d.s.bootSeconds = secs
-		d.t.Attr(AttrBootSeconds, secs)
+		d.attr(AttrBootSeconds, secs)
 		d.t.Logf("jumpstarter: %s reached the login prompt %ss after power-on", d.Name(), secs)
 	}
 	return &Shell{d: d}

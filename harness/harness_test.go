@@ -161,6 +161,8 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	}
 	img, _ := f.AttrValue(harness.AttrImage)
 	assert.Equal(t, im.b, img, "the last flashed image")
+	assert.Equal(t, 1, f.AttrCount(harness.AttrImage), "two flashes, one property")
+	assert.Equal(t, 1, f.AttrCount(harness.AttrBootSeconds), "two logins, one property")
 	secs, _ := f.AttrValue(harness.AttrBootSeconds)
 	assert.NotContains(t, secs, "\n")
 	_, failure := f.AttrValue(harness.AttrFailure)

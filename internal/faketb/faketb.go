@@ -29,12 +29,13 @@ type TB struct {
 	skipped  bool
 	messages []string
 	attrs    map[string]string
+	counts   map[string]int
 	cleanups []func()
 }
 
 // New returns a fake TB inside the real test t.
 func New(t *testing.T) *TB {
-	return &TB{TB: t, name: t.Name() + "/fake", Dir: t.TempDir(), attrs: map[string]string{}}
+	return &TB{TB: t, name: t.Name() + "/fake", Dir: t.TempDir(), attrs: map[string]string{}, counts: map[string]int{}}
 }
 
 func (f *TB) record(failed, skipped bool, msg string) {
@@ -73,7 +74,19 @@ func (f *TB) Skipped() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.skipped
 func (f *TB) Cleanup(fn func()) { f.mu.Lock(); f.cleanups = append(f.cleanups, fn); f.mu.Unlock() }
 
 // Attr records a property.
-func (f *TB) Attr(key, value string) { f.mu.Lock(); f.attrs[key] = value; f.mu.Unlock() }
+func (f *TB) Attr(key, value string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attrs[key] = value
+	f.counts[key]++
+}
+
+// AttrCount returns how many times a property was recorded.
+func (f *TB) AttrCount(key string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.counts[key]
+}
 
 // Message returns every recorded failure and skip message, one per line.
 func (f *TB) Message() string {
