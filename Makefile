@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit main-job main-job-sim main-job-qemu bench-qemu images qemu-deps qemu-images bench fuzz clean
+.PHONY: all test lint unit main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -90,6 +90,11 @@ main-job-qemu: qemu-images
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).
 bench-qemu: qemu-images
 	$(GO) run ./internal/cmd/bootbench -images $(QEMU_IMAGES)
+
+## bench-flash: the flash engine (verified, and write-only) against dd and bmaptool copy on 1 GiB dense,
+## sparse, zstd and xz images, on a file and a loop device (needs bmap-tools, zstd, xz; -loop needs root).
+bench-flash:
+	$(GO) run ./internal/cmd/flashbench -size 1GiB -runs 3 -loop
 
 ## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:

@@ -1,0 +1,599 @@
+// Command flashbench measures the flash engine (harness/flash) against the
+// tools people use by hand to put an OS image on a disk: `dd bs=4M
+// oflag=direct conv=fsync` and `bmaptool copy`, side by side in one run on
+// the same target and the same images.
+//
+// It builds, in a private scratch directory:
+//
+//   - dense.img: a raw image of -size bytes (default 1 GiB), every 1 MiB half
+//     pseudo-random (incompressible) and half repetitive text;
+//   - sparse.img: a raw image of the same size with about 20 % mapped (1 MiB
+//     of data every 5 MiB, the holes made by seeking) and sparse.img.bmap
+//     made by `bmaptool create`;
+//   - dense.img.zst, sparse.img.zst (`zstd -T0 -3`) and dense.img.xz,
+//     sparse.img.xz (`xz -T0 -1`).
+//
+// For each image it flashes a regular file (and with -loop a loop device
+// over a file, when losetup works) with each tool, -runs times, in a
+// rotating order, dropping the page cache before each flash when allowed
+// (`echo 3 > /proc/sys/vm/drop_caches`). The peers are dd (for compressed
+// images `zstd -dc | dd ...`, resp. `xz -dc | dd ...`) and `bmaptool copy`
+// (which decompresses itself; given --bmap for the sparse images and
+// --nobmap for the dense ones). Our engine runs with read-back verification
+// on, in a child process (`flashbench -write-one IMAGE TARGET`) so that its
+// peak RSS can be read from the child's rusage; it reports its write time
+// and verify time apart, and the table shows both the verified total and
+// the write-only figure. Peak RSS of a peer is the largest process of the
+// pipeline (wait4's rusage of the shell, which includes its children).
+//
+// The table gives per case and tool the median seconds, MB/s (10^6 bytes of
+// the unpacked image per second, holes included, as bmaptool counts) and
+// peak RSS, then the ratios and informational pass/fail goal lines: dense
+// at least as fast as dd; sparse at least 1.5x faster than bmaptool;
+// compressed faster than both the dd pipeline and bmaptool.
+//
+// It needs bmaptool (apt-get install bmap-tools), zstd, xz, dd and sh; -loop
+// needs root and losetup. Run it from the repository root:
+//
+//	go run ./internal/cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop]
+//
+// Scratch space is about 4 times -size (5 with -loop); it is removed at the
+// end, also on Ctrl-C. Every step is bounded by a context deadline
+// (-step-timeout) and the whole run by -timeout. Times are wall-clock on a
+// shared machine: expect noise, look at the medians over several runs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-write-one" {
+		os.Exit(writeOne(os.Args[2:]))
+	}
+	var (
+		sizeFlag    = flag.String("size", "1GiB", "size of the unpacked images (suffix KiB, MiB, GiB; a multiple of 1 MiB)")
+		runs        = flag.Int("runs", 3, "flashes per tool, case and target")
+		dir         = flag.String("dir", "", "directory for the scratch directory (default: $TMPDIR)")
+		loop        = flag.Bool("loop", false, "also flash a loop device over a file (needs root and losetup)")
+		timeout     = flag.Duration("timeout", 90*time.Minute, "bound on the whole run")
+		stepTimeout = flag.Duration("step-timeout", 10*time.Minute, "bound on each step (making an image, one flash)")
+	)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	size, err := parseSize(*sizeFlag)
+	if err != nil || *runs < 1 || flag.NArg() != 0 {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "flashbench:", err)
+		}
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	b := &bench{size: size, runs: *runs, step: *stepTimeout, out: os.Stdout}
+	err = b.run(ctx, *dir, *loop)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flashbench:", err)
+		os.Exit(1)
+	}
+}
+
+// parseSize reads "1GiB", "512MiB", "64KiB" or a plain byte count; the
+// result must be a positive multiple of 1 MiB.
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("bad size %q: want e.g. 1GiB or 512MiB", s)
+	}
+	n *= mult
+	if n%(1<<20) != 0 {
+		return 0, fmt.Errorf("bad size %q: must be a multiple of 1 MiB", s)
+	}
+	return n, nil
+}
+
+// oneResult is what `flashbench -write-one` prints as JSON.
+type oneResult struct {
+	Report flash.Report
+	Error  string `json:",omitempty"`
+}
+
+// writeOne is the child mode: flash one image with verification on and
+// print the report as JSON on stdout.
+func writeOne(args []string) int {
+	fs := flag.NewFlagSet("write-one", flag.ContinueOnError)
+	bmap := fs.String("bmap", "", "bmap file")
+	noVerify := fs.Bool("noverify", false, "skip the read-back")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the flash")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
+		fmt.Fprintln(os.Stderr, "usage: flashbench -write-one [-bmap B] [-noverify] IMAGE TARGET")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := flash.Write(ctx, fs.Arg(0), fs.Arg(1), flash.Options{Bmap: *bmap, NoVerify: *noVerify})
+	res := oneResult{Report: rep}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	json.NewEncoder(os.Stdout).Encode(res)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flashbench -write-one:", err)
+		return 1
+	}
+	return 0
+}
+
+type bench struct {
+	size int64
+	runs int
+	step time.Duration
+	out  io.Writer
+	self string
+	// dropOK says whether dropping the page cache works here.
+	dropOK bool
+}
+
+// image is one case: a file to flash and how each tool is told about it.
+type image struct {
+	name, path, bmap string
+	kind             string // "dense", "sparse" (goal classes); compressed when comp != ""
+	comp             string // "", "zstd", "xz"
+}
+
+// sample is one flash by one tool.
+type sample struct {
+	wall, write, verify time.Duration
+	maxRSS              int64 // KiB
+}
+
+const (
+	toolOurs = "ours"
+	toolDD   = "dd"
+	toolBmap = "bmaptool"
+)
+
+func (b *bench) run(ctx context.Context, parent string, loop bool) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b.self = self
+	for _, t := range []string{"bmaptool", "zstd", "xz", "dd", "sh"} {
+		if _, err := exec.LookPath(t); err != nil {
+			return fmt.Errorf("%s not found (apt-get install -y bmap-tools zstd xz-utils coreutils): %w", t, err)
+		}
+	}
+	dir, err := os.MkdirTemp(parent, "flashbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b.dropOK = dropCaches() == nil
+	fmt.Fprintf(b.out, "flashbench: size %s, %d run(s), scratch %s, drop caches: %v\n", human(b.size), b.runs, dir, b.dropOK)
+
+	images, err := b.makeImages(ctx, dir)
+	if err != nil {
+		return err
+	}
+	type target struct{ name, path, backing string }
+	targets := []target{{name: "file", path: filepath.Join(dir, "target.img")}}
+	if loop {
+		backing := filepath.Join(dir, "loop-backing.img")
+		dev, err := setupLoop(ctx, backing, b.size)
+		if err != nil {
+			fmt.Fprintf(b.out, "loop device skipped: %v\n", err)
+		} else {
+			defer detachLoop(dev)
+			targets = append(targets, target{name: "loop " + dev, path: dev, backing: backing})
+		}
+	}
+	var fails int
+	var ratios strings.Builder
+	for _, t := range targets {
+		fmt.Fprintf(b.out, "\n== target: %s ==\n", t.name)
+		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "case\ttool\tmedian s\tMB/s\twrite s\tverify s\tpeak RSS MiB\t")
+		rw := tabwriter.NewWriter(&ratios, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(rw, "case\tour/dd\tour/dd write-only\tbmaptool/our\tbmaptool/our write-only\t")
+		var goals []string
+		for _, img := range images {
+			res := map[string][]sample{}
+			for r := 0; r < b.runs; r++ {
+				order := []string{toolOurs, toolDD, toolBmap}
+				k := r % len(order)
+				order = append(order[k:], order[:k]...)
+				for _, tool := range order {
+					if t.backing == "" { // a fresh sparse file for each flash
+						if err := freshFile(t.path, b.size); err != nil {
+							return err
+						}
+					}
+					s, err := b.flashOnce(ctx, tool, img, t.path)
+					if err != nil {
+						return fmt.Errorf("%s %s on %s: %w", tool, img.name, t.name, err)
+					}
+					res[tool] = append(res[tool], s)
+				}
+			}
+			ours, dd, bm := median(res[toolOurs]), median(res[toolDD]), median(res[toolBmap])
+			mbps := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(b.size)/1e6/d.Seconds()) }
+			mib := func(k int64) string { return fmt.Sprintf("%.1f", float64(k)/1024) }
+			fmt.Fprintf(tw, "%s\tours (verified)\t%.2f\t%s\t%.2f\t%.2f\t%s\t\n", img.name, ours.wall.Seconds(), mbps(ours.wall), ours.write.Seconds(), ours.verify.Seconds(), mib(ours.maxRSS))
+			fmt.Fprintf(tw, "%s\tours (write only)\t%.2f\t%s\t\t\t\t\n", img.name, ours.write.Seconds(), mbps(ours.write))
+			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t\t\t%s\t\n", img.name, ddLabel(img), dd.wall.Seconds(), mbps(dd.wall), mib(dd.maxRSS))
+			fmt.Fprintf(tw, "%s\tbmaptool copy\t%.2f\t%s\t\t\t%s\t\n", img.name, bm.wall.Seconds(), mbps(bm.wall), mib(bm.maxRSS))
+			fmt.Fprintf(rw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", img.name,
+				ratio(ours.wall, dd.wall), ratio(ours.write, dd.wall), ratio(bm.wall, ours.wall), ratio(bm.wall, ours.write))
+			goals = append(goals, goalLines(img, ours, dd, bm, &fails)...)
+		}
+		tw.Flush()
+		rw.Flush()
+		fmt.Fprintf(b.out, "\nratios (ours verified = wall time of the child, write+verify; write-only = its write time):\n%s", ratios.String())
+		ratios.Reset()
+		fmt.Fprintln(b.out, "\ngoals (informational; verified total, write-only in brackets):")
+		for _, g := range goals {
+			fmt.Fprintln(b.out, "  "+g)
+		}
+	}
+	fmt.Fprintf(b.out, "\n%d goal(s) missed with verification on\n", fails)
+	return nil
+}
+
+func ddLabel(img image) string {
+	if img.comp != "" {
+		return img.comp + " -dc | dd"
+	}
+	return "dd"
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a.Seconds() / b.Seconds()
+}
+
+// goalLines returns the pass/fail lines of one case and counts the goals
+// missed with verification on.
+func goalLines(img image, ours, dd, bm sample, fails *int) []string {
+	pf := func(ok, okWrite bool) string {
+		s := "FAIL"
+		if ok {
+			s = "PASS"
+		} else {
+			*fails++
+		}
+		w := "FAIL"
+		if okWrite {
+			w = "PASS"
+		}
+		return fmt.Sprintf("%s [%s]", s, w)
+	}
+	switch {
+	case img.comp != "":
+		return []string{fmt.Sprintf("%-16s faster than %s and bmaptool: %s (ours %.2fs [%.2fs], dd %.2fs, bmaptool %.2fs)",
+			img.name, ddLabel(img), pf(ours.wall < dd.wall && ours.wall < bm.wall, ours.write < dd.wall && ours.write < bm.wall),
+			ours.wall.Seconds(), ours.write.Seconds(), dd.wall.Seconds(), bm.wall.Seconds())}
+	case img.kind == "dense":
+		return []string{fmt.Sprintf("%-16s at least as fast as dd: %s (our/dd %.2f [%.2f])",
+			img.name, pf(ours.wall <= dd.wall, ours.write <= dd.wall), ratio(ours.wall, dd.wall), ratio(ours.write, dd.wall))}
+	default:
+		return []string{fmt.Sprintf("%-16s >= 1.5x faster than bmaptool: %s (bmaptool/our %.2f [%.2f])",
+			img.name, pf(ratio(bm.wall, ours.wall) >= 1.5, ratio(bm.wall, ours.write) >= 1.5), ratio(bm.wall, ours.wall), ratio(bm.wall, ours.write))}
+	}
+}
+
+// median returns the per-field medians of the samples.
+func median(s []sample) sample {
+	pick := func(f func(sample) int64) int64 {
+		v := make([]int64, len(s))
+		for i := range s {
+			v[i] = f(s[i])
+		}
+		slices.Sort(v)
+		if len(v) == 0 {
+			return 0
+		}
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return sample{
+		wall:   time.Duration(pick(func(x sample) int64 { return int64(x.wall) })),
+		write:  time.Duration(pick(func(x sample) int64 { return int64(x.write) })),
+		verify: time.Duration(pick(func(x sample) int64 { return int64(x.verify) })),
+		maxRSS: pick(func(x sample) int64 { return x.maxRSS }),
+	}
+}
+
+// flashOnce runs one flash of img onto target with tool, in a child
+// process, and measures it.
+func (b *bench) flashOnce(ctx context.Context, tool string, img image, target string) (sample, error) {
+	if b.dropOK {
+		dropCaches()
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.step)
+	defer cancel()
+	var cmd *exec.Cmd
+	switch tool {
+	case toolOurs:
+		args := []string{"-write-one", "-timeout", b.step.String()}
+		if img.bmap != "" {
+			args = append(args, "-bmap", img.bmap)
+		}
+		cmd = exec.CommandContext(ctx, b.self, append(args, img.path, target)...)
+	case toolDD:
+		dd := "dd bs=4M oflag=direct conv=fsync status=none of=" + shq(target)
+		if img.comp == "" {
+			cmd = shell(ctx, dd+" if="+shq(img.path))
+		} else {
+			cmd = shell(ctx, "(set -o pipefail) 2>/dev/null && set -o pipefail; "+img.comp+" -dc "+shq(img.path)+" | "+dd)
+		}
+	case toolBmap:
+		args := []string{"copy", "--nobmap"}
+		if img.bmap != "" {
+			args = []string{"copy", "--bmap", img.bmap}
+		}
+		cmd = exec.CommandContext(ctx, "bmaptool", append(args, img.path, target)...)
+	}
+	setGroup(cmd)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return sample{}, fmt.Errorf("%s: %w: %s", cmd, err, tail(stderr.String()))
+	}
+	s := sample{wall: wall, write: wall}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		s.maxRSS = ru.Maxrss
+	}
+	if tool == toolOurs {
+		var res oneResult
+		if err := json.Unmarshal([]byte(stdout.String()), &res); err != nil {
+			return sample{}, fmt.Errorf("reading the child's report: %w: %q", err, tail(stdout.String()))
+		}
+		if !res.Report.Verified {
+			return sample{}, errors.New("our engine did not verify")
+		}
+		if res.Report.Bytes != b.size {
+			return sample{}, fmt.Errorf("our engine wrote an image of %d bytes, want %d", res.Report.Bytes, b.size)
+		}
+		s.write, s.verify = res.Report.Duration, res.Report.VerifyDuration
+	}
+	return s, nil
+}
+
+// shell returns `sh -c script`.
+func shell(ctx context.Context, script string) *exec.Cmd {
+	return exec.CommandContext(ctx, "sh", "-c", script)
+}
+
+// setGroup puts cmd in its own process group and kills the whole group
+// when its context ends, so that a pipeline does not outlive it.
+func setGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+}
+
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func tail(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 600 {
+		s = "..." + s[len(s)-600:]
+	}
+	return s
+}
+
+// dropCaches asks the kernel to drop the page cache (needs root).
+func dropCaches() error {
+	syscall.Sync()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
+}
+
+// freshFile (re)creates path as a sparse file of size bytes.
+func freshFile(path string, size int64) error {
+	os.Remove(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func human(n int64) string {
+	switch {
+	case n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// makeImages writes the raw images, the bmap and the compressed copies.
+func (b *bench) makeImages(ctx context.Context, dir string) ([]image, error) {
+	dense := filepath.Join(dir, "dense.img")
+	sparse := filepath.Join(dir, "sparse.img")
+	bmap := sparse + ".bmap"
+	start := time.Now()
+	if err := writeImage(dense, b.size, false); err != nil {
+		return nil, err
+	}
+	if err := writeImage(sparse, b.size, true); err != nil {
+		return nil, err
+	}
+	steps := [][]string{
+		{"bmaptool", "create", "-o", bmap, sparse},
+		{"zstd", "-q", "-T0", "-3", "-k", "-f", dense},
+		{"zstd", "-q", "-T0", "-3", "-k", "-f", sparse},
+		{"xz", "-T0", "-1", "-k", "-f", dense},
+		{"xz", "-T0", "-1", "-k", "-f", sparse},
+	}
+	for _, s := range steps {
+		if err := b.runStep(ctx, s...); err != nil {
+			return nil, err
+		}
+	}
+	imgs := []image{
+		{name: "dense raw", path: dense, kind: "dense"},
+		{name: "sparse raw+bmap", path: sparse, bmap: bmap, kind: "sparse"},
+		{name: "dense zst", path: dense + ".zst", kind: "dense", comp: "zstd"},
+		{name: "sparse zst+bmap", path: sparse + ".zst", bmap: bmap, kind: "sparse", comp: "zstd"},
+		{name: "dense xz", path: dense + ".xz", kind: "dense", comp: "xz"},
+		{name: "sparse xz+bmap", path: sparse + ".xz", bmap: bmap, kind: "sparse", comp: "xz"},
+	}
+	fmt.Fprintf(b.out, "images made in %.1fs:", time.Since(start).Seconds())
+	for _, im := range imgs {
+		if st, err := os.Stat(im.path); err == nil {
+			fmt.Fprintf(b.out, " %s %.0f MiB;", filepath.Base(im.path), float64(st.Size())/(1<<20))
+		}
+	}
+	if m, err := mappedOf(sparse); err == nil {
+		fmt.Fprintf(b.out, " sparse.img mapped %.0f %%", 100*float64(m)/float64(b.size))
+	}
+	fmt.Fprintln(b.out)
+	return imgs, nil
+}
+
+func mappedOf(path string) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
+}
+
+func (b *bench) runStep(ctx context.Context, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.step)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	setGroup(cmd)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, tail(string(out)))
+	}
+	return nil
+}
+
+// chunk is the unit of image content: half pseudo-random, half text.
+const chunk = 1 << 20
+
+// fillChunk fills p (chunk bytes) with the content of chunk number i.
+func fillChunk(p []byte, rng *rand.ChaCha8, i int64) {
+	half := len(p) / 2
+	rng.Read(p[:half])
+	line := fmt.Sprintf("block %08d: the quick brown fox jumps over the lazy dog; ", i)
+	for j := half; j < len(p); j += copy(p[j:], line) {
+	}
+}
+
+// writeImage writes a raw image of size bytes at path: every chunk of
+// content when dense, else one chunk every 5 (the rest left as holes by
+// seeking past it), so that about 20 % is mapped.
+func writeImage(path string, size int64, sparse bool) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	seed := [32]byte{'f', 'l', 'a', 's', 'h'}
+	if sparse {
+		seed[31] = 1
+	}
+	rng := rand.NewChaCha8(seed)
+	buf := make([]byte, chunk)
+	for i := int64(0); i*chunk < size; i++ {
+		if sparse && i%5 != 0 {
+			continue
+		}
+		fillChunk(buf, rng, i)
+		if _, err := f.WriteAt(buf[:min(chunk, size-i*chunk)], i*chunk); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// setupLoop makes backing a file of size bytes and attaches a loop device
+// to it.
+func setupLoop(ctx context.Context, backing string, size int64) (string, error) {
+	if err := freshFile(backing, size); err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "losetup", "-f", "--show", backing).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("losetup: %w: %s", err, tail(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	if !strings.HasPrefix(dev, "/dev/") {
+		return "", fmt.Errorf("losetup printed %q", dev)
+	}
+	return dev, nil
+}
+
+func detachLoop(dev string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "losetup", "-d", dev).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "flashbench: losetup -d %s: %v: %s\n", dev, err, out)
+	}
+}
