@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/diskfile"
 )
 
 // DriverName is the name the sim driver registers under (DUT_DRIVER=sim).
@@ -228,33 +228,11 @@ func (dr *Driver) Discover(ctx context.Context) ([]driver.Device, error) {
 	return devs, nil
 }
 
-// ensureDisk creates a sparse disk file of size bytes at path unless a file
-// exists there. It never truncates an existing file: other processes may be
-// using it. The file appears atomically, already at its full size.
+// ensureDisk creates the disk file at path unless it exists; see
+// diskfile.Ensure.
 func ensureDisk(path string, size int64) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("sim: creating disk %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err != nil {
-		return fmt.Errorf("sim: creating disk %s: %w", path, err)
-	}
-	// Link fails if another process created the disk meanwhile: then its
-	// disk is the one to use.
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("sim: creating disk %s: %w", path, err)
+	if err := diskfile.Ensure(path, size); err != nil {
+		return fmt.Errorf("sim: %w", err)
 	}
 	return nil
 }
