@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -33,8 +34,14 @@ const (
 	// written ranges were read back and matched.
 	AttrFlashMapped   = "dut.flash_mapped_fraction"
 	AttrFlashVerified = "dut.flash_verified"
-	AttrBootSeconds   = "dut.boot_seconds"
-	AttrConsoleLog    = "dut.console_log"
+	// AttrFlashWritten is how many bytes reached the storage;
+	// AttrFlashVerifySeconds what the read-back added to the flash;
+	// AttrFlashReport the path of the flash report artifact.
+	AttrFlashWritten       = "dut.flash_written_bytes"
+	AttrFlashVerifySeconds = "dut.flash_verify_seconds"
+	AttrFlashReport        = "dut.flash_report"
+	AttrBootSeconds        = "dut.boot_seconds"
+	AttrConsoleLog         = "dut.console_log"
 	// AttrFailure is "infrastructure" when the harness, not the product,
 	// failed the test; AttrFailureStep names the harness step.
 	AttrFailure     = "dut.failure"
@@ -43,9 +50,13 @@ const (
 
 // Artifact file names written into t.ArtifactDir().
 const (
-	ConsoleLogFile = "console.log" // the test's slice of the console, cleaned, timestamped
-	ConsoleRawFile = "console.raw" // the same slice, raw bytes
+	ConsoleLogFile  = "console.log" // the test's slice of the console, cleaned, timestamped
+	ConsoleRawFile  = "console.raw" // the same slice, raw bytes
+	FlashReportFile = "flash.json"  // the last flash's report (also of a failed flash)
 )
+
+// flashLogEvery is the least time between two progress lines of a flash.
+const flashLogEvery = 5 * time.Second
 
 // DUT is the test-facing handle on an acquired device under test. Its
 // methods fail the test with a useful message instead of returning errors;
@@ -213,6 +224,55 @@ func (d *DUT) recordFlash(rep flash.Report) {
 	d.attr(AttrFlashMBps, strconv.FormatFloat(rep.MBps(), 'f', 1, 64))
 	d.attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
 	d.attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
+	d.attr(AttrFlashWritten, strconv.FormatInt(rep.MappedBytes, 10))
+	d.attr(AttrFlashVerifySeconds, strconv.FormatFloat(rep.VerifyDuration.Seconds(), 'f', 3, 64))
+}
+
+// flashReport is the flash report artifact (FlashReportFile).
+type flashReport struct {
+	Image          string  `json:"image"`
+	SHA256         string  `json:"sha256,omitempty"`
+	SHA256Cached   bool    `json:"sha256_cached,omitempty"`
+	Format         string  `json:"format"`
+	Decoder        string  `json:"decoder,omitempty"`
+	Target         string  `json:"target"`
+	Bmap           string  `json:"bmap,omitempty"`
+	Sparse         bool    `json:"sparse,omitempty"`
+	Bytes          int64   `json:"bytes"`
+	WrittenBytes   int64   `json:"written_bytes"`
+	MappedFraction float64 `json:"mapped_fraction"`
+	Direct         bool    `json:"direct"`
+	WriteSeconds   float64 `json:"write_seconds"`
+	MBps           float64 `json:"mbps"`
+	Verified       bool    `json:"verified"`
+	VerifySeconds  float64 `json:"verify_seconds"`
+	Error          string  `json:"error,omitempty"`
+}
+
+// writeFlashReport writes rep (and err, for a failed flash) as the test's
+// flash report artifact and records its path as a property.
+func (d *DUT) writeFlashReport(rep flash.Report, err error) {
+	r := flashReport{
+		Image: rep.Image, SHA256: rep.SHA256, SHA256Cached: rep.SHA256Cached, Format: string(rep.Format),
+		Decoder: rep.Decoder, Target: rep.Target, Bmap: rep.Bmap, Sparse: rep.Sparse, Bytes: rep.Bytes,
+		WrittenBytes: rep.MappedBytes, MappedFraction: rep.MappedFraction, Direct: rep.Direct,
+		WriteSeconds: rep.Duration.Seconds(), MBps: rep.MBps(), Verified: rep.Verified,
+		VerifySeconds: rep.VerifyDuration.Seconds(),
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	b, merr := json.MarshalIndent(r, "", "  ")
+	if merr != nil {
+		d.t.Errorf("jumpstarter: flash report: %v", merr)
+		return
+	}
+	path := filepath.Join(d.t.ArtifactDir(), FlashReportFile)
+	if werr := os.WriteFile(path, append(b, '\n'), 0o644); werr != nil {
+		d.t.Errorf("jumpstarter: writing the flash report: %v", werr)
+		return
+	}
+	d.attr(AttrFlashReport, oneLine(path))
 }
 
 // attr records a property; flushAttrs emits the last value of each at
@@ -322,9 +382,21 @@ func (d *DUT) FlashImage(path string) flash.Report {
 		d.fail(&InfraError{Step: "flash", Device: d.Name(), Err: fmt.Errorf("%w: no image given: set %s or call FlashImage with a path", flash.ErrImage, Env.Image)}, ctx)
 	}
 	d.t.Logf("jumpstarter: flashing %s onto %s", path, d.Name())
+	var last time.Time
 	rep, err := d.s.Flash(ctx, path, func(p flash.Progress) {
-		d.t.Logf("jumpstarter: flash %s: %d/%d MiB, %.1f MB/s", d.Name(), p.Done>>20, p.Total>>20, p.Rate())
+		if time.Since(last) < flashLogEvery && p.Fraction < 1 {
+			return
+		}
+		last = time.Now()
+		of := "?"
+		if p.Total >= 0 {
+			of = strconv.FormatInt(p.Total>>20, 10)
+		}
+		d.t.Logf("jumpstarter: flash %s: %.0f%%, %d/%s MiB, %.1f MB/s", d.Name(), 100*p.Fraction, p.Done>>20, of, p.Rate())
 	})
+	if rep.Image != "" {
+		d.writeFlashReport(rep, err)
+	}
 	if err != nil {
 		d.fail(err, ctx)
 	}

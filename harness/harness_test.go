@@ -2,6 +2,7 @@ package harness_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -155,7 +156,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	_, held := readHolder(t, lockPath)
 	assert.False(t, held, "cleanup releases the lock")
 
-	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrBootSeconds, harness.AttrConsoleLog} {
+	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashWritten, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog} {
 		v, ok := f.AttrValue(k)
 		assert.True(t, ok && v != "", "property %s", k)
 	}
@@ -167,6 +168,19 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	assert.NotContains(t, secs, "\n")
 	_, failure := f.AttrValue(harness.AttrFailure)
 	assert.False(t, failure)
+
+	// The flash report artifact describes the last flash.
+	var fr map[string]any
+	b, err := os.ReadFile(filepath.Join(f.Dir, harness.FlashReportFile))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &fr))
+	assert.Equal(t, im.b, fr["image"])
+	sum, _ := f.AttrValue(harness.AttrImageSHA256)
+	assert.Equal(t, sum, fr["sha256"])
+	assert.Equal(t, true, fr["verified"])
+	assert.Greater(t, fr["written_bytes"], 0.0)
+	rp, _ := f.AttrValue(harness.AttrFlashReport)
+	assert.Equal(t, filepath.Join(f.Dir, harness.FlashReportFile), rp)
 
 	log, err := os.ReadFile(filepath.Join(f.Dir, harness.ConsoleLogFile))
 	require.NoError(t, err)

@@ -286,7 +286,11 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
 		return rep, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
-	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %.0f%% mapped, in %s (%.1f MB/s), verified %v in %s, sha256 %s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedFraction*100, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), rep.SHA256)
+	cached := ""
+	if rep.SHA256Cached {
+		cached = " (from the hash cache)"
+	}
+	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %.0f%% mapped, in %s (%.1f MB/s), verified %v (+%s), sha256 %s%s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedFraction*100, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), rep.SHA256, cached)
 	s.flashed = &rep
 	return rep, nil
 }

@@ -2,20 +2,36 @@
 // for virtual DUTs, the regular file) that a storage multiplexer exposes on
 // the test host.
 //
-// The engine streams the image into the target, decompressing on the way
-// when the image is gzip, xz, zstd or bzip2 (told by its magic bytes, not its
-// name). Decompression runs in its own goroutine and feeds the writer through
-// a bounded queue of reusable buffers, so memory stays bounded whatever the
-// image size. With a bmap (bmaptool's format 1.x/2.0, beside the image or
-// given in [Options]) only the mapped ranges are written, each checked
-// against the bmap's checksum as it streams; a sparse raw image without a
-// bmap has its holes skipped the way `bmaptool create` would map them.
-// Writes use O_DIRECT with aligned buffers where the target allows it, the
-// target is synced every [Options.SyncEvery] bytes and at the end, and then
-// the written ranges are read back past the page cache and compared by
-// SHA-256. Before writing a byte it checks its inputs: the image must be a
-// readable regular file, the target a block device that is not mounted (nor
-// any of its partitions) or a regular file, and no smaller than the image.
+// [Write] streams the image into the target, unpacking it on the way when it
+// is gzip, xz, zstd or bzip2 (told by its magic bytes, not its name; xz goes
+// through the xz command when one is installed, which is several times
+// faster than the built-in decoder). It works as a pipeline of goroutines
+// joined by bounded queues of reusable aligned buffers, so memory stays
+// bounded (about Buffers+InFlight+2 times BufferSize, 40 MiB by default)
+// whatever the image size:
+//
+//   - a producer reads the image (a raw image past the page cache with
+//     O_DIRECT, only its mapped ranges when it has a bmap or holes) or
+//     unpacks it, and checks each bmap range's SHA-256 as it passes;
+//   - the image file's SHA-256 is taken alongside (from the stream for a
+//     whole raw image, else by a second reader that skips the holes of a
+//     sparse file), or taken from the hash cache when this very file was
+//     hashed before (see [Options.NoHashCache]);
+//   - the writer keeps several writes in flight ([Options.InFlight]), with
+//     O_DIRECT where the target allows it, and syncs every
+//     [Options.SyncEvery] bytes so that cancelling never waits for minutes
+//     of dirty pages;
+//   - a verifier reads each synced range back past the page cache while the
+//     write goes on and compares its CRC-32C with what was written, so the
+//     read-back adds little to the flash; a mismatch stops the write.
+//
+// With a bmap (bmaptool's format 1.x/2.0, beside the image or given in
+// [Options]) only the mapped ranges are written; a sparse raw image without
+// a bmap has its holes skipped the way `bmaptool create` would map them.
+// Before writing a byte it checks its inputs: the image must be a readable
+// regular file, the bmap its own, the target a block device that is not
+// mounted (nor any of its partitions) or a regular file, and no smaller than
+// the image.
 package flash
 
 import (
@@ -25,12 +41,14 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -51,8 +69,14 @@ var (
 
 // Progress reports how a write goes.
 type Progress struct {
-	Done, Total int64         // bytes of the image passed (written or skipped)
-	Elapsed     time.Duration // since the write began
+	// Done is how far into the unpacked image the write got (written or
+	// skipped bytes). Total is the unpacked image's size, or -1 when it is
+	// not known before the end (a compressed image without a bmap).
+	Done, Total int64
+	// Fraction is the share of the work done, from 0 to 1: Done/Total, or
+	// when Total is unknown the share of the compressed file read so far.
+	Fraction float64
+	Elapsed  time.Duration // since the write began
 }
 
 // Rate returns the average write rate so far in MB/s (10^6 bytes).
@@ -74,8 +98,12 @@ type Options struct {
 	// Default 4 MiB.
 	BufferSize int
 	// Buffers is how many buffers the decompressor may fill ahead of the
-	// writer. Default 4; memory is about Buffers+1 times BufferSize.
+	// writer. Default 4.
 	Buffers int
+	// InFlight is how many writes may be in flight at once. Default 4.
+	// Memory is about Buffers+InFlight+2 times BufferSize (40 MiB by
+	// default).
+	InFlight int
 	// Bmap is the bmap file to use. When empty, IMAGE.bmap is used if it
 	// exists, and for a compressed image foo.img.zst also foo.img.bmap.
 	Bmap string
@@ -89,18 +117,40 @@ type Options struct {
 	NoDirect bool
 	// NoVerify skips reading the written ranges back.
 	NoVerify bool
+	// NoHashCache computes the image's SHA-256 every time. By default a
+	// computed hash is remembered in the user's cache directory
+	// ($XDG_CACHE_HOME/jumpstarter-go/image-sha256), keyed by the file's
+	// device, inode and inode generation, size, modification and
+	// status-change times (which no write can leave unchanged), so
+	// flashing the same image again does not read all of it again. On a
+	// file system that does not give inode generations nothing is cached.
+	NoHashCache bool
+	// HashCacheDir overrides where hashes are remembered.
+	HashCacheDir string
+	// PureGo unpacks xz images with the built-in decoder even when an xz
+	// command is on PATH (which is used by default: it is several times
+	// faster and uses every core).
+	PureGo bool
 }
 
 // Report says what a [Write] did (on failure: how far it got).
 type Report struct {
 	Image  string // the image's path
 	Format Format // the image's encoding
-	Target string // the target's path
+	// Decoder says what unpacked the image: "none" for a raw image,
+	// "built-in", or the command that did.
+	Decoder string
+	Target  string // the target's path
 	// Bytes is how far into the unpacked image the write got: its size
 	// after a success.
 	Bytes  int64
 	SHA256 string // hex SHA-256 of the image file as given
-	// Duration runs from open to the end of the final sync (without verify).
+	// SHA256Cached says the SHA-256 came from the hash cache (see
+	// [Options.NoHashCache]) instead of being computed by this write.
+	SHA256Cached bool
+	// Duration runs from the start of the write to the end of the final
+	// sync. The read-back overlaps it: each range is read back once a
+	// sync made it durable.
 	Duration time.Duration
 
 	Bmap   string // the bmap file used, "" when none
@@ -111,6 +161,8 @@ type Report struct {
 	MappedFraction float64 // MappedBytes / Bytes
 	Direct         bool    // writes went through O_DIRECT
 	Verified       bool    // the written ranges were read back and matched
+	// VerifyDuration is how long the read-back ran on after the write
+	// ended: what verification adds to a flash.
 	VerifyDuration time.Duration
 }
 
@@ -180,13 +232,17 @@ type extent struct {
 // there, checked by the read-back.
 type written struct {
 	start, end int64
-	sum        []byte
+	sum        uint32 // CRC-32C
 	name       string
 }
 
-// syncHook, when set (by tests), is called after each sync of the target
-// with the bytes written so far.
-var syncHook func(written int64)
+// Test hooks, nil in production: syncHook is called after each sync of the
+// target with the bytes written so far; writeHook before each write, whose
+// error it can fake (a disk that goes away).
+var (
+	syncHook  func(written int64)
+	writeHook func(off int64, n int) error
+)
 
 // verifySegment bounds a read-back range so a mismatch names a small one.
 const verifySegment = 64 << 20
@@ -251,13 +307,6 @@ func holeExtents(f *os.File, size int64) []extent {
 	return out
 }
 
-type chunk struct {
-	buf []byte
-	n   int
-	off int64
-	err error
-}
-
 // Write copies the image at imagePath onto target, unpacking it when it is
 // compressed, writing only the mapped ranges when it has a bmap or holes,
 // syncs it and reads it back. It refuses, before writing anything, an image
@@ -286,6 +335,9 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	}
 	if o.Buffers <= 0 {
 		o.Buffers = 4
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4
 	}
 	if o.SyncEvery == 0 {
 		o.SyncEvery = 64 << 20
@@ -321,8 +373,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		return rep, err
 	}
 	rep.Bmap = bmapPath
-	var exts []extent // nil: write everything
-	var newSum func() hash.Hash
+	var exts []extent      // nil: write everything
 	imageSize := int64(-1) // the unpacked size, when known
 	if format == Raw {
 		imageSize = size
@@ -332,7 +383,6 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 			return rep, fmt.Errorf("%w: %w: %s is for an image of %d bytes, %s has %d: it belongs to another image", ErrImage, ErrBmap, bmapPath, bmap.ImageSize, imagePath, size)
 		}
 		imageSize = bmap.ImageSize
-		newSum = bmap.newHash
 		exts = make([]extent, 0, len(bmap.Ranges))
 		for _, r := range bmap.Ranges {
 			s, e := bmap.Bytes(r)
@@ -345,10 +395,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if _, err := file.Seek(0, io.SeekStart); err != nil {
 		return rep, fmt.Errorf("%w: %s: %w", ErrImage, imagePath, err)
 	}
-	total := size
-	if imageSize >= 0 {
-		total = imageSize
-	}
+	total := imageSize // -1: not known before the end
 
 	flag := os.O_WRONLY
 	if !regular {
@@ -384,111 +431,170 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		}
 	}
 
-	h := sha256.New()
-	src, _, closeSrc, err := decoder(io.TeeReader(file, h))
+	// The image's SHA-256 comes from the hash cache, from the stream as it
+	// passes (a whole raw image), or from a parallel reader on the same
+	// descriptor (pread); the image's stat before and after proves the
+	// bytes hashed are the bytes flashed.
+	before, err := file.Stat()
 	if err != nil {
-		return rep, fmt.Errorf("%w: %s: cannot read its header: %w", ErrImage, imagePath, err)
+		return rep, fmt.Errorf("%w: %s: %w", ErrImage, imagePath, err)
 	}
-
-	// The decompressor fills free buffers and queues them for the writer.
-	start := time.Now()
-	rctx, stop := context.WithCancel(ctx)
-	free := make(chan []byte, o.Buffers+1)
-	for range o.Buffers + 1 {
-		free <- alignedBuf(o.BufferSize)
+	cache := hashCache(o)
+	rep.SHA256 = cache.lookup(file, before)
+	rep.SHA256Cached = rep.SHA256 != ""
+	prod := &producer{file: file, size: size, exts: exts}
+	if bmap != nil {
+		prod.newSum = bmap.newHash
+		prod.mismatch = func(e extent, got string) error {
+			return fmt.Errorf("%w: %s does not match its bmap %s: %s has %s %s, the bmap says %s; the target is incomplete", ErrImage, imagePath, bmapPath, e.name, bmap.ChecksumType, got, e.sum)
+		}
 	}
-	full := make(chan chunk, o.Buffers)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(full)
-		var off int64
-		for {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-rctx.Done():
-				return
-			}
-			n, err := fill(src, b)
-			select {
-			case full <- chunk{b, n, off, err}:
-			case <-rctx.Done():
-				return
-			}
-			off += int64(n)
-			if err != nil {
-				return
+	var streamSum hash.Hash // hashes the chunks on their way to the writer
+	sumc := make(chan sumResult, 1)
+	closeSrc := func() {}
+	if format == Raw {
+		rep.Decoder = "none"
+		prod.spans = []extent{{start: 0, end: size}}
+		if exts != nil {
+			prod.spans = mergeSpans(exts)
+		} else if !rep.SHA256Cached {
+			streamSum = sha256.New()
+		}
+		if !o.NoDirect {
+			// Reading past the page cache saves filling it with an
+			// image read once.
+			if d, err := openDirect(imagePath, os.O_RDONLY); err == nil && d != nil {
+				if st, err := d.Stat(); err == nil && os.SameFile(st, before) {
+					prod.direct = d
+				}
+				defer d.Close()
 			}
 		}
-	}()
+	} else {
+		r, by, c, err := openDecoder(ctx, file, format, o.PureGo)
+		if err != nil {
+			return rep, fmt.Errorf("%w: %s: cannot read its header: %w", ErrImage, imagePath, err)
+		}
+		prod.r, rep.Decoder, closeSrc = r, by, c
+	}
+	hctx, stopHash := context.WithCancel(ctx)
+	defer stopHash()
+	if !rep.SHA256Cached && streamSum == nil {
+		go func() { sumc <- hashFile(hctx, imagePath, before, size) }()
+	}
+
+	// The producer fills free buffers and queues them for the writer,
+	// through the hashing stage when the stream is hashed.
+	start := time.Now()
+	rctx, stop := context.WithCancel(ctx)
+	free := make(chan []byte, o.Buffers+o.InFlight+2)
+	for range o.Buffers + o.InFlight + 2 {
+		free <- alignedBuf(o.BufferSize)
+	}
+	produced := make(chan chunk, o.Buffers)
+	full := produced // what the writer takes
+	var wg sync.WaitGroup
+	wg.Go(func() { prod.run(rctx, free, produced) })
+	if streamSum != nil {
+		hashed := make(chan chunk, o.Buffers)
+		in := produced
+		wg.Go(func() {
+			defer close(hashed)
+			var n int64
+			for c := range in {
+				streamSum.Write(c.buf[:c.n])
+				n += int64(c.n)
+				if c.err == io.EOF && n == size {
+					sumc <- sumResult{sum: hex.EncodeToString(streamSum.Sum(nil))}
+				}
+				select {
+				case hashed <- c:
+				case <-rctx.Done():
+					return
+				}
+			}
+		})
+		full = hashed
+	}
 	defer closeSrc()
 	defer wg.Wait()
 	defer stop()
 
+	// The verifier reads back what each sync made durable while the write
+	// goes on.
+	var ver *verifier
+	if !o.NoVerify {
+		vctx, stopVerify := context.WithCancel(ctx)
+		if ver, err = startVerifier(vctx, target, o); err != nil {
+			stopVerify()
+			return rep, err
+		}
+		defer func() { stopVerify(); ver.wait() }()
+	}
+
+	wr := startWriters(target, dst, direct, o.InFlight)
+	defer wr.stop()
+	var release func() // gives the current chunk's buffer back once written
+
 	var (
-		ri        int // the extent being written
-		extSum    hash.Hash
-		done      []written
+		ri        int       // the extent being written
+		done      []written // closed segments, in order
+		handed    int       // how many of done the verifier has
 		cur       *written
-		curH      hash.Hash
 		lastSync  int64
 		nextPrint = o.ProgressEvery
 	)
+	finished := false // the last report()
 	report := func() {
 		if o.Progress != nil {
-			o.Progress(Progress{Done: rep.Bytes, Total: total, Elapsed: time.Since(start)})
+			p := Progress{Done: rep.Bytes, Total: total, Elapsed: time.Since(start)}
+			switch {
+			case total > 0:
+				p.Fraction = float64(rep.Bytes) / float64(total)
+			case finished:
+				p.Fraction = 1
+			default:
+				// The decoder (or the xz command, which shares the
+				// descriptor) has read this far into the file.
+				if pos, err := file.Seek(0, io.SeekCurrent); err == nil && size > 0 {
+					p.Fraction = min(float64(pos)/float64(size), 1)
+				}
+			}
+			o.Progress(p)
 		}
 	}
-	closeCur := func() {
-		if cur != nil {
-			cur.sum = curH.Sum(nil)
-			done = append(done, *cur)
-			cur = nil
-		}
-	}
-	// put writes p at offset at of the target and hashes it for the
+	// put writes p at offset at of the target and sums it for the
 	// read-back.
-	put := func(p []byte, at int64, name string) error {
+	put := func(p []byte, at int64, name string, hold, release func()) error {
 		for q, a := p, at; len(q) > 0; {
 			if cur != nil && (cur.end != a || cur.name != name || cur.end-cur.start >= verifySegment) {
-				closeCur()
+				done = append(done, *cur)
+				cur = nil
 			}
 			if cur == nil {
 				cur = &written{start: a, end: a, name: name}
-				curH = sha256.New()
 			}
 			k := min(int64(len(q)), verifySegment-(cur.end-cur.start))
-			curH.Write(q[:k])
+			cur.sum = crc32.Update(cur.sum, castagnoli, q[:k])
 			cur.end += k
 			q, a = q[k:], a+k
 		}
-		if direct != nil && at%align == 0 && isAligned(p) {
-			if k := len(p) &^ (align - 1); k > 0 {
-				_, err := direct.WriteAt(p[:k], at)
-				switch {
-				case errors.Is(err, syscall.EINVAL):
-					// The device wants another alignment: go on without
-					// O_DIRECT (pwrite writes all or fails, so nothing
-					// was half-done).
-					_ = direct.Close()
-					direct, rep.Direct = nil, false
-				case err != nil:
-					return fmt.Errorf("%w: write %s at offset %d: %w", ErrTarget, target, at, err)
-				default:
-					p, at = p[k:], at+int64(k)
-				}
+		if writeHook != nil {
+			if err := writeHook(at, len(p)); err != nil {
+				return writeFailed(target, at, err)
 			}
 		}
-		if len(p) > 0 {
-			if _, err := dst.WriteAt(p, at); err != nil {
-				return fmt.Errorf("%w: write %s at offset %d: %w", ErrTarget, target, at, err)
-			}
+		if err := wr.failed(); err != nil {
+			return err
 		}
+		hold()
+		wr.submit(p, at, release)
 		return nil
 	}
 	syncTarget := func() error {
+		if err := wr.drain(); err != nil {
+			return err
+		}
 		if direct != nil {
 			if err := direct.Sync(); err != nil {
 				return fmt.Errorf("%w: sync %s: %w", ErrTarget, target, err)
@@ -501,10 +607,34 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if syncHook != nil {
 			syncHook(lastSync)
 		}
+		if ver != nil {
+			// Everything written so far is durable: hand it to the
+			// read-back, the open segment too.
+			if cur != nil {
+				done = append(done, *cur)
+				cur = nil
+			}
+			ver.add(done[handed:], false)
+			handed = len(done)
+			return ver.failed()
+		}
 		return nil
 	}
+	// fail and stopped wait for the writes in flight, so that the report
+	// says what reached the target.
+	fail := func(err error) (Report, error) {
+		_ = wr.drain()
+		rep.MappedBytes = wr.ok.Load()
+		return rep, err
+	}
 	stopped := func(err error) error {
-		return fmt.Errorf("flash %s to %s stopped at image offset %d of %d (%d bytes written to the target); the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, total, rep.MappedBytes, err)
+		_ = wr.drain()
+		rep.MappedBytes = wr.ok.Load()
+		of := fmt.Sprintf(" of %d", total)
+		if total < 0 {
+			of = " (unpacked)"
+		}
+		return fmt.Errorf("flash %s to %s stopped at image offset %d%s (%d bytes written to the target); the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, of, rep.MappedBytes, err)
 	}
 
 	for {
@@ -532,9 +662,18 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 			if bmap != nil && end > bmap.ImageSize {
 				return rep, fmt.Errorf("%w: %w: the %s image %s unpacks to more than the %d bytes its bmap %s says (stopped at offset %d): the bmap belongs to another image", ErrImage, ErrBmap, describeFormat(format), imagePath, bmap.ImageSize, bmapPath, rep.Bytes)
 			}
+			refs := new(atomic.Int32)
+			refs.Store(1) // this loop's hold; each write adds one
+			buf := c.buf
+			hold := func() { refs.Add(1) }
+			release = func() {
+				if refs.Add(-1) == 0 {
+					free <- buf
+				}
+			}
 			if exts == nil {
-				if err := put(c.buf[:c.n], off, ""); err != nil {
-					return rep, err
+				if err := put(c.buf[:c.n], off, "", hold, release); err != nil {
+					return fail(err)
 				}
 				rep.MappedBytes += int64(c.n)
 			}
@@ -544,62 +683,58 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 					break
 				}
 				a, b := max(pos, e.start), min(end, e.end)
-				p := c.buf[a-off : b-off]
-				if e.sum != "" {
-					if extSum == nil {
-						extSum = newSum()
-					}
-					extSum.Write(p)
-				}
-				if err := put(p, a, e.name); err != nil {
-					return rep, err
+				if err := put(c.buf[a-off:b-off], a, e.name, hold, release); err != nil {
+					return fail(err)
 				}
 				rep.MappedBytes += b - a
 				if b == e.end {
-					if e.sum != "" {
-						if got := hex.EncodeToString(extSum.Sum(nil)); got != e.sum {
-							return rep, fmt.Errorf("%w: %s does not match its bmap %s: %s has %s %s, the bmap says %s; the target is incomplete", ErrImage, imagePath, bmapPath, e.name, bmap.ChecksumType, got, e.sum)
-						}
-						extSum = nil
-					}
 					ri++
 				}
 				pos = b
 			}
-			rep.Bytes = end
 			if o.SyncEvery > 0 && rep.MappedBytes-lastSync >= o.SyncEvery {
 				if err := syncTarget(); err != nil {
-					return rep, err
+					return fail(err)
 				}
 			}
-			if rep.Bytes >= nextPrint {
-				report()
-				nextPrint += o.ProgressEvery
-			}
+		}
+		rep.Bytes = max(rep.Bytes, c.off+int64(c.n))
+		if rep.Bytes >= nextPrint {
+			report()
+			nextPrint = (rep.Bytes/o.ProgressEvery + 1) * o.ProgressEvery
 		}
 		rerr := c.err
 		if rerr == nil {
-			free <- c.buf
+			if release != nil {
+				release()
+			} else {
+				free <- c.buf
+			}
+			release = nil
 			continue
 		}
 		if rerr == io.EOF {
 			break
 		}
-		return rep, fmt.Errorf("%w: %s: the %s stream is corrupt or truncated after %d bytes were written; the target is incomplete: %w", ErrImage, imagePath, describeFormat(format), rep.Bytes, rerr)
+		if st, err := file.Stat(); err == nil && !sameFile(before, st) {
+			return fail(errChanged(imagePath))
+		}
+		if errors.Is(rerr, ErrImage) {
+			return fail(rerr)
+		}
+		return fail(fmt.Errorf("%w: %s: the %s stream is corrupt or truncated after %d bytes were written; the target is incomplete: %w", ErrImage, imagePath, describeFormat(format), rep.Bytes, rerr))
 	}
-	closeCur()
+	if cur != nil {
+		done = append(done, *cur)
+	}
 	if format == Raw && rep.Bytes != size {
 		return rep, fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size)
 	}
 	if bmap != nil && rep.Bytes != bmap.ImageSize {
 		return rep, fmt.Errorf("%w: %w: the %s image %s unpacks to %d bytes, its bmap %s says %d: the bmap belongs to another image; the target is incomplete", ErrImage, ErrBmap, describeFormat(format), imagePath, rep.Bytes, bmapPath, bmap.ImageSize)
 	}
-	// Hash what the decoder left unread (a compressed file's trailer).
 	stop()
 	wg.Wait()
-	if _, err := io.Copy(h, file); err != nil {
-		return rep, fmt.Errorf("%w: read %s: %w", ErrImage, imagePath, err)
-	}
 	if growable && exts != nil {
 		// Skipped ranges at the end leave the new file short.
 		if err := dst.Truncate(rep.Bytes); err != nil {
@@ -607,8 +742,9 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		}
 	}
 	if err := syncTarget(); err != nil {
-		return rep, err
+		return fail(err)
 	}
+	rep.Direct = direct != nil && !wr.noDir.Load()
 	if direct != nil {
 		if err := direct.Close(); err != nil {
 			return rep, fmt.Errorf("%w: close %s: %w", ErrTarget, target, err)
@@ -617,17 +753,38 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if err := dst.Close(); err != nil {
 		return rep, fmt.Errorf("%w: close %s: %w", ErrTarget, target, err)
 	}
+	if !rep.SHA256Cached {
+		var hs sumResult
+		select {
+		case hs = <-sumc:
+		case <-ctx.Done():
+			return rep, stopped(ctx.Err())
+		}
+		if hs.err != nil {
+			return rep, fmt.Errorf("%w: read %s: %w", ErrImage, imagePath, hs.err)
+		}
+		rep.SHA256 = hs.sum
+	}
+	after, err := file.Stat()
+	if err != nil || !sameFile(before, after) {
+		rep.SHA256 = ""
+		return rep, errChanged(imagePath)
+	}
+	if !rep.SHA256Cached {
+		cache.store(file, after, rep.SHA256)
+	}
 	rep.Duration = time.Since(start)
-	rep.SHA256 = hex.EncodeToString(h.Sum(nil))
 	if rep.Bytes > 0 {
 		rep.MappedFraction = float64(rep.MappedBytes) / float64(rep.Bytes)
 	}
+	finished, total = true, rep.Bytes
 	report()
 	if o.NoVerify {
 		return rep, nil
 	}
 	vstart := time.Now()
-	err = verify(ctx, target, done, o)
+	ver.add(nil, true)
+	err = ver.wait()
 	rep.VerifyDuration = time.Since(vstart)
 	if err != nil {
 		return rep, err
@@ -636,61 +793,90 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	return rep, nil
 }
 
-// verify reads the written ranges back from the medium (O_DIRECT, or after
-// dropping the page cache) and compares their SHA-256 with what was written.
-func verify(ctx context.Context, target string, ranges []written, o Options) error {
-	rd, err := os.Open(target)
+func errChanged(imagePath string) error {
+	return fmt.Errorf("%w: %s changed while it was flashed (size or modification time differ): the target holds neither version; flash it again", ErrImage, imagePath)
+}
+
+// writeFailed describes a failed write to the target at offset at.
+func writeFailed(target string, at int64, err error) error {
+	hint := ""
+	switch {
+	case errors.Is(err, syscall.EIO), errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
+		hint = ": the disk went away or failed (unplugged, storage mux switched, or a bad medium): check it and its connection"
+	case errors.Is(err, syscall.ENOSPC):
+		hint = ": the target is full"
+	}
+	return fmt.Errorf("%w: write %s at offset %d failed%s; the target is incomplete and must be flashed again: %w", ErrTarget, target, at, hint, err)
+}
+
+// sumResult is the image file's SHA-256 (hex) or why it could not be taken.
+type sumResult struct {
+	sum string
+	err error
+}
+
+// hashFile returns the SHA-256 of the first size bytes of the file at path,
+// which must still be the file before describes. It reads on its own
+// descriptors (past the page cache where it can) and feeds the holes of a
+// sparse file from memory instead of reading them.
+func hashFile(ctx context.Context, path string, before os.FileInfo, size int64) sumResult {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
+		return sumResult{err: err}
 	}
-	defer rd.Close()
-	dropCache(rd)
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !os.SameFile(st, before) {
+		return sumResult{err: errors.New("the file was replaced while it was flashed")}
+	}
 	var direct *os.File
-	if !o.NoDirect {
-		if direct, err = openDirect(target, os.O_RDONLY); err != nil {
-			return fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
-		}
-		if direct != nil {
-			defer direct.Close()
+	if d, err := openDirect(path, os.O_RDONLY); err == nil && d != nil {
+		defer d.Close()
+		if st, err := d.Stat(); err == nil && os.SameFile(st, before) {
+			direct = d
 		}
 	}
-	size := o.BufferSize
-	if size <= 0 {
-		size = 4 << 20
+	data, ok := dataExtents(f, size)
+	if !ok {
+		data = [][2]int64{{0, size}}
 	}
-	buf := alignedBuf((size + align - 1) &^ (align - 1))
-	for _, w := range ranges {
-		h := sha256.New()
-		for pos := w.start; pos < w.end; {
+	h := sha256.New()
+	const step = 1 << 20
+	buf := alignedBuf(step)
+	zeros := make([]byte, step)
+	var pos int64
+	for _, d := range append(data, [2]int64{size, size}) {
+		for pos < d[0] { // a hole reads as zeros
+			n := min(int64(step), d[0]-pos)
+			h.Write(zeros[:n])
+			pos += n
+		}
+		for pos < d[1] {
 			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("verify of %s stopped at offset %d: %w", target, pos, err)
+				return sumResult{err: err}
 			}
-			want := int(min(int64(len(buf)), w.end-pos))
+			want := int(min(int64(step), d[1]-pos))
 			var n int
 			var err error
 			if direct != nil && pos%align == 0 {
 				n, err = direct.ReadAt(buf[:(want+align-1)&^(align-1)], pos)
+				if errors.Is(err, syscall.EINVAL) {
+					direct = nil
+					continue
+				}
 			} else {
-				n, err = rd.ReadAt(buf[:want], pos)
+				n, err = f.ReadAt(buf[:want], pos)
 			}
 			if n < want {
 				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF
+					err = fmt.Errorf("the file shrank to %d bytes while it was flashed", pos+int64(n))
 				}
-				return fmt.Errorf("%w: %w: read %s at offset %d: %w", ErrTarget, ErrVerify, target, pos, err)
+				return sumResult{err: err}
 			}
 			h.Write(buf[:want])
 			pos += int64(want)
 		}
-		if got := h.Sum(nil); string(got) != string(w.sum) {
-			where := fmt.Sprintf("bytes %d-%d", w.start, w.end-1)
-			if w.name != "" {
-				where += " of " + w.name
-			}
-			return fmt.Errorf("%w: %w: %s %s read back with sha256 %x, but %x was written: the medium or its adapter corrupts data", ErrTarget, ErrVerify, target, where, got, w.sum)
-		}
 	}
-	return nil
+	return sumResult{sum: hex.EncodeToString(h.Sum(nil))}
 }
 
 // fill reads until buf is full or the reader fails. Unlike io.ReadFull it

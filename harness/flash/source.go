@@ -4,10 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
-	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -90,4 +96,113 @@ func describeFormat(f Format) string {
 		return "raw"
 	}
 	return fmt.Sprintf("%s-compressed", f)
+}
+
+// openDecoder returns a streaming reader of the image's content for the
+// file f (positioned at its start) and says what unpacks it. An xz image is
+// unpacked by the xz command when one is on PATH and pureGo is false: liblzma
+// is several times faster than the built-in decoder and unpacks a
+// multi-block file (as `xz -T0` writes them) on every core. ctx bounds the
+// command; closeFn stops it.
+func openDecoder(ctx context.Context, f *os.File, format Format, pureGo bool) (r io.Reader, by string, closeFn func(), err error) {
+	if format == Xz && !pureGo {
+		if path, err := exec.LookPath("xz"); err == nil {
+			pr, err := startCommand(ctx, f, path, "-d", "-c", "-q", "-T0")
+			if err != nil {
+				return nil, "", nil, err
+			}
+			return pr, path + " -d -T0", pr.close, nil
+		}
+	}
+	r, _, closeFn, err = decoder(f)
+	return r, "built-in", closeFn, err
+}
+
+// procReader reads a command's stdout; at its end it waits for the command
+// and turns a failure into an error that carries the command's message.
+type procReader struct {
+	cmd    *exec.Cmd
+	out    io.ReadCloser
+	stderr *headBuffer
+	err    error
+	waited bool
+}
+
+func startCommand(ctx context.Context, stdin *os.File, path string, args ...string) (*procReader, error) {
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stdin = stdin
+	p := &procReader{cmd: cmd, stderr: &headBuffer{max: 4096}}
+	cmd.Stderr = p.stderr
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	// xz writes 8 KiB at a time: a big pipe saves most of the context
+	// switches between it and the reader (on 2 cores the difference is
+	// about 1.8x for a 1 GiB image).
+	setPipeSize(pw, 1<<20)
+	cmd.Stdout = pw
+	p.out = pr
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, fmt.Errorf("start %s: %w", path, err)
+	}
+	return p, nil
+}
+
+func (p *procReader) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	n, err := p.out.Read(b)
+	if err == io.EOF {
+		p.waited = true
+		p.out.Close()
+		if werr := p.cmd.Wait(); werr != nil {
+			msg := strings.TrimSpace(p.stderr.String())
+			if msg == "" {
+				msg = "no message"
+			}
+			err = fmt.Errorf("%s said %q: %w", filepath.Base(p.cmd.Path), msg, werr)
+		}
+	}
+	if err != nil {
+		p.err = err
+	}
+	return n, err
+}
+
+// close stops the command if it still runs and reaps it.
+func (p *procReader) close() {
+	if p.waited {
+		return
+	}
+	p.waited = true
+	_ = p.cmd.Process.Kill()
+	p.out.Close()
+	_ = p.cmd.Wait()
+}
+
+// headBuffer keeps the first max bytes written to it.
+type headBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if room := h.max - len(h.buf); room > 0 {
+		h.buf = append(h.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (h *headBuffer) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return string(h.buf)
 }

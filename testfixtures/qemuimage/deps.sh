@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# deps.sh - install the Debian packages that build.sh (the QEMU virtual DUT's images) and
-# booting those images with QEMU need.
+# deps.sh - install the Debian packages that build.sh (the QEMU virtual DUT's images), booting
+# those images with QEMU, and the flash engine's tests against real tools need.
 #
 # Usage: testfixtures/qemuimage/deps.sh        (as root; CI: sudo testfixtures/qemuimage/deps.sh)
 #
@@ -28,6 +28,11 @@ PKGS=(
   # booting the images (tests)
   qemu-system-x86 # qemu-system-x86_64 with SeaBIOS
   qemu-utils      # qemu-img (overlays, conversions)
+  # the flash engine's tests against real tools, and make bench-flash (internal/cmd/flashbench)
+  bmap-tools      # bmaptool create / copy
+  gzip
+  bzip2
+  xz-utils        # xz (also what the flash engine unpacks .xz images with, when present)
   # the bare baseline of make bench-qemu (internal/cmd/bootbench)
   expect          # bare.exp
   socat           # bare.exp: QEMU's console and QMP sockets

@@ -1,0 +1,158 @@
+package flash
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"syscall"
+)
+
+// chunk is a buffer of the unpacked image: buf[:n] is the image's bytes
+// [off, off+n). err, when set, ends the stream after this chunk (io.EOF for
+// a clean end).
+type chunk struct {
+	buf []byte
+	n   int
+	off int64
+	err error
+}
+
+// spanGap is the largest gap between two mapped ranges of a raw image that
+// the producer reads through rather than seeking: reading a short hole costs
+// less than another read call.
+const spanGap = 256 << 10
+
+// producer yields the image's data in increasing offsets, in buffers of the
+// pipeline's size, and checks each bmap range's checksum as it passes. It
+// streams a compressed (or whole raw) image from r, or, for a raw image with
+// mapped ranges, reads just those ranges (merged across short gaps) from
+// file.
+type producer struct {
+	r      io.Reader // stream; nil when reading spans of file
+	file   *os.File
+	direct *os.File // file opened with O_DIRECT, or nil
+	size   int64    // raw image size (span mode)
+	spans  []extent // what to read in span mode
+	exts   []extent // the mapped ranges, nil when everything is written
+	newSum func() hash.Hash
+	// mismatch formats a bmap checksum mismatch of extent e.
+	mismatch func(e extent, got string) error
+}
+
+// mergeSpans returns the ranges to read for exts: neighbours closer than
+// spanGap are read in one go.
+func mergeSpans(exts []extent) []extent {
+	var out []extent
+	for _, e := range exts {
+		if n := len(out); n > 0 && e.start-out[n-1].end <= spanGap {
+			out[n-1].end = max(out[n-1].end, e.end)
+			continue
+		}
+		out = append(out, extent{start: e.start, end: e.end})
+	}
+	if out == nil {
+		out = []extent{}
+	}
+	return out
+}
+
+// run fills free buffers and queues them on full until the image ends, an
+// error occurs or ctx ends. It closes full when it returns.
+func (p *producer) run(ctx context.Context, free <-chan []byte, full chan<- chunk) {
+	defer close(full)
+	var (
+		off int64 // stream offset
+		si  int   // span cursor
+		sp  int64 // position in spans[si]
+		ri  int   // extent cursor for checksums
+		sum hash.Hash
+	)
+	for {
+		var b []byte
+		select {
+		case b = <-free:
+		case <-ctx.Done():
+			return
+		}
+		var c chunk
+		switch {
+		case p.spans == nil:
+			n, err := fill(p.r, b)
+			c = chunk{buf: b, n: n, off: off, err: err}
+			off += int64(n)
+		case si == len(p.spans):
+			c = chunk{buf: b, off: p.size, err: io.EOF}
+		default:
+			s := p.spans[si]
+			sp = max(sp, s.start)
+			want := int(min(int64(len(b)), s.end-sp))
+			n, err := p.readAt(b, want, sp)
+			c = chunk{buf: b, n: n, off: sp}
+			if n < want {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				c.err = fmt.Errorf("%w: the image shrank while it was read (offset %d): %w", ErrImage, sp+int64(n), err)
+			}
+			sp += int64(n)
+			if sp == s.end {
+				si++
+			}
+		}
+		// Check the bmap checksums of the mapped ranges this buffer covers.
+		for pos, end := c.off, c.off+int64(c.n); p.newSum != nil && pos < end && ri < len(p.exts); {
+			e := p.exts[ri]
+			if e.start >= end {
+				break
+			}
+			a, z := max(pos, e.start), min(end, e.end)
+			if e.sum != "" {
+				if sum == nil {
+					sum = p.newSum()
+				}
+				sum.Write(c.buf[a-c.off : z-c.off])
+			}
+			if z == e.end {
+				if e.sum != "" {
+					if got := hex.EncodeToString(sum.Sum(nil)); got != e.sum {
+						c.err = p.mismatch(e, got)
+						c.n = int(a - c.off) // the rest of the bad range is not written
+						break
+					}
+					sum = nil
+				}
+				ri++
+			}
+			pos = z
+		}
+		select {
+		case full <- c:
+		case <-ctx.Done():
+			return
+		}
+		if c.err != nil {
+			return
+		}
+	}
+}
+
+// readAt reads want bytes at off into b, past the page cache when it can.
+func (p *producer) readAt(b []byte, want int, off int64) (int, error) {
+	if p.direct != nil && off%align == 0 && isAligned(b) {
+		// O_DIRECT needs an aligned length; past the end it reads short.
+		k := min((want+align-1)&^(align-1), len(b))
+		n, err := p.direct.ReadAt(b[:k], off)
+		if n >= want {
+			return want, nil
+		}
+		if !errors.Is(err, syscall.EINVAL) {
+			return n, err
+		}
+		p.direct = nil // the file system wants another alignment
+	}
+	return p.file.ReadAt(b[:want], off)
+}

@@ -1,0 +1,196 @@
+package flash
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+)
+
+// castagnoli is the CRC-32C table: the checksum of the read-back, the one
+// storage stacks use to catch corruption, computed at memory speed.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Test hooks: readBackHook sees (and may corrupt) what is read back;
+// verifyErrHook is told when the verifier fails.
+var (
+	readBackHook  func(p []byte, off int64)
+	verifyErrHook func(error)
+)
+
+// reader reads ranges of the target back from the medium: O_DIRECT, or
+// through the page cache after dropping the range from it.
+type reader struct {
+	target string
+	rd     *os.File
+	direct *os.File
+	buf    []byte
+}
+
+func openReader(target string, o Options) (*reader, error) {
+	rd, err := os.Open(target)
+	if err != nil {
+		return nil, fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
+	}
+	r := &reader{target: target, rd: rd}
+	if !o.NoDirect {
+		if r.direct, err = openDirect(target, os.O_RDONLY); err != nil {
+			rd.Close()
+			return nil, fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
+		}
+	}
+	size := o.BufferSize
+	if size <= 0 {
+		size = 4 << 20
+	}
+	r.buf = alignedBuf((size + align - 1) &^ (align - 1))
+	return r, nil
+}
+
+func (r *reader) close() {
+	r.rd.Close()
+	if r.direct != nil {
+		r.direct.Close()
+	}
+}
+
+// check reads w back and compares its CRC-32C with what was written.
+func (r *reader) check(ctx context.Context, w written) error {
+	if r.direct == nil {
+		dropCache(r.rd, w.start, w.end-w.start)
+	}
+	var sum uint32
+	for pos := w.start; pos < w.end; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("verify of %s stopped at offset %d: %w", r.target, pos, err)
+		}
+		want := int(min(int64(len(r.buf)), w.end-pos))
+		var n int
+		var err error
+		if r.direct != nil && pos%align == 0 {
+			n, err = r.direct.ReadAt(r.buf[:(want+align-1)&^(align-1)], pos)
+		} else {
+			n, err = r.rd.ReadAt(r.buf[:want], pos)
+		}
+		if n < want {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("%w: %w: read %s at offset %d: %w", ErrTarget, ErrVerify, r.target, pos, err)
+		}
+		if readBackHook != nil {
+			readBackHook(r.buf[:want], pos)
+		}
+		sum = crc32.Update(sum, castagnoli, r.buf[:want])
+		pos += int64(want)
+	}
+	if sum != w.sum {
+		where := fmt.Sprintf("bytes %d-%d", w.start, w.end-1)
+		if w.name != "" {
+			where += " of " + w.name
+		}
+		return fmt.Errorf("%w: %w: %s %s read back with crc32c %08x, but %08x was written: the medium or its adapter corrupts data", ErrTarget, ErrVerify, r.target, where, sum, w.sum)
+	}
+	return nil
+}
+
+// verify reads the written ranges back and compares them with what was
+// written.
+func verify(ctx context.Context, target string, ranges []written, o Options) error {
+	r, err := openReader(target, o)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for _, w := range ranges {
+		if err := r.check(ctx, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifier reads written ranges back while the write goes on: the writer
+// hands it each range once a sync has made it durable, so by the end of the
+// write most of the image has been checked already.
+type verifier struct {
+	r     *reader
+	mu    sync.Mutex
+	ready []written
+	last  bool
+	err   error
+	wake  chan struct{}
+	done  chan struct{}
+}
+
+func startVerifier(ctx context.Context, target string, o Options) (*verifier, error) {
+	r, err := openReader(target, o)
+	if err != nil {
+		return nil, err
+	}
+	v := &verifier{r: r, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go v.run(ctx)
+	return v, nil
+}
+
+func (v *verifier) run(ctx context.Context) {
+	defer close(v.done)
+	defer v.r.close()
+	for {
+		v.mu.Lock()
+		todo, last := v.ready, v.last
+		v.ready = nil
+		v.mu.Unlock()
+		for _, w := range todo {
+			if err := v.r.check(ctx, w); err != nil {
+				v.mu.Lock()
+				v.err = err
+				v.mu.Unlock()
+				if verifyErrHook != nil {
+					verifyErrHook(err)
+				}
+				return
+			}
+		}
+		if last && len(todo) == 0 {
+			return
+		}
+		if len(todo) == 0 {
+			select {
+			case <-v.wake:
+			case <-ctx.Done():
+				v.mu.Lock()
+				v.err = fmt.Errorf("verify of %s stopped: %w", v.r.target, ctx.Err())
+				v.mu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// add queues durable ranges; last says no more will come.
+func (v *verifier) add(ws []written, last bool) {
+	v.mu.Lock()
+	v.ready = append(v.ready, ws...)
+	v.last = v.last || last
+	v.mu.Unlock()
+	select {
+	case v.wake <- struct{}{}:
+	default:
+	}
+}
+
+// failed returns the verifier's error so far, without waiting.
+func (v *verifier) failed() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.err
+}
+
+// wait waits for the verifier to end and returns its error.
+func (v *verifier) wait() error {
+	<-v.done
+	return v.failed()
+}
