@@ -281,7 +281,11 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
 	defer cancel()
-	rep, err := flash.Write(fctx, path, target, flash.Options{Progress: progress})
+	opts := flash.Options{Progress: progress}
+	if tc, ok := s.dev.(driver.TargetChecker); ok {
+		opts.CheckTarget = tc.CheckTarget
+	}
+	rep, err := flash.Write(fctx, path, target, opts)
 	if err != nil {
 		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
 		return rep, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}

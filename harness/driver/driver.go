@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -116,6 +117,16 @@ type StorageMux interface {
 	// the multiplexer is in StorageHost. It fails when the storage is not
 	// connected to the host.
 	BlockTarget(ctx context.Context) (string, error)
+}
+
+// TargetChecker may be implemented by a [StorageMux] whose block target
+// could be confused with another disk of the host (a USB disk found by
+// appearance, say): the flash engine calls CheckTarget on the opened target
+// before it writes a byte, and refuses the target when it returns an error.
+// Checking the open file, not a path, leaves no window in which another
+// device could take the path's place.
+type TargetChecker interface {
+	CheckTarget(f *os.File) error
 }
 
 // ConsolePort gives access to the DUT's serial console.

@@ -127,6 +127,10 @@ type Options struct {
 	NoHashCache bool
 	// HashCacheDir overrides where hashes are remembered.
 	HashCacheDir string
+	// CheckTarget, when set, is called with the opened target before
+	// anything is written: a driver's proof that this is its DUT's disk and
+	// not another (see driver.TargetChecker). An error refuses the target.
+	CheckTarget func(f *os.File) error
 	// PureGo unpacks xz images with the built-in decoder even when an xz
 	// command is on PATH (which is used by default: it is several times
 	// faster and uses every core).
@@ -412,6 +416,11 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		return rep, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
 	}
 	defer dst.Close()
+	if o.CheckTarget != nil {
+		if err := o.CheckTarget(dst); err != nil {
+			return rep, fmt.Errorf("%w: %s is not this device's disk, refusing to write to it: %w", ErrTarget, target, err)
+		}
+	}
 	capacity, err := dst.Seek(0, io.SeekEnd)
 	if err != nil {
 		return rep, fmt.Errorf("%w: size of %s: %w", ErrTarget, target, err)

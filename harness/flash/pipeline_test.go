@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -256,4 +257,24 @@ func TestReadBackMismatchStopsTheWrite(t *testing.T) {
 	assert.Contains(t, err.Error(), fmt.Sprintf("%08x was written", crcOf(data[1<<20:2<<20])))
 	assert.False(t, rep.Verified)
 	assert.LessOrEqual(t, rep.MappedBytes, int64(5<<20), "the write stopped at the sync after the mismatch was found")
+}
+
+func TestWriteRefusesATargetItsDriverDoesNotRecognise(t *testing.T) {
+	img, target := imageAndTarget(t, "os.img")
+	before := mustRead(t, target)
+	notMine := errors.New("serial 1234 is not this board's disk")
+	var checked string
+	rep, err := Write(context.Background(), img, target, Options{CheckTarget: func(f *os.File) error {
+		checked = f.Name()
+		return notMine
+	}})
+	require.ErrorIs(t, err, ErrTarget)
+	require.ErrorIs(t, err, notMine)
+	assert.Contains(t, err.Error(), "is not this device's disk")
+	assert.Equal(t, target, checked)
+	assert.Zero(t, rep.MappedBytes)
+	assert.Equal(t, before, mustRead(t, target), "nothing was written")
+
+	_, err = Write(context.Background(), img, target, Options{CheckTarget: func(*os.File) error { return nil }})
+	require.NoError(t, err)
 }
