@@ -104,6 +104,8 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzNoByteLostBetweenExpects -fuzztime 30s ./harness/console/
 	$(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./testfixtures/simimage/
+	$(GO) test -run '^$$' -fuzz FuzzBmap -fuzztime 30s ./harness/flash/
+	$(GO) test -run '^$$' -fuzz FuzzDetect -fuzztime 30s ./harness/flash/
 
 clean:
 	rm -rf $(OUT)

@@ -57,6 +57,15 @@ func TestWriteRefusesBadInputWithoutWriting(t *testing.T) {
 		{"missing target", img, filepath.Join(dir, "nodisk"), ErrTarget, "no such file"},
 		{"target is a directory", img, dir, ErrTarget, "neither a block device nor a regular file"},
 	}
+	if os.Geteuid() != 0 { // root reads anything
+		noread := writeFile(t, filepath.Join(dir, "noread.img"), bytes.Repeat([]byte{1}, 4096))
+		require.NoError(t, os.Chmod(noread, 0))
+		cases = append(cases, struct {
+			name, image, target string
+			is                  error
+			want                string
+		}{"unreadable image", noread, small, ErrImage, "permission denied"})
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Write(context.Background(), c.image, c.target, Options{})

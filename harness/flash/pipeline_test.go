@@ -97,25 +97,34 @@ func imageAndTarget(t *testing.T, name string) (img, target string) {
 
 func TestWriteFailsWhenTheImageChangesWhileFlashed(t *testing.T) {
 	for _, name := range []string{"os.img", "os.img.zst"} {
-		t.Run(name, func(t *testing.T) {
-			img, target := imageAndTarget(t, name)
-			changed := false
-			rep, err := Write(context.Background(), img, target, Options{NoHashCache: true, BufferSize: 64 << 10, ProgressEvery: 64 << 10, Progress: func(p Progress) {
-				if !changed && p.Done > 0 {
+		for _, how := range []string{"grows", "shrinks"} {
+			t.Run(name+"/"+how, func(t *testing.T) {
+				img, target := imageAndTarget(t, name)
+				changed := false
+				rep, err := Write(context.Background(), img, target, Options{NoHashCache: true, BufferSize: 64 << 10, ProgressEvery: 64 << 10, Progress: func(p Progress) {
+					if changed || p.Done == 0 {
+						return
+					}
 					changed = true
+					if how == "shrinks" {
+						st, err := os.Stat(img)
+						require.NoError(t, err)
+						require.NoError(t, os.Truncate(img, st.Size()/2))
+						return
+					}
 					f, err := os.OpenFile(img, os.O_WRONLY|os.O_APPEND, 0)
 					require.NoError(t, err)
 					_, err = f.WriteString("more")
 					require.NoError(t, err)
 					require.NoError(t, f.Close())
-				}
-			}})
-			require.True(t, changed)
-			require.ErrorIs(t, err, ErrImage)
-			assert.Contains(t, err.Error(), "changed while it was flashed")
-			assert.Empty(t, rep.SHA256, "no hash is reported for an image that changed")
-			assert.False(t, rep.Verified)
-		})
+				}})
+				require.True(t, changed)
+				require.ErrorIs(t, err, ErrImage)
+				assert.Contains(t, err.Error(), "changed while it was flashed")
+				assert.Empty(t, rep.SHA256, "no hash is reported for an image that changed")
+				assert.False(t, rep.Verified)
+			})
+		}
 	}
 }
 

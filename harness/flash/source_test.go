@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -30,7 +31,7 @@ func testImage() []byte {
 	return b
 }
 
-func compress(t *testing.T, f Format, data []byte) []byte {
+func compress(t testing.TB, f Format, data []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	switch f {
@@ -136,17 +137,56 @@ func TestDetect(t *testing.T) {
 	assert.Equal(t, Raw, Detect(nil))
 }
 
+// FuzzDetect checks format detection and the decoders on arbitrary bytes:
+// a format is claimed only on its full magic and by its first 8 bytes
+// alone; the decoder agrees with Detect; and flashing the bytes as an image
+// either fails as a bad image or writes exactly what the decoder unpacks.
 func FuzzDetect(f *testing.F) {
 	f.Add([]byte{0x1f, 0x8b})
 	f.Add([]byte("BZh9"))
+	f.Add([]byte{0xfd, '7', 'z', 'X', 'Z', 0})
+	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd})
+	small := bytes.Repeat([]byte("fuzz"), 300)
+	for _, fm := range []Format{Gzip, Zstd} {
+		f.Add(compress(f, fm, small))
+	}
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got := Detect(b)
-		if got != Raw {
-			// A format is only claimed on its full magic.
-			_, _, closeFn, err := decoder(bytes.NewReader(b))
-			if err == nil {
-				closeFn()
-			}
+		if len(b) > 8 {
+			require.Equal(t, got, Detect(b[:8]), "detection looks at the first 8 bytes only")
 		}
+		if got != Raw {
+			found := false
+			for _, m := range magics {
+				found = found || (m.f == got && bytes.HasPrefix(b, m.magic))
+			}
+			require.True(t, found || (got == Bzip2 && bytes.HasPrefix(b, []byte("BZh"))), "format %s claimed without its magic", got)
+		}
+		r, format, closeFn, err := decoder(bytes.NewReader(b))
+		if err != nil {
+			require.NotEqual(t, Raw, got, "a raw image always has a decoder")
+			return
+		}
+		defer closeFn()
+		require.Equal(t, got, format)
+		want, derr := io.ReadAll(io.LimitReader(r, 1<<20))
+		if len(b) == 0 || len(want) >= 1<<20 {
+			return // nothing to flash, or a bomb: not for this test
+		}
+		img := filepath.Join(dir, "img")
+		target := filepath.Join(dir, "disk")
+		require.NoError(t, os.WriteFile(img, b, 0o644))
+		require.NoError(t, os.WriteFile(target, make([]byte, 1<<20), 0o644))
+		rep, err := Write(context.Background(), img, target, Options{PureGo: true, NoHashCache: true, NoBmap: true})
+		if derr != nil {
+			require.ErrorIs(t, err, ErrImage, "a stream the decoder rejects must not flash")
+			return
+		}
+		require.NoError(t, err)
+		require.True(t, rep.Verified)
+		disk, err := os.ReadFile(target)
+		require.NoError(t, err)
+		require.Equal(t, want, disk[:len(want)])
 	})
 }
