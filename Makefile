@@ -16,16 +16,19 @@ all: test
 ## test: formatting, vet, and every unit and integration test with the race detector.
 test: lint unit
 
-lint:
+lint: qemu-deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	CGO_ENABLED=0 $(GO) build ./...
+	CGO_ENABLED=0 $(GO) vet ./dutlink/...
 
 unit: qemu-images
 	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -race -count=1 ./...
 
-## qemu-deps: the Debian packages the QEMU virtual DUT needs (as root; a no-op when present;
-## otherwise prints the apt-get command to run).
+## qemu-deps: the Debian packages the tests need: the QEMU virtual DUT's, libusb for the DUTlink
+## driver, bmap-tools and the compressors for the flash engine's checks (as root; a no-op when
+## present; otherwise prints the apt-get command to run).
 qemu-deps:
 	testfixtures/qemuimage/deps.sh
 

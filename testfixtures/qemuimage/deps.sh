@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian packages that build.sh (the QEMU virtual DUT's images), booting
-# those images with QEMU, and the flash engine's tests against real tools need.
+# those images with QEMU, the DUTlink driver's libusb (cgo) and the flash engine's tests against real
+# tools need.
 #
 # Usage: testfixtures/qemuimage/deps.sh        (as root; CI: sudo testfixtures/qemuimage/deps.sh)
 #
@@ -33,6 +34,9 @@ PKGS=(
   gzip
   bzip2
   xz-utils        # xz (also what the flash engine unpacks .xz images with, when present)
+  # the DUTlink driver's USB transport (github.com/google/gousb, cgo)
+  libusb-1.0-0-dev
+  pkg-config
   # the bare baseline of make bench-qemu (internal/cmd/bootbench)
   expect          # bare.exp
   socat           # bare.exp: QEMU's console and QMP sockets

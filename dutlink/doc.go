@@ -1,0 +1,90 @@
+// Package dutlink is the driver for the DUTlink board (USB VID:PID
+// 2b23:1012): a small STM32 board that switches a device under test's power,
+// drives its reset and boot-strap pins, multiplexes its USB storage between
+// the DUT and the test host, measures its power draw and bridges its serial
+// console.
+//
+// Importing the package registers the driver under the name "dutlink":
+//
+//	import _ "github.com/jumpstarter-dev/jumpstarter-go/dutlink"
+//
+// and DUT_DRIVER=dutlink selects it. Programs that want the driver without
+// the registry and the environment (a CLI, unit tests) use [New] with
+// [Options]; [Driver.Scan] also reports the boards that could not be used.
+//
+// # Discovery
+//
+// Boards are found in sysfs: every entry of <sysfs>/bus/usb/devices with
+// idVendor 2b23 and idProduct 1012. The serial number comes from "serial",
+// the firmware version from "bcdDevice" (BCD: 0x0008 is 0.08), the board's
+// tty from <dev>/<dev>:1.0/tty/, the vendor control interface from the
+// interface whose class is ff/01/01. The name and tags come from the board's
+// own configuration; a board without a name is called jp-<serial>. A board
+// in DFU mode (no CDC interface), a board that vanishes while it is looked
+// at and a board whose tty another process holds do not hide the other
+// boards: Scan lists them as problems and Discover leaves them out.
+//
+// A device's [Device.Name] is fixed when it is discovered, so the harness's
+// lock key (driver/name) stays the same for as long as it holds the device;
+// a renamed board shows its new name from the next discovery on.
+//
+// # Control transports
+//
+// The board understands two control protocols; a device uses one of them:
+//
+//   - USB vendor control requests on the vendor interface (firmware 0.08
+//     and later; preferred, because the tty stays a pure console and no DUT
+//     output is lost while power or storage is switched);
+//   - the text shell on the board's tty (every firmware; the only one of
+//     firmware 0.07 and older). For each command the driver leaves console
+//     mode with five Ctrl-B, turns the monitor off, sends the command,
+//     checks the reply and returns to console mode. DUT output that arrives
+//     while a shell command runs is lost (the firmware discards it).
+//
+// The choice is automatic by firmware version and can be forced with
+// [Options.Transport] or DUTLINK_TRANSPORT=usb|shell.
+//
+// The USB transport talks to libusb through github.com/google/gousb, which
+// needs cgo and libusb-1.0 (Debian: libusb-1.0-0-dev). Built with
+// CGO_ENABLED=0, or with the build tag nolibusb, the package has no USB
+// access: the automatic choice is then the shell transport for every
+// firmware, and DUTLINK_TRANSPORT=usb fails with an error wrapping
+// [ErrNoUSB]. Whatever the build, [Options.OpenUSB] (or [SetUSBOpener]
+// for the registered driver) can supply any [Controller], which is how the
+// simulator in testfixtures/dutlinksim stands in for a board.
+//
+// # Storage
+//
+// [Device.SetStorage] with [driver.StorageHost] switches the mux and waits,
+// up to [Options.StorageTimeout], for the board's USB disk: the one block
+// device whose sysfs path lies below the board's own USB hub (the storage
+// stick hangs off that hub), or, when a storage filter is set (the board's
+// json config key "storage_filter", or [Options.StorageFilter] /
+// DUTLINK_STORAGE_FILTER as an override), the one /dev/disk/by-id/usb-*
+// disk whose name holds the filter. No other disk of the host can be picked:
+// none found or more than one found is an error ([ErrNoDisk],
+// [ErrAmbiguousDisk]) and the mux is switched off again. The disk counts as
+// ready when /sys/class/block/<dev>/size is above zero. [Device.CheckTarget]
+// proves an opened target is that disk by its major:minor number. Before
+// the mux leaves the host the disk is flushed (fsync, BLKFLSBUF) and ejected
+// through /sys/block/<dev>/device/delete.
+//
+// # Environment
+//
+// The registered driver reads, at every Discover:
+//
+//   - DUTLINK_SYSFS: the sysfs root (default /sys);
+//   - DUTLINK_DEV: the /dev root (default /dev);
+//   - DUTLINK_TRANSPORT: usb, shell or auto (default auto);
+//   - DUTLINK_STORAGE_FILTER: a by-id substring naming the storage disk;
+//   - DUTLINK_STORAGE_TIMEOUT: how long to wait for the disk (default 60s);
+//   - DUTLINK_FILE_DISKS=1: accept regular files as disks (simulators and
+//     tests only; never set it on a lab host).
+//
+// # Console
+//
+// [Device.OpenConsole] opens the board's tty, or, when the board's
+// usb_console config names one, the separate USB UART found under
+// <dev>/serial/by-id whose name holds that value. The tty is opened with an
+// exclusive flock, so two processes never share it.
+package dutlink

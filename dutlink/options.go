@@ -1,0 +1,167 @@
+package dutlink
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// TransportKind selects the control protocol a device uses.
+type TransportKind string
+
+// The control transports.
+const (
+	// TransportAuto picks USB for firmware 0.08 and later when the build
+	// has USB access, the shell otherwise.
+	TransportAuto TransportKind = ""
+	// TransportUSB uses vendor control requests (firmware >= 0.08).
+	TransportUSB TransportKind = "usb"
+	// TransportShell uses the text shell on the board's tty.
+	TransportShell TransportKind = "shell"
+)
+
+// ParseTransport parses "usb", "shell", "auto" or "" (case-insensitive).
+func ParseTransport(s string) (TransportKind, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return TransportAuto, nil
+	case "usb":
+		return TransportUSB, nil
+	case "shell":
+		return TransportShell, nil
+	}
+	return "", fmt.Errorf("unknown DUTlink transport %q: use usb, shell or auto", s)
+}
+
+// The environment variables the registered driver reads at every Discover.
+const (
+	EnvSysfs          = "DUTLINK_SYSFS"
+	EnvDev            = "DUTLINK_DEV"
+	EnvTransport      = "DUTLINK_TRANSPORT"
+	EnvStorageFilter  = "DUTLINK_STORAGE_FILTER"
+	EnvStorageTimeout = "DUTLINK_STORAGE_TIMEOUT"
+	EnvFileDisks      = "DUTLINK_FILE_DISKS"
+)
+
+// Defaults and protocol timings.
+const (
+	// DefaultStorageTimeout bounds the wait for the storage disk after the
+	// mux switched to the host.
+	DefaultStorageTimeout = 60 * time.Second
+	// USBTimeout bounds one control transfer: power sequences block the
+	// control pipe for seconds.
+	USBTimeout = 20 * time.Second
+	// ShellPowerTimeout bounds a power command at the shell.
+	ShellPowerTimeout = 30 * time.Second
+	// ShellTimeout bounds every other shell command.
+	ShellTimeout = 5 * time.Second
+	// ResetPulse is how long Reset holds the reset pin low.
+	ResetPulse = time.Second
+)
+
+// Options configures a [Driver]. Zero fields take their defaults.
+type Options struct {
+	// SysfsRoot is where sysfs is mounted ("/sys").
+	SysfsRoot string
+	// DevRoot is the device directory ("/dev"); tty, disk and by-id paths
+	// found in sysfs are looked up below it.
+	DevRoot string
+	// Transport forces a control transport; TransportAuto chooses by
+	// firmware version.
+	Transport TransportKind
+	// StorageFilter, when set, names the storage disk by a substring of its
+	// /dev/disk/by-id/usb-* name instead of by USB topology. It overrides
+	// the board's own storage_filter.
+	StorageFilter string
+	// StorageTimeout bounds the wait for the storage disk
+	// (DefaultStorageTimeout).
+	StorageTimeout time.Duration
+	// FileDisks accepts a regular file where a block device is expected
+	// (simulators and tests); never set it on a lab host.
+	FileDisks bool
+	// OpenUSB opens a board's vendor interface; nil means libusb through
+	// gousb (when built with cgo), else no USB access.
+	OpenUSB USBOpener
+	// OpenPort opens a tty; nil means go.bug.st/serial at 115200 8N1.
+	OpenPort PortOpener
+	// Logf receives one line per hardware step; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+func (o Options) withDefaults() Options {
+	if o.SysfsRoot == "" {
+		o.SysfsRoot = "/sys"
+	}
+	if o.DevRoot == "" {
+		o.DevRoot = "/dev"
+	}
+	if o.StorageTimeout <= 0 {
+		o.StorageTimeout = DefaultStorageTimeout
+	}
+	if o.OpenUSB == nil {
+		o.OpenUSB = defaultUSBOpener()
+	}
+	if o.OpenPort == nil {
+		o.OpenPort = openSerial
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	return o
+}
+
+var (
+	usbOverrideMu sync.Mutex
+	usbOverride   USBOpener
+)
+
+// SetUSBOpener makes the registered driver (the one DUT_DRIVER=dutlink
+// selects) open boards' vendor interfaces with open instead of libusb, until
+// the returned restore function is called. It exists for simulators such as
+// testfixtures/dutlinksim; a driver made with [New] uses [Options.OpenUSB].
+func SetUSBOpener(open USBOpener) (restore func()) {
+	usbOverrideMu.Lock()
+	defer usbOverrideMu.Unlock()
+	prev := usbOverride
+	usbOverride = open
+	return func() {
+		usbOverrideMu.Lock()
+		defer usbOverrideMu.Unlock()
+		usbOverride = prev
+	}
+}
+
+// OptionsFromEnv reads the DUTLINK_* environment variables into Options. A
+// malformed value is an error naming the variable.
+func OptionsFromEnv() (Options, error) {
+	var o Options
+	o.SysfsRoot = strings.TrimSpace(os.Getenv(EnvSysfs))
+	o.DevRoot = strings.TrimSpace(os.Getenv(EnvDev))
+	t, err := ParseTransport(os.Getenv(EnvTransport))
+	if err != nil {
+		return Options{}, fmt.Errorf("dutlink: %s: %w", EnvTransport, err)
+	}
+	o.Transport = t
+	o.StorageFilter = strings.TrimSpace(os.Getenv(EnvStorageFilter))
+	if v := strings.TrimSpace(os.Getenv(EnvStorageTimeout)); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Options{}, fmt.Errorf("dutlink: %s=%q is not a duration; set it to e.g. 60s", EnvStorageTimeout, v)
+		}
+		o.StorageTimeout = d
+	}
+	if v := strings.TrimSpace(os.Getenv(EnvFileDisks)); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Options{}, fmt.Errorf("dutlink: %s=%q: want 1 or 0", EnvFileDisks, v)
+		}
+		o.FileDisks = b
+	}
+	usbOverrideMu.Lock()
+	o.OpenUSB = usbOverride
+	usbOverrideMu.Unlock()
+	return o, nil
+}

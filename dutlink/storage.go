@@ -1,0 +1,290 @@
+package dutlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// disk is the board's storage as the host sees it.
+type disk struct {
+	name    string // "sdb"
+	node    string // <dev>/sdb
+	sysPath string // the block device's sysfs directory, resolved
+}
+
+var partRe = regexp.MustCompile(`-part[0-9]+$`)
+
+// diskPollEvery is how often the storage wait looks at sysfs.
+const diskPollEvery = 25 * time.Millisecond
+
+// storageLocator finds a board's storage disk.
+type storageLocator struct {
+	sysfs, dev string
+	board      Board
+	filter     string
+}
+
+// hub returns the sysfs directory of the board's own USB hub: the parent of
+// the board's device, unless that is a root hub (then any disk of the bus
+// would match, so topology cannot tell).
+func (l storageLocator) hub() (string, error) {
+	hub := filepath.Dir(l.board.SysPath)
+	if !portRe.MatchString(filepath.Base(hub)) {
+		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so its storage cannot be told from other USB disks by topology; set a storage filter (%s or storage_filter in the board's json config) to a substring of the disk's /dev/disk/by-id name", l.board.Serial, filepath.Base(hub), EnvStorageFilter)
+	}
+	return hub, nil
+}
+
+// peerHub returns the SuperSpeed side of a USB 3 hub whose USB 2 side is
+// hub (or the other way round), or "" when it has none. A USB 3 hub shows up
+// twice, once on each bus; the board's microcontroller is on the USB 2 side
+// and a USB 3 disk enumerates on the other. sysfs links the two through the
+// "peer" link of the upstream port the hub hangs from.
+func peerHub(hub string) string {
+	name := filepath.Base(hub) // "1-2", "1-3.4"
+	i := strings.LastIndexAny(name, ".-")
+	if i < 0 {
+		return ""
+	}
+	port := name[i+1:]
+	parent := filepath.Dir(hub)
+	links, _ := filepath.Glob(filepath.Join(parent, "*:1.0", filepath.Base(parent)+"-port"+port, "peer"))
+	if len(links) != 1 {
+		return ""
+	}
+	peerPort, err := filepath.EvalSymlinks(links[0]) // .../usb2/2-0:1.0/usb2-port2
+	if err != nil {
+		return ""
+	}
+	peerParent := filepath.Dir(filepath.Dir(peerPort))
+	pp := filepath.Base(peerParent)
+	child := pp + "." + port
+	if bus, ok := strings.CutPrefix(pp, "usb"); ok {
+		child = bus + "-" + port // below a root hub
+	}
+	peer := filepath.Join(peerParent, child)
+	if _, err := os.Stat(peer); err != nil {
+		return ""
+	}
+	return peer
+}
+
+// candidates lists the disks that could be the board's storage now.
+func (l storageLocator) candidates() ([]disk, error) {
+	if l.filter != "" {
+		return l.byID()
+	}
+	hub, err := l.hub()
+	if err != nil {
+		return nil, err
+	}
+	hubs := []string{hub}
+	if peer := peerHub(hub); peer != "" {
+		hubs = append(hubs, peer)
+	}
+	dir := filepath.Join(l.sysfs, "class", "block")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing block devices in %s: %w", dir, err)
+	}
+	var out []disk
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(filepath.Join(p, "partition")); err == nil {
+			continue
+		}
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue // vanished while we looked
+		}
+		if slices.ContainsFunc(hubs, func(h string) bool { return strings.HasPrefix(real, h+string(filepath.Separator)) }) {
+			out = append(out, disk{name: e.Name(), node: filepath.Join(l.dev, e.Name()), sysPath: real})
+		}
+	}
+	return out, nil
+}
+
+// byID lists the whole USB disks whose by-id name holds the filter.
+func (l storageLocator) byID() ([]disk, error) {
+	dir := filepath.Join(l.dev, "disk", "by-id")
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	var out []disk
+	for _, e := range ents {
+		n := e.Name()
+		if !strings.HasPrefix(n, "usb-") || partRe.MatchString(n) || !strings.Contains(n, l.filter) {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
+		name := filepath.Base(target)
+		real, err := filepath.EvalSymlinks(filepath.Join(l.sysfs, "class", "block", name))
+		if err != nil {
+			continue
+		}
+		if !slices.ContainsFunc(out, func(d disk) bool { return d.name == name }) {
+			out = append(out, disk{name: name, node: filepath.Join(l.dev, name), sysPath: real})
+		}
+	}
+	return out, nil
+}
+
+// ready reports whether the disk has a size and a device node.
+func (l storageLocator) ready(d disk) bool {
+	s, err := readAttr(filepath.Join(l.sysfs, "class", "block", d.name), "size")
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return false
+	}
+	_, err = os.Stat(d.node)
+	return err == nil
+}
+
+func (l storageLocator) how() string {
+	if l.filter != "" {
+		return fmt.Sprintf("whose /dev/disk/by-id name holds %q", l.filter)
+	}
+	hub, _ := l.hub()
+	return "below the DUTlink's USB hub " + filepath.Base(hub)
+}
+
+// wait polls until exactly one candidate is ready, more than one appears, or
+// the timeout or ctx ends.
+func (l storageLocator) wait(ctx context.Context, timeout time.Duration) (disk, error) {
+	if _, err := l.hub(); l.filter == "" && err != nil {
+		return disk{}, fmt.Errorf("%w: %w", ErrNoDisk, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(diskPollEvery)
+	defer tick.Stop()
+	var last []disk
+	for {
+		c, err := l.candidates()
+		if err != nil {
+			return disk{}, err
+		}
+		last = c
+		if len(c) > 1 {
+			names := make([]string, len(c))
+			for i, d := range c {
+				names[i] = d.name
+			}
+			return disk{}, fmt.Errorf("%w: %s appeared %s; remove the extra disk, or set a storage filter (%s) that names only the DUTlink's", ErrAmbiguousDisk, strings.Join(names, " and "), l.how(), EnvStorageFilter)
+		}
+		if len(c) == 1 && l.ready(c[0]) {
+			return c[0], nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			if len(last) == 1 {
+				return disk{}, fmt.Errorf("%w: %s appeared but did not become ready (size 0) within %v: check the storage medium in the DUTlink: %w", ErrNoDisk, last[0].name, timeout, ctx.Err())
+			}
+			return disk{}, fmt.Errorf("%w: no disk appeared %s within %v after switching the storage to the host: check that the USB storage is plugged into the DUTlink (serial %s): %w", ErrNoDisk, l.how(), timeout, l.board.Serial, ctx.Err())
+		}
+	}
+}
+
+// blockDev reads a block device's major:minor from sysfs.
+func (l storageLocator) blockDev(d disk) (string, error) {
+	return readAttr(filepath.Join(l.sysfs, "class", "block", d.name), "dev")
+}
+
+// check proves that f is disk d.
+func (l storageLocator) check(f *os.File, d disk, fileDisks bool) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%w: stat %s: %w", ErrNotBoardDisk, f.Name(), err)
+	}
+	mode := st.Mode()
+	switch {
+	case mode&fs.ModeDevice != 0 && mode&fs.ModeCharDevice == 0:
+		sys, ok := st.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%w: %s: no device number", ErrNotBoardDisk, f.Name())
+		}
+		got := fmt.Sprintf("%d:%d", unix.Major(uint64(sys.Rdev)), unix.Minor(uint64(sys.Rdev)))
+		want, err := l.blockDev(d)
+		if err != nil {
+			return fmt.Errorf("%w: the DUTlink's disk %s is gone from sysfs: %w", ErrNotBoardDisk, d.name, err)
+		}
+		if got != want {
+			return fmt.Errorf("%w: %s is block device %s, but the DUTlink's disk %s is %s", ErrNotBoardDisk, f.Name(), got, d.name, want)
+		}
+		real, err := filepath.EvalSymlinks(filepath.Join(l.sysfs, "class", "block", d.name))
+		if err != nil || real != d.sysPath {
+			return fmt.Errorf("%w: the DUTlink's disk %s changed since it was identified; switch the storage off and back to the host", ErrNotBoardDisk, d.name)
+		}
+		return nil
+	case mode.IsRegular() && fileDisks:
+		want, err := os.Stat(d.node)
+		if err != nil {
+			return fmt.Errorf("%w: the DUTlink's disk %s is gone: %w", ErrNotBoardDisk, d.node, err)
+		}
+		if !os.SameFile(st, want) {
+			return fmt.Errorf("%w: %s is not the file %s that stands for the DUTlink's disk", ErrNotBoardDisk, f.Name(), d.node)
+		}
+		return nil
+	case mode.IsRegular():
+		return fmt.Errorf("%w: %s is a regular file, not a block device (regular files are accepted only with %s=1, for simulators)", ErrNotBoardDisk, f.Name(), EnvFileDisks)
+	}
+	return fmt.Errorf("%w: %s is neither a block device nor a regular file", ErrNotBoardDisk, f.Name())
+}
+
+// release flushes the disk and ejects it through sysfs, before the mux
+// takes it away from the host. A disk that is already gone is fine.
+func (l storageLocator) release(d disk) error {
+	f, err := os.OpenFile(d.node, os.O_RDONLY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("opening %s to flush it: %w", d.node, err)
+	}
+	err = f.Sync()
+	if err == nil {
+		err = flushBuffers(f)
+	}
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("flushing %s: %w; the storage stays at the host so that no data is lost: retry, or check the disk", d.node, err)
+	}
+	for _, p := range []string{
+		filepath.Join(l.sysfs, "block", d.name, "device", "delete"),
+		filepath.Join(l.sysfs, "class", "block", d.name, "device", "delete"),
+	} {
+		f, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			_, err = f.Write([]byte("1"))
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			return fmt.Errorf("ejecting %s through %s: %w", d.name, p, err)
+		}
+		return nil
+	}
+	return nil // gone already
+}

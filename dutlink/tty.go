@@ -1,0 +1,476 @@
+package dutlink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.bug.st/serial"
+	"golang.org/x/sys/unix"
+)
+
+// Port is an open tty.
+type Port = io.ReadWriteCloser
+
+// PortOpener opens the tty at path in raw mode at 115200 8N1 (the DUT UART's
+// fixed setting). Close must end a pending Read.
+type PortOpener func(path string) (Port, error)
+
+// openSerial opens a tty with go.bug.st/serial.
+func openSerial(path string) (Port, error) {
+	p, err := serial.Open(path, &serial.Mode{BaudRate: 115200, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
+	if err != nil {
+		var pe *serial.PortError
+		if errors.As(err, &pe) {
+			switch pe.Code() {
+			case serial.PortBusy:
+				return nil, fmt.Errorf("%w: %s is open in another program: %w", ErrBusy, path, err)
+			case serial.PortNotFound:
+				return nil, fmt.Errorf("%w: %s: %w", ErrGone, path, err)
+			}
+		}
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrGone, path, err)
+		}
+		return nil, err
+	}
+	// What the tty queued before this open is not ours to read.
+	_ = p.ResetInputBuffer()
+	return p, nil
+}
+
+// lockedPort is a port plus the flock that keeps other processes off it.
+type lockedPort struct {
+	Port
+	lockFD int
+	once   sync.Once
+}
+
+func (p *lockedPort) Close() error {
+	var err error
+	p.once.Do(func() {
+		err = p.Port.Close()
+		_ = unix.Close(p.lockFD)
+	})
+	return err
+}
+
+// openLocked takes an exclusive, non-blocking flock on the tty (the lock
+// the earlier DUTlink tools used per tty) and opens it. A tty another
+// process holds is an error wrapping ErrBusy; a missing one wraps ErrGone.
+func openLocked(open PortOpener, path string) (Port, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+		return nil, fmt.Errorf("%w: tty %s is missing; check the board's USB cable and power: %w", ErrGone, path, err)
+	case errors.Is(err, unix.EBUSY):
+		return nil, fmt.Errorf("%w: tty %s is open in another program: %w", ErrBusy, path, err)
+	case err != nil:
+		return nil, fmt.Errorf("tty %s: %w", path, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: tty %s is held by another process (a console or another test); wait for it or close it", ErrBusy, path)
+		}
+		return nil, fmt.Errorf("tty %s: flock: %w", path, err)
+	}
+	p, err := open(path)
+	if err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("opening tty %s: %w", path, err)
+	}
+	return &lockedPort{Port: p, lockFD: fd}, nil
+}
+
+// ttyMux owns a board's tty: one reader goroutine hands what arrives either
+// to a running shell exchange or to the open console. The port is open while
+// anyone (the console, an exchange) needs it and closed otherwise, so that
+// other processes can use the board in between.
+type ttyMux struct {
+	path string
+	open PortOpener
+
+	exMu sync.Mutex // held by a shell exchange and by console writes
+
+	mu        sync.Mutex
+	port      Port
+	gen       int // bumped at every open
+	refs      int
+	done      chan struct{} // closed when the reader of the current port returns
+	dead      error         // why the reader of generation gen stopped
+	capturing bool
+	capBuf    []byte
+	notify    chan struct{}
+	con       *consoleView
+	swallow   int // CR/LF bytes to drop after returning to console mode
+}
+
+func newTTYMux(path string, open PortOpener) *ttyMux {
+	return &ttyMux{path: path, open: open, notify: make(chan struct{}, 1)}
+}
+
+// acquire opens the port when it is closed and returns its generation.
+func (m *ttyMux) acquire(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.port != nil {
+		m.refs++
+		return m.gen, nil
+	}
+	p, err := openLocked(m.open, m.path)
+	if err != nil {
+		return 0, err
+	}
+	m.gen++
+	m.port, m.refs, m.dead = p, 1, nil
+	m.done = make(chan struct{})
+	go m.reader(p, m.gen, m.done)
+	return m.gen, nil
+}
+
+// release drops one reference of generation gen and closes the port with
+// the last one.
+func (m *ttyMux) release(gen int) {
+	m.mu.Lock()
+	if gen != m.gen || m.port == nil {
+		m.mu.Unlock()
+		return
+	}
+	m.refs--
+	if m.refs > 0 {
+		m.mu.Unlock()
+		return
+	}
+	p, done := m.port, m.done
+	m.port = nil
+	m.mu.Unlock()
+	_ = p.Close()
+	<-done
+}
+
+func (m *ttyMux) reader(p Port, gen int, done chan struct{}) {
+	defer close(done)
+	buf := make([]byte, 4096)
+	for {
+		n, err := p.Read(buf)
+		if n > 0 {
+			m.dispatch(buf[:n])
+		}
+		if err == nil {
+			continue
+		}
+		m.mu.Lock()
+		if m.gen == gen && m.port == p {
+			// Not closed by us: the tty went away under us.
+			m.port = nil
+			m.dead = fmt.Errorf("%w: tty %s failed (unplugged, or the board rebooted); check its USB cable and power: %w", ErrGone, m.path, err)
+			if m.con != nil {
+				m.con.end(m.dead)
+			}
+			m.poke()
+			m.mu.Unlock()
+			_ = p.Close()
+			return
+		}
+		m.mu.Unlock()
+		return
+	}
+}
+
+func (m *ttyMux) poke() {
+	select {
+	case m.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (m *ttyMux) dispatch(p []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.capturing {
+		m.capBuf = append(m.capBuf, p...)
+		m.poke()
+		return
+	}
+	for m.swallow > 0 && len(p) > 0 && (p[0] == '\r' || p[0] == '\n') {
+		p = p[1:]
+		m.swallow--
+	}
+	if len(p) > 0 {
+		m.swallow = 0
+	}
+	if m.con != nil && len(p) > 0 {
+		m.con.push(p)
+	}
+}
+
+// write writes to the port of generation gen.
+func (m *ttyMux) write(gen int, p []byte) (int, error) {
+	m.mu.Lock()
+	port, cur, dead := m.port, m.gen, m.dead
+	m.mu.Unlock()
+	if cur != gen || port == nil {
+		if dead != nil && cur == gen {
+			return 0, dead
+		}
+		return 0, fmt.Errorf("tty %s: %w", m.path, os.ErrClosed)
+	}
+	n, err := port.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("%w: writing tty %s: %w", ErrGone, m.path, err)
+	}
+	return n, nil
+}
+
+// openConsole returns the console view of the tty; only one can be open.
+func (m *ttyMux) openConsole(ctx context.Context) (*consoleView, error) {
+	gen, err := m.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.con != nil {
+		m.mu.Unlock()
+		m.release(gen)
+		return nil, fmt.Errorf("%w: the console of %s is already open in this process; close it first", ErrBusy, m.path)
+	}
+	m.con = &consoleView{m: m, gen: gen, ready: make(chan struct{}, 1)}
+	m.mu.Unlock()
+	return m.con, nil
+}
+
+// consoleView is the DUT console on the board's tty. It survives shell
+// exchanges and power cycles; it ends when closed or when the tty fails.
+type consoleView struct {
+	m   *ttyMux
+	gen int
+
+	mu     sync.Mutex
+	buf    []byte
+	err    error
+	closed bool
+	ready  chan struct{}
+	once   sync.Once
+}
+
+func (c *consoleView) wake() {
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (c *consoleView) push(p []byte) {
+	c.mu.Lock()
+	c.buf = append(c.buf, p...)
+	c.mu.Unlock()
+	c.wake()
+}
+
+func (c *consoleView) end(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// Read returns DUT output; it blocks until there is some, the console is
+// closed (os.ErrClosed) or the tty failed (ErrGone).
+func (c *consoleView) Read(p []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return 0, fmt.Errorf("console %s: %w", c.m.path, os.ErrClosed)
+		case len(c.buf) > 0:
+			n := copy(p, c.buf)
+			c.buf = c.buf[n:]
+			c.mu.Unlock()
+			return n, nil
+		case c.err != nil:
+			err := c.err
+			c.mu.Unlock()
+			return 0, err
+		}
+		c.mu.Unlock()
+		<-c.ready
+	}
+}
+
+// Write sends bytes to the DUT; it waits while a shell exchange runs.
+func (c *consoleView) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	closed, err := c.closed, c.err
+	c.mu.Unlock()
+	if closed {
+		return 0, fmt.Errorf("console %s: %w", c.m.path, os.ErrClosed)
+	}
+	if err != nil {
+		return 0, err
+	}
+	c.m.exMu.Lock()
+	defer c.m.exMu.Unlock()
+	return c.m.write(c.gen, p)
+}
+
+// Close ends the console and a pending Read.
+func (c *consoleView) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.wake()
+		c.m.mu.Lock()
+		if c.m.con == c {
+			c.m.con = nil
+		}
+		c.m.mu.Unlock()
+		c.m.release(c.gen)
+	})
+	return nil
+}
+
+// shell runs fn at the board's shell: it leaves console mode, turns the
+// monitor off, runs fn and returns to console mode, whatever fn did.
+func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
+	gen, err := m.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer m.release(gen)
+	m.exMu.Lock()
+	defer m.exMu.Unlock()
+	m.mu.Lock()
+	m.capturing, m.capBuf = true, nil
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.capturing, m.capBuf, m.swallow = false, nil, 2
+		m.mu.Unlock()
+	}()
+	s := &shellConn{m: m, gen: gen}
+	if _, err := m.write(gen, bytes.Repeat([]byte{0x02}, 5)); err != nil {
+		return err
+	}
+	if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
+		if !errors.Is(err, errUnsupported) {
+			return err
+		}
+		// A half-typed line at the shell spoiled the first try.
+		if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
+			return err
+		}
+	}
+	ferr := fn(s)
+	bctx := context.WithoutCancel(ctx)
+	_, cerr := s.cmd(bctx, "console", []byte("Entering console mode, type CTRL+B 5 times to exit"), ShellTimeout)
+	if cerr != nil {
+		cerr = fmt.Errorf("returning to console mode: %w", cerr)
+	}
+	return errors.Join(ferr, cerr)
+}
+
+var errUnsupported = fmt.Errorf("%w: unsupported command", ErrReply)
+
+// shellConn runs commands at the shell during one exchange.
+type shellConn struct {
+	m   *ttyMux
+	gen int
+}
+
+var prompt = []byte("#> ")
+
+// cmd sends line and returns what the shell printed between the echo of
+// line and term (the prompt, by default), CR/LF trimmed.
+func (s *shellConn) cmd(ctx context.Context, line string, term []byte, timeout time.Duration) (string, error) {
+	if term == nil {
+		term = prompt
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m := s.m
+	m.mu.Lock()
+	m.capBuf = m.capBuf[:0]
+	m.mu.Unlock()
+	if _, err := m.write(s.gen, []byte(line+"\r\n")); err != nil {
+		return "", err
+	}
+	echo := []byte(line)
+	for {
+		m.mu.Lock()
+		buf := m.capBuf
+		var dead error
+		if m.gen != s.gen || m.port == nil {
+			dead = m.dead
+			if dead == nil {
+				dead = fmt.Errorf("tty %s: %w", m.path, os.ErrClosed)
+			}
+		}
+		if i := bytes.Index(buf, echo); i >= 0 {
+			rest := buf[i+len(echo):]
+			if j := bytes.Index(rest, term); j >= 0 {
+				out := rest[:j]
+				if !bytes.Equal(term, prompt) {
+					out = rest[:j+len(term)]
+				}
+				reply := string(bytes.Trim(out, "\r\n"))
+				m.mu.Unlock()
+				return reply, nil
+			}
+		}
+		got := string(buf)
+		m.mu.Unlock()
+		if dead != nil {
+			return "", fmt.Errorf("shell command %q: %w", line, dead)
+		}
+		select {
+		case <-m.notify:
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: no complete reply to %q from the DUTlink shell on %s within %v (got %q): check that this is a DUTlink and that nothing else uses its tty: %w", ErrReply, line, m.path, timeout, got, ctx.Err())
+		}
+	}
+}
+
+// expect runs line and checks that the last line of the reply is want.
+func (s *shellConn) expect(ctx context.Context, line, want string, timeout time.Duration) error {
+	reply, err := s.cmd(ctx, line, nil, timeout)
+	if err != nil {
+		return err
+	}
+	return checkReply(line, reply, want)
+}
+
+func lastLine(reply string) string {
+	lines := strings.Split(strings.ReplaceAll(reply, "\r", ""), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+func checkReply(line, reply, want string) error {
+	got := lastLine(reply)
+	if got == strings.TrimSpace(want) {
+		return nil
+	}
+	if got == "unsupported command" {
+		return fmt.Errorf("%w: the firmware does not know %q; update the DUTlink firmware", errUnsupported, line)
+	}
+	return fmt.Errorf("%w: %q answered %q, want %q", ErrReply, line, got, want)
+}
