@@ -94,10 +94,10 @@ main-job-qemu: qemu-images
 bench-qemu: qemu-images
 	$(GO) run ./internal/cmd/bootbench -images $(QEMU_IMAGES)
 
-## bench-flash: the flash engine (verified, and write-only) against dd and bmaptool copy on 1 GiB dense,
+## bench-flash: the flash engine (verified, write-only, hash cached) against dd and bmaptool copy on 1 GiB dense,
 ## sparse, zstd and xz images, on a file and a loop device (needs bmap-tools, zstd, xz; -loop needs root).
 bench-flash:
-	$(GO) run ./internal/cmd/flashbench -size 1GiB -runs 3 -loop
+	$(GO) run ./internal/cmd/flashbench -size 1GiB -runs 5 -loop
 
 ## bench: the console engine's cost per byte from 1 MiB to 64 MiB, and for long lines read byte by byte.
 bench:

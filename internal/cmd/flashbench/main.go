@@ -23,8 +23,11 @@
 // on, in a child process (`flashbench -write-one IMAGE TARGET`) so that its
 // peak RSS can be read from the child's rusage; it reports its write time
 // and verify time apart, and the table shows both the verified total and
-// the write-only figure. Peak RSS of a peer is the largest process of the
-// pipeline (wait4's rusage of the shell, which includes its children).
+// the write-only figure. It runs a second time per round with the image's
+// SHA-256 already in its hash cache (filled by an untimed flash first), as
+// for every flash of a suite after its first; the first runs compute it.
+// Peak RSS of a peer is the largest process of the pipeline (wait4's
+// rusage of the shell, which includes its children).
 //
 // The table gives per case and tool the median seconds, MB/s (10^6 bytes of
 // the unpacked image per second, holes included, as bmaptool counts) and
