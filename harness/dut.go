@@ -119,6 +119,11 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 		d.fail(err, ctx)
 	}
 	d := &DUT{t: t, s: s, mark: markOf(s)}
+	// Without go test -artifacts the artifact directory is a temporary one
+	// that a cleanup removes; asking for it now registers that cleanup
+	// before ours, so it runs after ours (cleanups run last-in first-out)
+	// and the console log and flash report can still be written.
+	t.ArtifactDir()
 	t.Cleanup(func() {
 		cctx, cancel := cleanupContext(t, cfg)
 		defer cancel()
@@ -183,6 +188,7 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	t.Helper()
 	root := d.rootDUT()
 	sub := &DUT{t: t, s: d.s, root: root, mark: markOf(d.s)}
+	t.ArtifactDir() // before our cleanup: see Acquire
 	t.Cleanup(func() {
 		sub.writeConsole()
 		sub.flushAttrs()

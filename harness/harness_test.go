@@ -438,3 +438,25 @@ func TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt(t *testing.T) {
 	require.False(t, holder.Failed(), holder.Message())
 	require.False(t, waiter.Failed(), waiter.Message())
 }
+
+// Without go test -artifacts, t.ArtifactDir is a temporary directory that a
+// cleanup removes: the harness's cleanup must still find it to write the
+// console log after a flash wrote its report there during the test (a real
+// *testing.T here, not the fake: the order of cleanups is the point).
+func TestEvidenceIsWrittenWithoutTheArtifactsFlag(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	var report string
+	ok := t.Run("flash", func(t *testing.T) {
+		dut := harness.Acquire(t)
+		dut.Flash()
+		report = filepath.Join(t.ArtifactDir(), harness.FlashReportFile)
+		_, err := os.Stat(report)
+		require.NoError(t, err, "the flash report is written at once")
+		dut.Sub(t) // a Sub asks for the same directory
+	})
+	require.True(t, ok, "writing the console log at cleanup must not fail")
+	_, err := os.Stat(report)
+	assert.ErrorIs(t, err, os.ErrNotExist, "the temporary artifact directory is removed after the test")
+}
