@@ -77,82 +77,16 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	if !cfg.Configured() {
 		return nil, fmt.Errorf("%w: set %s (e.g. sim), %s or %s", ErrNotConfigured, Env.Driver, Env.Name, Env.Tags)
 	}
-	var drivers []driver.Driver
-	if cfg.Driver != "" {
-		d, err := driver.Lookup(cfg.Driver)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrBadConfig, Env.Driver, err)
-		}
-		drivers = append(drivers, d)
-	} else {
-		for _, name := range driver.Drivers() {
-			d, _ := driver.Lookup(name)
-			drivers = append(drivers, d)
-		}
-		if len(drivers) == 0 {
-			_, err := driver.Lookup("")
-			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
-		}
-	}
 	if cfg.Image != "" {
 		if _, err := flash.CheckImage(cfg.Image); err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBadConfig, Env.Image, err)
 		}
 	}
-
-	var all []driver.Device
-	var failed []error
-	for _, d := range drivers {
-		start := time.Now()
-		devs, err := d.Discover(ctx)
-		if err != nil {
-			// A driver chosen by name must work; among all the imported
-			// drivers, one that cannot run here (no QEMU binary, say) must
-			// not hide the devices of the others.
-			if cfg.Driver != "" {
-				return nil, &InfraError{Step: "discover " + d.Name() + " devices", Err: err}
-			}
-			logf("discover: driver %s skipped: %v", d.Name(), err)
-			failed = append(failed, fmt.Errorf("driver %s: %w", d.Name(), err))
-			continue
-		}
-		logf("discover: driver %s found %d device(s) in %s", d.Name(), len(devs), since(start))
-		all = append(all, devs...)
-	}
-	if len(all) == 0 && len(failed) > 0 {
-		return nil, &InfraError{Step: "discover devices", Err: errors.Join(failed...)}
-	}
-	candidates, err := driver.Select(all, cfg.Name, cfg.Tags)
+	lease, dev, err := selectAndLock(ctx, cfg, who, logf)
 	if err != nil {
-		return nil, &InfraError{Step: "select", Err: err}
+		return nil, err
 	}
-	keys := make([]string, len(candidates))
-	for i, d := range candidates {
-		keys[i] = d.Driver() + "/" + d.Name()
-	}
-	actx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout)
-	defer cancel()
-	start := time.Now()
-	lease, err := lock.Acquire(actx, cfg.LockDir, keys, who)
-	if err != nil {
-		return nil, &InfraError{Step: "acquire", Err: err}
-	}
-	s := &Session{cfg: cfg, lease: lease, logf: logf, infraWatches: map[string]bool{}}
-	var chosen driver.Device
-	for i, k := range keys {
-		if k == lease.Key() {
-			chosen = candidates[i]
-		}
-	}
-	// The device found before the wait may have been closed by the test
-	// that held it meanwhile: ask its driver again now that it is ours.
-	dev, err := rediscover(ctx, drivers, chosen)
-	if err != nil {
-		_ = lease.Release()
-		return nil, &InfraError{Step: "discover " + chosen.Driver() + " devices", Device: chosen.Name(), Err: err}
-	}
-	s.dev = dev
-	logf("acquire: locked %s (%s) after %s", driver.Describe(s.dev), lease.Path(), since(start))
+	s := &Session{cfg: cfg, lease: lease, dev: dev, logf: logf, infraWatches: map[string]bool{}}
 	if err := s.open(ctx); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, err

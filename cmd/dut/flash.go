@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+)
+
+// flashOpts are the flags of dut flash.
+type flashOpts struct {
+	bmap     string
+	noVerify bool
+}
+
+func (a *app) flashCmd() *cobra.Command {
+	var o flashOpts
+	cmd := &cobra.Command{
+		Use:   "flash DEV [IMAGE]",
+		Short: "Write an OS image onto the DUT's storage",
+		Long: `Write IMAGE (default $DUT_IMAGE) onto the DUT's storage with the harness's
+flash engine: raw, gzip, xz, zstd or bzip2 by content, a bmap when given or
+found beside the image (IMAGE.bmap), holes skipped, every write read back and
+compared unless --no-verify.
+
+The DUT is powered off first; the storage is switched to this machine for the
+write and switched off afterwards, also when the write fails or is
+interrupted, so the DUT ends powered off with its storage disconnected (power
+it on with dut power on). A progress bar is drawn on a terminal, plain
+progress lines otherwise; at the end the report: bytes, bytes written,
+MB/s, verify time and the image's SHA-256.`,
+		Example: `  dut flash bench-1 debian-arm64.img.zst
+  dut flash bench-1 os.img.xz --bmap os.img.bmap
+  DUT_IMAGE=os.img dut flash bench-1 --no-verify`,
+		Args: rangeArgs(1, 2, "DEV and an IMAGE (or $DUT_IMAGE)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			image := os.Getenv(harness.Env.Image)
+			if len(args) == 2 {
+				image = args[1]
+			}
+			if image == "" {
+				return usagef("no image: give IMAGE or set %s", harness.Env.Image)
+			}
+			// Refuse a bad image or bmap before touching any hardware.
+			if _, err := flash.CheckImage(image); err != nil {
+				return usageError{err: err}
+			}
+			if o.bmap != "" {
+				if _, err := os.Stat(o.bmap); err != nil {
+					return usageError{err: fmt.Errorf("--bmap: %w", err)}
+				}
+			}
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+				rep, err := a.flash(ctx, cfg, d, image, o)
+				if err != nil {
+					return err
+				}
+				writeReport(a.stdout, d, rep)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&o.bmap, "bmap", "", "the bmap file (default IMAGE.bmap when it exists)")
+	cmd.Flags().BoolVar(&o.noVerify, "no-verify", false, "do not read the written ranges back")
+	return cmd
+}
+
+// flash writes image onto d's storage: power off, storage to the host,
+// write, storage off (whatever happens). After a failure it makes sure the
+// DUT is off.
+func (a *app) flash(ctx context.Context, cfg harness.Config, d driver.Device, image string, o flashOpts) (rep flash.Report, err error) {
+	mux, err := driver.As[driver.StorageMux](d)
+	if err != nil {
+		return rep, err
+	}
+	if err := powerOff(ctx, cfg, d); err != nil {
+		return rep, err
+	}
+	defer func() {
+		cctx, cancel := cleanupContext(ctx, cfg)
+		defer cancel()
+		if serr := step(cctx, cfg, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); serr != nil {
+			err = errors.Join(err, fmt.Errorf("%w; check the board before using it", serr))
+		}
+		if err != nil {
+			// Nothing powered it on, but after a failure the DUT must be
+			// known to be off.
+			if perr := powerOff(cctx, cfg, d); perr != nil {
+				err = errors.Join(err, fmt.Errorf("%w; the DUT may still be powered", perr))
+			}
+		}
+	}()
+	if err := step(ctx, cfg, "storage host", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageHost) }); err != nil {
+		return rep, err
+	}
+	var target string
+	if err := step(ctx, cfg, "find block target", func(ctx context.Context) (err error) {
+		target, err = mux.BlockTarget(ctx)
+		return err
+	}); err != nil {
+		return rep, err
+	}
+	fmt.Fprintf(a.stderr, "dut: flashing %s onto %s (%s)\n", image, d.Name(), target)
+	fctx, cancel := context.WithTimeout(ctx, cfg.FlashTimeout)
+	defer cancel()
+	pr := newProgress(a.stderr)
+	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoVerify: o.noVerify}
+	if tc, ok := d.(driver.TargetChecker); ok {
+		opts.CheckTarget = tc.CheckTarget
+	}
+	rep, err = flash.Write(fctx, image, target, opts)
+	pr.finish()
+	if err != nil {
+		if ctx.Err() != nil {
+			return rep, fmt.Errorf("flash of %s interrupted after %d bytes; the storage is incomplete: flash it again: %w", d.Name(), rep.Bytes, err)
+		}
+		return rep, fmt.Errorf("flash %s onto %s: %w", image, d.Name(), err)
+	}
+	return rep, nil
+}
+
+// powerOff powers d off through its power-off sequence, or, when that fails
+// or it has none, by cutting the power, as the harness does.
+func powerOff(ctx context.Context, cfg harness.Config, d driver.Device) error {
+	pw, hasPower := d.(driver.Power)
+	fp, hasForce := d.(driver.ForcePower)
+	var err error
+	if hasPower {
+		if err = step(ctx, cfg, "power off", pw.PowerOff); err == nil {
+			return nil
+		}
+	}
+	if hasForce {
+		return step(ctx, cfg, "force off", fp.ForceOff)
+	}
+	return err
+}
+
+// writeReport prints a flash report.
+func writeReport(w io.Writer, d driver.Device, r flash.Report) {
+	fmt.Fprintf(w, "flashed %s (%s) onto %s (%s)\n", r.Image, r.Format, d.Name(), r.Target)
+	fmt.Fprintf(w, "  bytes    %d (%s)\n", r.Bytes, humanBytes(r.Bytes))
+	mapped := fmt.Sprintf("%.0f%% of the image", r.MappedFraction*100)
+	switch {
+	case r.Bmap != "":
+		mapped += ", bmap " + r.Bmap
+	case r.Sparse:
+		mapped += ", holes skipped"
+	}
+	fmt.Fprintf(w, "  written  %d (%s)\n", r.MappedBytes, mapped)
+	fmt.Fprintf(w, "  rate     %.1f MB/s (%s)\n", r.MBps(), r.Duration.Round(time.Millisecond))
+	if r.Verified {
+		fmt.Fprintf(w, "  verify   +%s (read back and matched)\n", r.VerifyDuration.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "  verify   skipped\n")
+	}
+	cached := ""
+	if r.SHA256Cached {
+		cached = " (from the hash cache)"
+	}
+	fmt.Fprintf(w, "  sha256   %s%s\n", r.SHA256, cached)
+	fmt.Fprintf(w, "%s is powered off with its storage disconnected; boot it with: dut power on %s\n", d.Name(), d.Name())
+}
+
+// humanBytes renders n in decimal units, as MB/s are.
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), 0
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %cB", v, "kMGTP"[i-1])
+}
+
+// progress shows a flash's progress: a bar redrawn in place on a terminal,
+// a plain line every plainEvery otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	width int
+
+	mu    sync.Mutex
+	last  time.Time      // when the last state was drawn
+	shown bool           // something was drawn
+	final flash.Progress // the last state reported
+	stale bool           // final is newer than what was drawn
+}
+
+const (
+	barEvery   = 100 * time.Millisecond
+	plainEvery = 5 * time.Second
+)
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w, width: 80}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 20 {
+			p.width = cols
+		}
+	}
+	return p
+}
+
+// update is the flash engine's progress callback.
+func (p *progress) update(pr flash.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.final, p.stale = pr, true
+	now := time.Now()
+	every := plainEvery
+	if p.tty {
+		every = barEvery
+	}
+	if p.shown && now.Sub(p.last) < every {
+		return
+	}
+	p.last, p.shown, p.stale = now, true, false
+	p.draw(pr)
+}
+
+func (p *progress) draw(pr flash.Progress) {
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s\x1b[K", bar(pr, p.width-1))
+	} else {
+		fmt.Fprintf(p.w, "flash: %s\n", progressText(pr))
+	}
+}
+
+// finish draws the last state and ends the bar's line.
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stale {
+		p.draw(p.final)
+		p.shown, p.stale = true, false
+	}
+	if p.shown && p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// progressText is e.g. "45% 30.2 MB / 67.1 MB, 250.3 MB/s, 0:01 elapsed".
+func progressText(pr flash.Progress) string {
+	size := humanBytes(pr.Done)
+	if pr.Total >= 0 {
+		size += " / " + humanBytes(pr.Total)
+	}
+	return fmt.Sprintf("%3.0f%% %s, %.1f MB/s, %s elapsed", clamp01(pr.Fraction)*100, size, pr.Rate(), clock(pr.Elapsed))
+}
+
+// bar renders pr as a progress bar of at most width columns.
+func bar(pr flash.Progress, width int) string {
+	text := progressText(pr)
+	if pr.Fraction > 0 && pr.Fraction < 1 && pr.Elapsed > 0 {
+		left := time.Duration(float64(pr.Elapsed) * (1 - pr.Fraction) / pr.Fraction)
+		text += ", " + clock(left) + " left"
+	}
+	n := width - len(text) - 3
+	if n < 10 {
+		return text
+	}
+	n = min(n, 40)
+	full := int(clamp01(pr.Fraction) * float64(n))
+	b := strings.Repeat("=", full)
+	if full < n {
+		b += ">" + strings.Repeat(" ", n-full-1)
+	}
+	return "[" + b + "] " + text
+}
+
+func clamp01(f float64) float64 { return max(0, min(1, f)) }
+
+// clock renders d as m:ss or h:mm:ss.
+func clock(d time.Duration) string {
+	s := int(d.Round(time.Second) / time.Second)
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
+}

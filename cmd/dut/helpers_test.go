@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+)
+
+// waitLimit bounds every wait for an event in these tests.
+const waitLimit = 10 * time.Second
+
+// syncBuf is a goroutine-safe buffer that can be waited on for a string.
+type syncBuf struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced at every write
+	onWrite func(string)  // called with the whole content after a write
+}
+
+func newSyncBuf() *syncBuf { return &syncBuf{changed: make(chan struct{})} }
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	n, _ := s.b.Write(p)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	hook, text := s.onWrite, s.b.String()
+	s.mu.Unlock()
+	if hook != nil {
+		hook(text)
+	}
+	return n, nil
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor waits until the buffer holds want, failing the test after
+// waitLimit.
+func (s *syncBuf) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.NewTimer(waitLimit)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		has, ch := strings.Contains(s.b.String(), want), s.changed
+		s.mu.Unlock()
+		if has {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("waited %s for %q; have:\n%s", waitLimit, want, s.String())
+		}
+	}
+}
+
+// result is what one dut command did.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// dut runs the dut command line args in-process with no input.
+func dut(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, strings.NewReader(""), &out, &errb)
+	t.Logf("dut %s -> %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errb.String())
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// running is a dut command running in the background.
+type running struct {
+	stdout, stderr *syncBuf
+	done           chan int
+}
+
+// start runs the dut command line args in the background with stdin as
+// its input.
+func start(t *testing.T, ctx context.Context, stdin io.Reader, args ...string) *running {
+	t.Helper()
+	r := &running{stdout: newSyncBuf(), stderr: newSyncBuf(), done: make(chan int, 1)}
+	go func() { r.done <- run(ctx, args, stdin, r.stdout, r.stderr) }()
+	return r
+}
+
+// wait returns the command's exit code, failing the test when it does not
+// end within waitLimit.
+func (r *running) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case code := <-r.done:
+		t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+		return code
+	case <-time.After(waitLimit):
+		t.Fatalf("the command did not end within %s; stdout:\n%s\nstderr:\n%s", waitLimit, r.stdout, r.stderr)
+		return -1
+	}
+}
+
+// env gives the test a private world: every DUT_* and DUTLINK_* variable
+// cleared, private lock and sim directories, a DUTlink lab (empty unless
+// the test adds boards), a qemu driver that cannot run (no binary), and a
+// short acquire timeout. It returns the lab.
+func env(t *testing.T) *dutlinksim.Lab {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "DUT_") || strings.HasPrefix(k, "DUTLINK_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	t.Setenv("DUT_LOCK_DIR", t.TempDir())
+	t.Setenv("DUT_ACQUIRE_TIMEOUT", "10s")
+	t.Setenv("DUT_STEP_TIMEOUT", "20s")
+	t.Setenv(sim.EnvDir, t.TempDir())
+	t.Setenv(sim.EnvDiskSize, "32MiB")
+	t.Setenv(sim.EnvBootTime, "100ms")
+	t.Setenv("DUT_QEMU_BINARY", "/nonexistent/qemu-system-x86_64")
+	t.Setenv("DUT_QEMU_DIR", t.TempDir())
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	lab := dutlinksim.NewTestLab(t)
+	lab.Use(t)
+	t.Cleanup(func() {
+		// The sim devices of this test live in this process: stop them.
+		for _, d := range devices(t, "sim") {
+			_ = d.(*sim.Device).Close()
+		}
+	})
+	return lab
+}
+
+// devices returns what the registered driver name finds now.
+func devices(t *testing.T, name string) []driver.Device {
+	t.Helper()
+	dr, err := driver.Lookup(name)
+	require.NoError(t, err)
+	devs, err := dr.Discover(context.Background())
+	require.NoError(t, err)
+	return devs
+}
+
+// simDevice returns the registered sim driver's device name.
+func simDevice(t *testing.T, name string) *sim.Device {
+	t.Helper()
+	for _, d := range devices(t, "sim") {
+		if d.Name() == name {
+			return d.(*sim.Device)
+		}
+	}
+	t.Fatalf("no sim device %s", name)
+	return nil
+}
+
+// bare is a driver whose one device, bare-0, has no capability at all.
+type bare struct{}
+
+func (bare) Name() string { return "bare" }
+func (bare) Discover(context.Context) ([]driver.Device, error) {
+	return []driver.Device{bareDevice{}}, nil
+}
+
+type bareDevice struct{}
+
+func (bareDevice) Name() string   { return "bare-0" }
+func (bareDevice) Serial() string { return "" }
+func (bareDevice) Tags() []string { return []string{"bare"} }
+func (bareDevice) Driver() string { return "bare" }
+
+func init() { driver.Register(bare{}) }

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/dutlink"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+)
+
+// problem is something discovery found but cannot use: a board in DFU mode,
+// a board whose tty another process holds, a driver that cannot run here.
+type problem struct {
+	Driver string `json:"driver"`
+	Where  string `json:"where"`
+	Reason string `json:"reason"`
+}
+
+// discovery is what the drivers found.
+type discovery struct {
+	devs     []driver.Device
+	problems []problem
+}
+
+func (d discovery) devices() []driver.Device { return d.devs }
+
+// discover asks the drivers cfg selects (all when none) for their devices,
+// each bounded by the step timeout. A driver that fails is a problem, not
+// an error: it must not hide the others. The error is only ctx ending.
+func discover(ctx context.Context, cfg harness.Config) (discovery, error) {
+	names := driver.Drivers()
+	if cfg.Driver != "" {
+		names = []string{cfg.Driver}
+	}
+	var out discovery
+	for _, name := range names {
+		dr, err := driver.Lookup(name)
+		if err != nil {
+			return out, err
+		}
+		dctx, cancel := stepContext(ctx, cfg)
+		if dl, ok := dr.(*dutlink.Driver); ok {
+			// Scan also says which boards could not be used, and why.
+			scan, err := dl.Scan(dctx)
+			if err == nil {
+				for _, d := range scan.Devices {
+					out.devs = append(out.devs, d)
+				}
+				for _, p := range scan.Problems {
+					out.problems = append(out.problems, problem{Driver: name, Where: p.Where, Reason: p.Err.Error()})
+				}
+			} else {
+				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error()})
+			}
+		} else {
+			devs, err := dr.Discover(dctx)
+			if err == nil {
+				out.devs = append(out.devs, devs...)
+			} else {
+				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error()})
+			}
+		}
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("discovering devices: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// listedDevice is one row of dut list, and its JSON form.
+type listedDevice struct {
+	Driver    string   `json:"driver"`
+	Name      string   `json:"name"`
+	Serial    string   `json:"serial,omitempty"`
+	Tags      []string `json:"tags"`
+	Firmware  string   `json:"firmware,omitempty"`
+	Transport string   `json:"transport,omitempty"`
+	Lock      lockInfo `json:"lock"`
+}
+
+// lockInfo says whether a device's lock is held and by whom.
+type lockInfo struct {
+	Held   bool            `json:"held"`
+	Holder *harness.Holder `json:"holder,omitempty"`
+	// Error is set when the lock file could not be read.
+	Error string `json:"error,omitempty"`
+}
+
+func (l lockInfo) String() string {
+	switch {
+	case l.Error != "":
+		return "unknown: " + l.Error
+	case !l.Held:
+		return "free"
+	case l.Holder == nil:
+		return "held (holder not recorded yet)"
+	}
+	return "held by " + describeHolder(*l.Holder)
+}
+
+// listing is the JSON output of dut list.
+type listing struct {
+	Devices  []listedDevice `json:"devices"`
+	Problems []problem      `json:"problems"`
+	// Hidden counts devices found but left out by the selection.
+	Hidden int `json:"hidden"`
+}
+
+func (a *app) listCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the devices of every driver and who holds each",
+		Long: `List the devices every driver finds: driver, name, serial, tags, firmware
+and control transport where known (DUTlink boards), and the lock: "free" or
+who holds it (a test or a dut command, its pid and host, and since when).
+Boards a driver found but cannot use (DFU mode, tty held by another process,
+unreadable config) and drivers that cannot run here are listed with the
+reason. --driver, --tags and DUT_NAME narrow the list.
+
+list never locks a device and never switches anything.`,
+		Example: `  dut list
+  dut list --tags orin
+  dut list --driver dutlink --json | jq '.devices[] | select(.lock.held | not) | .name'`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := a.config(cmd)
+			if err != nil {
+				return err
+			}
+			l, err := a.list(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(l)
+			}
+			return writeListing(a.stdout, l, cfg)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {devices: [...], problems: [...], hidden: N}")
+	return cmd
+}
+
+// list discovers the devices cfg selects and reads their locks.
+func (a *app) list(ctx context.Context, cfg harness.Config) (listing, error) {
+	found, err := discover(ctx, cfg)
+	if err != nil {
+		return listing{}, err
+	}
+	l := listing{Devices: []listedDevice{}, Problems: found.problems}
+	if l.Problems == nil {
+		l.Problems = []problem{}
+	}
+	for _, d := range found.devs {
+		if cfg.Name != "" && d.Name() != cfg.Name && (d.Serial() == "" || d.Serial() != cfg.Name) || !driver.HasTags(d, cfg.Tags) {
+			l.Hidden++
+			continue
+		}
+		row := listedDevice{Driver: d.Driver(), Name: d.Name(), Serial: d.Serial(), Tags: d.Tags()}
+		if row.Tags == nil {
+			row.Tags = []string{}
+		}
+		if dl, ok := d.(*dutlink.Device); ok {
+			// What sysfs and discovery know: no request to a board that a
+			// test may be using.
+			row.Firmware = dl.Board().Version.String()
+			row.Transport = string(dl.Transport())
+		}
+		h, held, err := harness.LockHolder(cfg.LockDir, d)
+		switch {
+		case err != nil:
+			row.Lock = lockInfo{Error: err.Error()}
+		case held && h != (harness.Holder{}):
+			row.Lock = lockInfo{Held: true, Holder: &h}
+		default:
+			row.Lock = lockInfo{Held: held}
+		}
+		l.Devices = append(l.Devices, row)
+	}
+	return l, nil
+}
+
+// writeListing prints l as a table, then the problems.
+func writeListing(w io.Writer, l listing, cfg harness.Config) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DRIVER\tNAME\tSERIAL\tTAGS\tFIRMWARE\tTRANSPORT\tLOCK")
+	for _, d := range l.Devices {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Driver, d.Name, dash(d.Serial),
+			dash(strings.Join(d.Tags, ",")), dash(d.Firmware), dash(d.Transport), d.Lock)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("writing the list: %w", err)
+	}
+	if len(l.Devices) == 0 {
+		fmt.Fprintln(w, "(no devices)")
+	}
+	if l.Hidden > 0 {
+		var by []string
+		if cfg.Name != "" {
+			by = append(by, harness.Env.Name+"="+cfg.Name)
+		}
+		if len(cfg.Tags) > 0 {
+			by = append(by, "tags "+strings.Join(cfg.Tags, ","))
+		}
+		fmt.Fprintf(w, "(%d more device(s) not shown: selection %s)\n", l.Hidden, strings.Join(by, ", "))
+	}
+	if len(l.Problems) > 0 {
+		fmt.Fprintln(w, "\nNot usable:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, p := range l.Problems {
+			fmt.Fprintf(tw, "  %s\t%s:\t%s\n", p.Driver, p.Where, p.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("writing the list: %w", err)
+		}
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
