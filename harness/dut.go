@@ -40,8 +40,14 @@ const (
 	AttrFlashWritten       = "dut.flash_written_bytes"
 	AttrFlashVerifySeconds = "dut.flash_verify_seconds"
 	AttrFlashReport        = "dut.flash_report"
-	AttrBootSeconds        = "dut.boot_seconds"
-	AttrConsoleLog         = "dut.console_log"
+	// AttrPowerW, AttrPowerV and AttrPowerA are the DUT's power draw, from
+	// the board's meter (where it has one), read at the end of a test that
+	// powered the DUT, or by [DUT.ReadPower].
+	AttrPowerW      = "dut.power_w"
+	AttrPowerV      = "dut.power_v"
+	AttrPowerA      = "dut.power_a"
+	AttrBootSeconds = "dut.boot_seconds"
+	AttrConsoleLog  = "dut.console_log"
 	// AttrFailure is "infrastructure" when the harness, not the product,
 	// failed the test; AttrFailureStep names the harness step.
 	AttrFailure     = "dut.failure"
@@ -127,6 +133,11 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 	t.Cleanup(func() {
 		cctx, cancel := cleanupContext(t, cfg)
 		defer cancel()
+		// The power the DUT draws as the test leaves it, where the board
+		// has a meter: evidence of what it was doing.
+		if !s.PoweredAt().IsZero() {
+			d.recordPower(cctx)
+		}
 		// Power first: whatever else fails, the DUT must end powered off.
 		_ = s.PowerOff(cctx)
 		d.writeConsole()
@@ -365,6 +376,54 @@ func (d *DUT) Device() driver.Device { return d.s.dev }
 
 // Name returns the device's name.
 func (d *DUT) Name() string { return d.s.dev.Name() }
+
+// powerReadTimeout bounds the meter reading at cleanup.
+const powerReadTimeout = 5 * time.Second
+
+// recordPower reads the meter, when the device has one, and records the
+// reading as properties; a failure is only logged (it is evidence, not a
+// test step).
+func (d *DUT) recordPower(ctx context.Context) {
+	m, ok := d.s.dev.(driver.PowerMeter)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, powerReadTimeout)
+	defer cancel()
+	r, err := m.ReadPower(ctx)
+	if err != nil {
+		d.t.Logf("jumpstarter: reading the power meter of %s: %v", d.Name(), err)
+		return
+	}
+	d.recordReading(r)
+}
+
+func (d *DUT) recordReading(r driver.PowerReading) {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+	d.attr(AttrPowerW, f(r.Watts))
+	d.attr(AttrPowerV, f(r.Volts))
+	d.attr(AttrPowerA, f(r.Amps))
+}
+
+// ReadPower reads the DUT's power draw from the board's meter and records
+// it as the properties dut.power_w, dut.power_v and dut.power_a (the last
+// reading of a test wins; cleanup reads once more while the DUT is still
+// on). It fails the test when the device has no meter.
+func (d *DUT) ReadPower() driver.PowerReading {
+	d.t.Helper()
+	ctx, cancel := d.Context()
+	defer cancel()
+	m, err := driver.As[driver.PowerMeter](d.s.dev)
+	if err != nil {
+		d.fail(&InfraError{Step: "read power", Device: d.Name(), Err: err}, ctx)
+	}
+	r, err := m.ReadPower(ctx)
+	if err != nil {
+		d.fail(&InfraError{Step: "read power", Device: d.Name(), Err: err}, ctx)
+	}
+	d.recordReading(r)
+	return r
+}
 
 // Context returns a context for hardware steps of this test: it ends at the
 // test's deadline less the cleanup reserve, or when the test ends. Call the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -156,7 +157,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	_, held := readHolder(t, lockPath)
 	assert.False(t, held, "cleanup releases the lock")
 
-	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashWritten, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog} {
+	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashWritten, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog, harness.AttrPowerW, harness.AttrPowerV, harness.AttrPowerA} {
 		v, ok := f.AttrValue(k)
 		assert.True(t, ok && v != "", "property %s", k)
 	}
@@ -168,6 +169,13 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	assert.NotContains(t, secs, "\n")
 	_, failure := f.AttrValue(harness.AttrFailure)
 	assert.False(t, failure)
+
+	// The meter was read while the DUT was still on (the sim draws a few
+	// watts then, 0 when off).
+	w, _ := f.AttrValue(harness.AttrPowerW)
+	watts, err := strconv.ParseFloat(w, 64)
+	require.NoError(t, err)
+	assert.Greater(t, watts, 0.0, "read before power-off")
 
 	// The flash report artifact describes the last flash.
 	var fr map[string]any
@@ -459,4 +467,24 @@ func TestEvidenceIsWrittenWithoutTheArtifactsFlag(t *testing.T) {
 	require.True(t, ok, "writing the console log at cleanup must not fail")
 	_, err := os.Stat(report)
 	assert.ErrorIs(t, err, os.ErrNotExist, "the temporary artifact directory is removed after the test")
+}
+
+func TestReadPowerRecordsTheReading(t *testing.T) {
+	simEnv(t)
+	im := buildImages(t)
+	t.Setenv("DUT_IMAGE", im.a)
+	f := faketb.New(t)
+	var on, off driver.PowerReading
+	f.Run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		off = dut.ReadPower()
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+		on = dut.ReadPower()
+	})
+	require.False(t, f.Failed(), f.Message())
+	assert.Zero(t, off.Watts, "nothing drawn while off")
+	assert.Greater(t, on.Watts, 0.0)
+	assert.Equal(t, 1, f.AttrCount(harness.AttrPowerW), "one property, the last reading")
 }
