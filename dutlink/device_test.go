@@ -237,14 +237,27 @@ func TestDiscoveryCopesWithBrokenBoards(t *testing.T) {
 	assert.True(t, sawGone, "vanished board reported: %v", s.Problems)
 
 	// Another process holds the 0.07 board's tty (the old tools' flock):
-	// its config cannot be read over the shell; the other board stays.
-	other := dutlink.New(lab.Options())
+	// its config cannot be read over the shell. A process that never saw
+	// the board (no state remembered) reports it busy, the other board
+	// stays; one whose state directory remembers it (an earlier scan,
+	// in any process) still finds it by name, so a test can wait for its
+	// lock instead of finding no device.
+	fresh := lab.Options()
+	fresh.StateDir = t.TempDir()
 	held := holdTTY(t, old.TTY())
-	s, err = other.Scan(ctx)
+	s, err = dutlink.New(fresh).Scan(ctx)
 	require.NoError(t, err)
 	require.Len(t, s.Devices, 1)
 	assert.Equal(t, "good", s.Devices[0].Name())
 	assert.True(t, slices.ContainsFunc(s.Problems, func(p dutlink.Problem) bool { return errors.Is(p.Err, dutlink.ErrBusy) }), "%v", s.Problems)
+	other := dutlink.New(lab.Options()) // a new process: nothing in memory
+	s, err = other.Scan(ctx)
+	require.NoError(t, err)
+	names = nil
+	for _, d := range s.Devices {
+		names = append(names, d.Name())
+	}
+	assert.Equal(t, []string{"good", "old"}, names, "the held board is found by its remembered name")
 	held.Close()
 	s, err = other.Scan(ctx)
 	require.NoError(t, err)

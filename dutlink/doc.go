@@ -80,6 +80,9 @@
 //   - DUTLINK_STORAGE_TIMEOUT: how long to wait for the disk (default 60s);
 //   - DUTLINK_FILE_DISKS=1: accept regular files as disks (simulators and
 //     tests only; never set it on a lab host).
+//   - DUTLINK_STATE_DIR: where each board's config is remembered, so a board
+//     whose tty another process holds is still found by name and waited
+//     for (default $XDG_CACHE_HOME/jumpstarter-go/dutlink; "off": nowhere).
 //
 // # Console
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -195,11 +196,24 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 	cfg, err := tr.config(cctx)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err != nil {
-		if !errors.Is(err, ErrBusy) || st.cfg == nil {
+	switch {
+	case err == nil:
+		if !maps.Equal(cfg, st.cfg) {
+			saveState(o.StateDir, b.Serial, cfg)
+		}
+	case !errors.Is(err, ErrBusy):
+		return nil, fmt.Errorf("reading its config: %w", err)
+	default:
+		// Held by someone else (a test, a console): use what this
+		// process, or an earlier one, read before, so that the board is
+		// found by name and its lock can be waited for.
+		if st.cfg == nil {
+			st.cfg = loadState(o.StateDir, b.Serial)
+		}
+		if st.cfg == nil {
 			return nil, fmt.Errorf("reading its config: %w", err)
 		}
-		cfg = st.cfg // held by someone else; this process read it before
+		cfg = st.cfg
 	}
 	st.cfg = cfg
 	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, cfg: cfg}

@@ -3,6 +3,7 @@ package dutlink
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ const (
 	EnvStorageFilter  = "DUTLINK_STORAGE_FILTER"
 	EnvStorageTimeout = "DUTLINK_STORAGE_TIMEOUT"
 	EnvFileDisks      = "DUTLINK_FILE_DISKS"
+	EnvStateDir       = "DUTLINK_STATE_DIR"
 )
 
 // Defaults and protocol timings.
@@ -82,6 +84,12 @@ type Options struct {
 	// FileDisks accepts a regular file where a block device is expected
 	// (simulators and tests); never set it on a lab host.
 	FileDisks bool
+	// StateDir is where discovery remembers each board's config (name,
+	// tags), so that a board whose tty another process holds (a test, a
+	// dut console) is still found by name and can be waited for instead of
+	// missing. Default $XDG_CACHE_HOME/jumpstarter-go/dutlink; "off"
+	// remembers nothing.
+	StateDir string
 	// OpenUSB opens a board's vendor interface; nil means libusb through
 	// gousb (when built with cgo), else no USB access.
 	OpenUSB USBOpener
@@ -109,6 +117,14 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.StateDir == "" {
+		if dir, err := os.UserCacheDir(); err == nil {
+			o.StateDir = filepath.Join(dir, "jumpstarter-go", "dutlink")
+		}
+	}
+	if o.StateDir == "off" {
+		o.StateDir = ""
 	}
 	return o
 }
@@ -160,6 +176,7 @@ func OptionsFromEnv() (Options, error) {
 		}
 		o.FileDisks = b
 	}
+	o.StateDir = strings.TrimSpace(os.Getenv(EnvStateDir))
 	usbOverrideMu.Lock()
 	o.OpenUSB = usbOverride
 	usbOverrideMu.Unlock()

@@ -55,10 +55,10 @@ func NewLab(dir string) (*Lab, error) {
 }
 
 // Options returns driver options that point at the lab: its sysfs and dev
-// roots, its USB controllers, regular files accepted as disks and a storage
-// timeout of 5 s.
+// roots, its USB controllers, regular files accepted as disks, a storage
+// timeout of 5 s and a state directory of its own.
 func (l *Lab) Options() dutlink.Options {
-	return dutlink.Options{SysfsRoot: l.Sys, DevRoot: l.Dev, FileDisks: true, OpenUSB: l.OpenUSB, StorageTimeout: 5 * time.Second}
+	return dutlink.Options{SysfsRoot: l.Sys, DevRoot: l.Dev, FileDisks: true, OpenUSB: l.OpenUSB, StorageTimeout: 5 * time.Second, StateDir: filepath.Join(l.Dir, "state")}
 }
 
 // Env returns the environment variables that point the registered driver
@@ -66,7 +66,7 @@ func (l *Lab) Options() dutlink.Options {
 func (l *Lab) Env() map[string]string {
 	return map[string]string{
 		dutlink.EnvSysfs: l.Sys, dutlink.EnvDev: l.Dev, dutlink.EnvFileDisks: "1",
-		dutlink.EnvStorageTimeout: "5s",
+		dutlink.EnvStorageTimeout: "5s", dutlink.EnvStateDir: filepath.Join(l.Dir, "state"),
 	}
 }
 

@@ -1,0 +1,43 @@
+package dutlink
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+)
+
+// saveState remembers a board's config in dir (atomically); failures only
+// cost the fallback it provides.
+func saveState(dir, serial string, cfg map[string]string) {
+	if dir == "" || serial == "" {
+		return
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil || os.MkdirAll(dir, 0o755) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return
+	}
+	_, werr := tmp.Write(b)
+	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(dir, serial+".json")) != nil {
+		_ = os.Remove(tmp.Name())
+	}
+}
+
+// loadState returns the config remembered for a board, or nil.
+func loadState(dir, serial string) map[string]string {
+	if dir == "" || serial == "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, serial+".json"))
+	if err != nil {
+		return nil
+	}
+	var cfg map[string]string
+	if json.Unmarshal(b, &cfg) != nil || cfg == nil {
+		return nil
+	}
+	return cfg
+}
