@@ -9,12 +9,13 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
+.PHONY: all test lint unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
-## test: formatting, vet, and every unit and integration test with the race detector.
-test: lint unit
+## test: formatting, vet, and every unit and integration test with the race detector, then the
+## Tekton module's checks.
+test: lint unit tekton
 
 lint: qemu-deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -25,6 +26,15 @@ lint: qemu-deps
 
 unit: qemu-images
 	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -race -count=1 ./...
+
+## tekton: the Tekton module's checks (tekton/, a module of its own): every YAML strictly decoded
+## into Tekton's own types, defaulted and validated, broken copies rejected; the step script run
+## with the workspaces as folders against the QEMU virtual DUT, for a passing and failing runs.
+tekton: qemu-images
+	@unformatted=$$(cd tekton && gofmt -l .); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	cd tekton && $(GO) vet ./...
+	cd tekton && DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -count=1 ./...
 
 ## qemu-deps: the Debian packages the tests need: the QEMU virtual DUT's, libusb for the DUTlink
 ## driver, bmap-tools and the compressors for the flash engine's checks (as root; a no-op when

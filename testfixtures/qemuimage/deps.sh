@@ -37,6 +37,8 @@ PKGS=(
   # the DUTlink driver's USB transport (github.com/google/gousb, cgo)
   libusb-1.0-0-dev
   pkg-config
+  # the Tekton checks: the JUnit schema validation
+  libxml2-utils   # xmllint
   # the bare baseline of make bench-qemu (internal/cmd/bootbench)
   expect          # bare.exp
   socat           # bare.exp: QEMU's console and QMP sockets
