@@ -211,6 +211,19 @@ func (d *Device) SetConfig(ctx context.Context, key, value string) error {
 		return fmt.Errorf("%s: set config: %w", d.name, err)
 	}
 	return d.op(ctx, "set config "+key, func(ctx context.Context) error {
+		cur, err := d.tr.config(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the config first: %w", err)
+		}
+		total := len(v)
+		for _, k := range shellKeys {
+			if k != key {
+				total += len(cur[k])
+			}
+		}
+		if total > ShellConfigBudget {
+			return fmt.Errorf("%w: %s=%q would bring the board's config values to %d bytes; the firmware's shell prints the whole config in one 512-byte reply, so together they must stay within %d bytes (or get-config, and with it discovery over the shell, breaks): shorten this or another value", ErrBadConfig, key, v, total, ShellConfigBudget)
+		}
 		if err := d.tr.setConfig(ctx, key, v); err != nil {
 			return err
 		}
@@ -242,6 +255,9 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 	}
 	return d.op(ctx, "storage "+string(mode), func(ctx context.Context) error {
 		l := d.locator()
+		if mode == driver.StorageHost {
+			l.snapshot()
+		}
 		d.st.mu.Lock()
 		held := d.st.disk
 		d.st.mu.Unlock()

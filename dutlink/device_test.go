@@ -313,3 +313,27 @@ func TestCheckTargetRefusesOtherFiles(t *testing.T) {
 	assert.Contains(t, err.Error(), "not a block device")
 	require.NoError(t, strict.SetStorage(ctx, driver.StorageOff))
 }
+
+// The firmware's shell prints get-config in one 512-byte reply: values that
+// would not fit together are refused before anything is stored.
+func TestSetConfigKeepsTheWholeConfigPrintable(t *testing.T) {
+	for _, g := range generations {
+		t.Run(g.name, func(t *testing.T) {
+			lab := dutlinksim.NewTestLab(t)
+			lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
+			d := scanOne(t, lab, g.transport)
+			ctx := testCtx(t)
+			require.NoError(t, d.SetConfig(ctx, "tags", strings.Repeat("t", 250)))
+			require.NoError(t, d.SetConfig(ctx, "usb_console", strings.Repeat("u", 60)))
+			require.NoError(t, d.SetConfig(ctx, "name", strings.Repeat("n", 60)))
+			require.NoError(t, d.SetConfig(ctx, "power_on", "p1,w1,bl,w1,bz,w1,al,w1,az")) // 396 bytes in all
+			err := d.SetConfig(ctx, "power_off", "p0,w1,bl,w1,bz,w1,al,w1,az")
+			require.ErrorIs(t, err, dutlink.ErrBadConfig)
+			assert.Contains(t, err.Error(), "512-byte reply")
+			cfg, err := d.Config(ctx)
+			require.NoError(t, err)
+			assert.Empty(t, cfg["power_off"], "nothing stored")
+			assert.Equal(t, strings.Repeat("t", 250), cfg["tags"])
+		})
+	}
+}

@@ -58,10 +58,13 @@
 // [Device.SetStorage] with [driver.StorageHost] switches the mux and waits,
 // up to [Options.StorageTimeout], for the board's USB disk: the one block
 // device whose sysfs path lies below the board's own USB hub (the storage
-// stick hangs off that hub), or, when a storage filter is set (the board's
-// json config key "storage_filter", or [Options.StorageFilter] /
-// DUTLINK_STORAGE_FILTER as an override), the one /dev/disk/by-id/usb-*
-// disk whose name holds the filter. No other disk of the host can be picked:
+// stick hangs off that hub; a USB 3 disk below the hub's SuperSpeed peer).
+// A storage filter (the board's json config key "storage_filter", read over
+// the shell transport, or [Options.StorageFilter] / DUTLINK_STORAGE_FILTER
+// as an override) narrows that to the /dev/disk/by-id/usb-* name holding
+// it; for a board plugged straight into a root port, where topology cannot
+// tell, the filter alone names the disk, and only one that appears after
+// the switch counts. No other disk of the host can be picked:
 // none found or more than one found is an error ([ErrNoDisk],
 // [ErrAmbiguousDisk]) and the mux is switched off again. The disk counts as
 // ready when /sys/class/block/<dev>/size is above zero. [Device.CheckTarget]

@@ -261,7 +261,7 @@ func TestHarnessFailures(t *testing.T) {
 func TestHarnessStorageFilterOverride(t *testing.T) {
 	lab := dutlinksim.NewTestLab(t)
 	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: "0.07", Config: map[string]string{"json": `{"storage_filter":"DUTlinkSim_Storage"}`}})
-	_, err := lab.AddDisk("stranger", 1<<20)
+	stranger, err := lab.AddDisk("stranger", 1<<20)
 	require.NoError(t, err)
 	img := harnessEnv(t, lab, dutlink.TransportAuto)
 	f := faketb.New(t)
@@ -269,10 +269,26 @@ func TestHarnessStorageFilterOverride(t *testing.T) {
 	require.False(t, f.Failed(), f.Message())
 	assert.True(t, diskHas(t, b.DiskFile(), img))
 
-	// A filter that matches every usb-* disk: the board's and the foreign
-	// one are both candidates while the storage is at the host.
+	// A filter that matches every usb-* disk, the foreign one too: only
+	// disks below the board's own hub count, so the board's is picked and
+	// the stranger stays untouched.
+	before, err := os.ReadFile(stranger)
+	require.NoError(t, err)
 	t.Setenv("DUTLINK_STORAGE_FILTER", "_")
 	f = faketb.New(t)
+	f.Run(func(tb testing.TB) { harness.Acquire(tb).Flash() })
+	require.False(t, f.Failed(), f.Message())
+	after, err := os.ReadFile(stranger)
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "the foreign disk the filter also names is untouched")
+}
+
+func TestHarnessStorageFilterMatchingTwoOfTheBoardsDisks(t *testing.T) {
+	lab := dutlinksim.NewTestLab(t)
+	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: "0.07", TwoDisks: true})
+	harnessEnv(t, lab, dutlink.TransportAuto)
+	t.Setenv("DUTLINK_STORAGE_FILTER", "DUTlinkSim")
+	f := faketb.New(t)
 	f.Run(func(tb testing.TB) { harness.Acquire(tb).Flash() })
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), "more than one disk")

@@ -62,6 +62,10 @@ const (
 	ShellTimeout = 5 * time.Second
 	// ResetPulse is how long Reset holds the reset pin low.
 	ResetPulse = time.Second
+	// ShellConfigBudget bounds the config values' total length: the
+	// firmware's shell prints get-config in one 512-byte reply, keys, line
+	// ends and prompt included, and drops what does not fit.
+	ShellConfigBudget = 400
 )
 
 // Options configures a [Driver]. Zero fields take their defaults.

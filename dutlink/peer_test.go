@@ -1,9 +1,11 @@
 package dutlink
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,4 +44,44 @@ func TestPeerHubFollowsTheUpstreamPortsPeerLink(t *testing.T) {
 	assert.Equal(t, hs, peerHub(ss))
 	assert.Equal(t, ss2, peerHub(hs2))
 	assert.Equal(t, "", peerHub(hs3))
+}
+
+// A board on a root port has no hub of its own to tell its disk by: with a
+// filter, only a disk that appears after the switch to the host can be its
+// own, never one the filter already named before.
+func TestRootPortBoardTakesOnlyANewDiskTheFilterNames(t *testing.T) {
+	root := t.TempDir()
+	sysfs, dev := filepath.Join(root, "sys"), filepath.Join(root, "dev")
+	usb := filepath.Join(sysfs, "devices", "pci0000:00", "usb1")
+	board := filepath.Join(usb, "1-2")
+	byID := filepath.Join(dev, "disk", "by-id")
+	for _, d := range []string{board, filepath.Join(sysfs, "class", "block"), byID} {
+		require.NoError(t, os.MkdirAll(d, 0o755))
+	}
+	addDisk := func(name, id, port string) {
+		blk := filepath.Join(usb, port, "block", name)
+		require.NoError(t, os.MkdirAll(blk, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(blk, "size"), []byte("2048\n"), 0o644))
+		require.NoError(t, os.Symlink(blk, filepath.Join(sysfs, "class", "block", name)))
+		require.NoError(t, os.WriteFile(filepath.Join(dev, name), nil, 0o644))
+		require.NoError(t, os.Symlink("../../"+name, filepath.Join(byID, "usb-"+id+"-0:0")))
+	}
+	addDisk("sda", "Lab_Stick_A", "1-3") // someone else's stick, named by the filter too
+
+	l := storageLocator{sysfs: sysfs, dev: dev, board: Board{Serial: "0a0b0c0d", SysPath: board}, filter: "Lab_Stick"}
+	require.Nil(t, l.hubs(), "a root port: topology cannot tell")
+	l.snapshot()
+	c, err := l.candidates()
+	require.NoError(t, err)
+	assert.Empty(t, c, "the stick that was there before the switch is never picked")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = l.wait(ctx, time.Second)
+	require.ErrorIs(t, err, ErrNoDisk)
+	assert.Contains(t, err.Error(), "sda matched already before the switch")
+
+	addDisk("sdb", "Lab_Stick_B", "1-4") // the board's disk appears
+	d, err := l.wait(context.Background(), time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "sdb", d.name)
 }

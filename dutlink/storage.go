@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,6 +35,11 @@ type storageLocator struct {
 	sysfs, dev string
 	board      Board
 	filter     string
+	// before holds the disks that matched the filter before the mux
+	// switched to the host, for a board whose topology cannot tell its
+	// disk (a root port): only a disk that appears after the switch can
+	// be its own.
+	before map[string]bool
 }
 
 // hub returns the sysfs directory of the board's own USB hub: the parent of
@@ -42,7 +48,7 @@ type storageLocator struct {
 func (l storageLocator) hub() (string, error) {
 	hub := filepath.Dir(l.board.SysPath)
 	if !portRe.MatchString(filepath.Base(hub)) {
-		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so its storage cannot be told from other USB disks by topology; set a storage filter (%s or storage_filter in the board's json config) to a substring of the disk's /dev/disk/by-id name", l.board.Serial, filepath.Base(hub), EnvStorageFilter)
+		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so its storage cannot be told from other USB disks by topology; set a storage filter (%s, or storage_filter in the board's json config, which only the shell transport reads) to a substring of the disk's /dev/disk/by-id name", l.board.Serial, filepath.Base(hub), EnvStorageFilter)
 	}
 	return hub, nil
 }
@@ -81,18 +87,45 @@ func peerHub(hub string) string {
 	return peer
 }
 
-// candidates lists the disks that could be the board's storage now.
-func (l storageLocator) candidates() ([]disk, error) {
-	if l.filter != "" {
-		return l.byID()
-	}
+// hubs returns the board's hub and its USB 3 peer, or nil when the board
+// is on a root port.
+func (l storageLocator) hubs() []string {
 	hub, err := l.hub()
 	if err != nil {
-		return nil, err
+		return nil
 	}
 	hubs := []string{hub}
 	if peer := peerHub(hub); peer != "" {
 		hubs = append(hubs, peer)
+	}
+	return hubs
+}
+
+func below(hubs []string, real string) bool {
+	return slices.ContainsFunc(hubs, func(h string) bool { return strings.HasPrefix(real, h+string(filepath.Separator)) })
+}
+
+// candidates lists the disks that could be the board's storage now: below
+// the board's hub, and with a filter also named by it; on a root port, named
+// by the filter and new since the switch. No other disk can be picked.
+func (l storageLocator) candidates() ([]disk, error) {
+	hubs := l.hubs()
+	if l.filter != "" {
+		all, err := l.byID()
+		if err != nil {
+			return nil, err
+		}
+		var out []disk
+		for _, d := range all {
+			if (hubs != nil && below(hubs, d.sysPath)) || (hubs == nil && !l.before[d.name]) {
+				out = append(out, d)
+			}
+		}
+		return out, nil
+	}
+	if hubs == nil {
+		_, err := l.hub()
+		return nil, err
 	}
 	dir := filepath.Join(l.sysfs, "class", "block")
 	ents, err := os.ReadDir(dir)
@@ -109,11 +142,27 @@ func (l storageLocator) candidates() ([]disk, error) {
 		if err != nil {
 			continue // vanished while we looked
 		}
-		if slices.ContainsFunc(hubs, func(h string) bool { return strings.HasPrefix(real, h+string(filepath.Separator)) }) {
+		if below(hubs, real) {
 			out = append(out, disk{name: e.Name(), node: filepath.Join(l.dev, e.Name()), sysPath: real})
 		}
 	}
 	return out, nil
+}
+
+// snapshot records, for a board on a root port with a filter, the disks
+// the filter names before the mux switches to the host.
+func (l *storageLocator) snapshot() {
+	if l.filter == "" || l.hubs() != nil {
+		return
+	}
+	all, err := l.byID()
+	if err != nil {
+		return
+	}
+	l.before = map[string]bool{}
+	for _, d := range all {
+		l.before[d.name] = true
+	}
 }
 
 // byID lists the whole USB disks whose by-id name holds the filter.
@@ -161,7 +210,15 @@ func (l storageLocator) ready(d disk) bool {
 
 func (l storageLocator) how() string {
 	if l.filter != "" {
-		return fmt.Sprintf("whose /dev/disk/by-id name holds %q", l.filter)
+		if hubs := l.hubs(); hubs != nil {
+			return fmt.Sprintf("below the DUTlink's USB hub %s whose /dev/disk/by-id name holds %q", filepath.Base(hubs[0]), l.filter)
+		}
+		how := fmt.Sprintf("whose /dev/disk/by-id name holds %q", l.filter)
+		if len(l.before) > 0 {
+			names := slices.Sorted(maps.Keys(l.before))
+			how += fmt.Sprintf(" (%s matched already before the switch and cannot be told from another disk: if it is this board's, switch its storage off and retry)", strings.Join(names, ", "))
+		}
+		return how
 	}
 	hub, _ := l.hub()
 	return "below the DUTlink's USB hub " + filepath.Base(hub)

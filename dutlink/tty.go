@@ -226,9 +226,18 @@ func (m *ttyMux) write(gen int, p []byte) (int, error) {
 		}
 		return 0, fmt.Errorf("tty %s: %w", m.path, os.ErrClosed)
 	}
-	n, err := port.Write(p)
-	if err != nil {
-		return n, fmt.Errorf("%w: writing tty %s: %w", ErrGone, m.path, err)
+	// A tty may take part of a write (its buffer holds a few hundred
+	// bytes): write the rest too, or a long command loses its line end.
+	n := 0
+	for n < len(p) {
+		k, err := port.Write(p[n:])
+		n += k
+		if err != nil {
+			return n, fmt.Errorf("%w: writing tty %s: %w", ErrGone, m.path, err)
+		}
+		if k == 0 {
+			return n, fmt.Errorf("%w: writing tty %s: %w", ErrGone, m.path, io.ErrShortWrite)
+		}
 	}
 	return n, nil
 }

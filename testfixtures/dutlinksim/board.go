@@ -55,6 +55,9 @@ const (
 )
 
 // fieldSizes mirrors the firmware's flash layout.
+// shellReplyMax is the size of the firmware's shell reply buffer.
+const shellReplyMax = 512
+
 var fieldSizes = map[string]int{"name": 64, "tags": 256, "usb_console": 64, "power_on": 32, "power_off": 32, "power_rescue": 32, "json": 512}
 var shellKeys = []string{"name", "tags", "json", "usb_console", "power_on", "power_off", "power_rescue"}
 var usbKeys = []string{"name", "tags", "usb_console", "power_on", "power_off", "power_rescue"}
@@ -139,7 +142,7 @@ func (l *Lab) AddBoard(o BoardOptions) (*Board, error) {
 	}
 	b := &Board{
 		lab: l, o: o, serial: o.Serial, vmaj: vmaj, vmin: vmin,
-		out: make(chan []byte, 256), uartOut: make(chan []byte, 256), stop: make(chan struct{}),
+		out: make(chan []byte, 4096), uartOut: make(chan []byte, 256), stop: make(chan struct{}),
 		cfg: map[string]string{}, storage: "off",
 	}
 	for _, k := range shellKeys {
@@ -379,6 +382,9 @@ func (b *Board) writeLoop(f *os.File, q chan []byte) {
 
 // emit sends firmware output to the host on the board's tty; like the
 // board's queue it drops what does not fit.
+// emit queues shell output (echo, replies, prompts) for the tty. The queue
+// holds a few thousand writes, the echo of the longest line the driver may
+// send included; beyond that output is dropped, as a full USB queue would.
 func (b *Board) emit(s string) {
 	select {
 	case b.out <- []byte(s):
@@ -550,7 +556,13 @@ func (b *Board) command(line string) {
 			fmt.Fprintf(&s, "%s: %s\r\n", k, b.cfg[k])
 		}
 		b.mu.Unlock()
-		b.emit(s.String() + "#> ")
+		// The firmware builds the reply in one 512-byte buffer and drops
+		// what does not fit, the prompt included.
+		out := s.String() + "#> "
+		if len(out) > shellReplyMax {
+			out = out[:shellReplyMax]
+		}
+		b.emit(out)
 	case "console":
 		b.mu.Lock()
 		b.mode = modeConsole
