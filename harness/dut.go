@@ -449,7 +449,7 @@ func (d *DUT) FlashImage(path string) flash.Report {
 	d.t.Logf("jumpstarter: flashing %s onto %s", path, d.Name())
 	var last time.Time
 	rep, err := d.s.Flash(ctx, path, func(p flash.Progress) {
-		if time.Since(last) < flashLogEvery && p.Fraction < 1 {
+		if time.Since(last) < flashLogEvery && (p.Total < 0 || p.Done < p.Total) {
 			return
 		}
 		last = time.Now()

@@ -191,17 +191,17 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 		path = s.cfg.Image
 	}
 	if _, err := flash.CheckImage(path); err != nil {
-		return flash.Report{}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+		return flash.Report{Image: path}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
 	mux, err := driver.As[driver.StorageMux](s.dev)
 	if err != nil {
-		return flash.Report{}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+		return flash.Report{Image: path}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
 	if err := s.off(ctx); err != nil {
-		return flash.Report{}, err
+		return flash.Report{Image: path}, err
 	}
 	if err := s.step(ctx, "storage host", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageHost) }); err != nil {
-		return flash.Report{}, err
+		return flash.Report{Image: path}, err
 	}
 	defer func() {
 		_ = s.step(context.WithoutCancel(ctx), "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) })
@@ -211,7 +211,7 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 		target, err = mux.BlockTarget(ctx)
 		return err
 	}); err != nil {
-		return flash.Report{}, err
+		return flash.Report{Image: path}, err
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
 	defer cancel()

@@ -487,9 +487,10 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		prod.r, rep.Decoder, closeSrc = r, by, c
 	}
 	hctx, stopHash := context.WithCancel(ctx)
-	defer stopHash()
+	var hashing sync.WaitGroup
+	defer func() { stopHash(); hashing.Wait() }() // Write leaves no goroutine behind
 	if !rep.SHA256Cached && streamSum == nil {
-		go func() { sumc <- hashFile(hctx, imagePath, before, size) }()
+		hashing.Go(func() { sumc <- hashFile(hctx, imagePath, before, size) })
 	}
 
 	// The producer fills free buffers and queues them for the writer,
@@ -600,6 +601,24 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		wr.submit(p, at, release)
 		return nil
 	}
+	// fail and stopped wait for the writes in flight, so that the report
+	// says what reached the target.
+	fail := func(err error) (Report, error) {
+		_ = wr.drain()
+		rep.MappedBytes = wr.ok.Load()
+		rep.Direct = direct != nil && !wr.noDir.Load()
+		return rep, err
+	}
+	stopped := func(err error) error {
+		_ = wr.drain()
+		rep.MappedBytes = wr.ok.Load()
+		of := fmt.Sprintf(" of %d", total)
+		if total < 0 {
+			of = " (unpacked)"
+		}
+		return fmt.Errorf("flash %s to %s stopped at image offset %d%s (%d bytes written to the target); the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, of, rep.MappedBytes, err)
+	}
+
 	syncTarget := func() error {
 		if err := wr.drain(); err != nil {
 			return err
@@ -616,6 +635,11 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if syncHook != nil {
 			syncHook(lastSync)
 		}
+		if err := ctx.Err(); err != nil {
+			// Cancelled while syncing: say how far the write got, not
+			// that the read-back stopped.
+			return stopped(err)
+		}
 		if ver != nil {
 			// Everything written so far is durable: hand it to the
 			// read-back, the open segment too.
@@ -629,23 +653,6 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		}
 		return nil
 	}
-	// fail and stopped wait for the writes in flight, so that the report
-	// says what reached the target.
-	fail := func(err error) (Report, error) {
-		_ = wr.drain()
-		rep.MappedBytes = wr.ok.Load()
-		return rep, err
-	}
-	stopped := func(err error) error {
-		_ = wr.drain()
-		rep.MappedBytes = wr.ok.Load()
-		of := fmt.Sprintf(" of %d", total)
-		if total < 0 {
-			of = " (unpacked)"
-		}
-		return fmt.Errorf("flash %s to %s stopped at image offset %d%s (%d bytes written to the target); the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, of, rep.MappedBytes, err)
-	}
-
 	for {
 		if err := ctx.Err(); err != nil {
 			return rep, stopped(err)
@@ -666,10 +673,10 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if c.n > 0 {
 			off, end := c.off, c.off+int64(c.n)
 			if !growable && end > capacity {
-				return rep, fmt.Errorf("%w: the %s image %s unpacks to more than the %d bytes %s holds; stopped at offset %d, the target is incomplete: use a bigger disk or a smaller image", ErrTarget, describeFormat(format), imagePath, capacity, target, rep.Bytes)
+				return fail(fmt.Errorf("%w: the %s image %s unpacks to more than the %d bytes %s holds; stopped at offset %d, the target is incomplete: use a bigger disk or a smaller image", ErrTarget, describeFormat(format), imagePath, capacity, target, rep.Bytes))
 			}
 			if bmap != nil && end > bmap.ImageSize {
-				return rep, fmt.Errorf("%w: %w: the %s image %s unpacks to more than the %d bytes its bmap %s says (stopped at offset %d): the bmap belongs to another image", ErrImage, ErrBmap, describeFormat(format), imagePath, bmap.ImageSize, bmapPath, rep.Bytes)
+				return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to more than the %d bytes its bmap %s says (stopped at offset %d): the bmap belongs to another image", ErrImage, ErrBmap, describeFormat(format), imagePath, bmap.ImageSize, bmapPath, rep.Bytes))
 			}
 			refs := new(atomic.Int32)
 			refs.Store(1) // this loop's hold; each write adds one
@@ -735,12 +742,13 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	}
 	if cur != nil {
 		done = append(done, *cur)
+		cur = nil
 	}
 	if format == Raw && rep.Bytes != size {
-		return rep, fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size)
+		return fail(fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size))
 	}
 	if bmap != nil && rep.Bytes != bmap.ImageSize {
-		return rep, fmt.Errorf("%w: %w: the %s image %s unpacks to %d bytes, its bmap %s says %d: the bmap belongs to another image; the target is incomplete", ErrImage, ErrBmap, describeFormat(format), imagePath, rep.Bytes, bmapPath, bmap.ImageSize)
+		return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to %d bytes, its bmap %s says %d: the bmap belongs to another image; the target is incomplete", ErrImage, ErrBmap, describeFormat(format), imagePath, rep.Bytes, bmapPath, bmap.ImageSize))
 	}
 	stop()
 	wg.Wait()
@@ -767,7 +775,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		select {
 		case hs = <-sumc:
 		case <-ctx.Done():
-			return rep, stopped(ctx.Err())
+			return rep, fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", imagePath, target, rep.MappedBytes, ctx.Err())
 		}
 		if hs.err != nil {
 			return rep, fmt.Errorf("%w: read %s: %w", ErrImage, imagePath, hs.err)
@@ -855,6 +863,9 @@ func hashFile(ctx context.Context, path string, before os.FileInfo, size int64) 
 	var pos int64
 	for _, d := range append(data, [2]int64{size, size}) {
 		for pos < d[0] { // a hole reads as zeros
+			if err := ctx.Err(); err != nil {
+				return sumResult{err: err}
+			}
 			n := min(int64(step), d[0]-pos)
 			h.Write(zeros[:n])
 			pos += n

@@ -11,6 +11,23 @@ import (
 // dir) remembers nothing.
 type sumCache struct{ dir string }
 
+// racyWindow is how recent a file's last change may be for its hash to be
+// remembered: file systems stamp times from a clock that may tick only
+// every few milliseconds (and on older kernels every jiffy), so a file
+// rewritten in place, same size, within one tick of the hash would keep its
+// times. Tests set it to 0.
+var racyWindow = 2 * time.Second
+
+// racy says whether fi changed too recently for its times to prove that
+// the bytes hashed are still the bytes there.
+func racy(fi os.FileInfo) bool {
+	ct, ok := changeTime(fi)
+	if !ok {
+		ct = fi.ModTime()
+	}
+	return time.Since(ct) < racyWindow
+}
+
 // hashCacheMaxAge is how long an unused entry is kept.
 const hashCacheMaxAge = 30 * 24 * time.Hour
 
@@ -62,7 +79,7 @@ func (c sumCache) lookup(f *os.File, fi os.FileInfo) string {
 // month. Failures only cost a later recomputation.
 func (c sumCache) store(f *os.File, fi os.FileInfo, sum string) {
 	k := c.key(f, fi)
-	if k == "" || len(sum) != 64 {
+	if k == "" || len(sum) != 64 || racy(fi) {
 		return
 	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {

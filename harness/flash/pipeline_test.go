@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Setenv("XDG_CACHE_HOME", dir)
+	racyWindow = 0 // the tests' images are written just before they are flashed
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -286,4 +287,16 @@ func TestWriteRefusesATargetItsDriverDoesNotRecognise(t *testing.T) {
 
 	_, err = Write(context.Background(), img, target, Options{CheckTarget: func(*os.File) error { return nil }})
 	require.NoError(t, err)
+}
+
+func TestAFileChangedJustNowIsNotRemembered(t *testing.T) {
+	racyWindow = time.Hour
+	t.Cleanup(func() { racyWindow = 0 })
+	img, target := imageAndTarget(t, "os.img")
+	o := Options{HashCacheDir: filepath.Join(t.TempDir(), "cache")}
+	for range 2 {
+		rep, err := Write(context.Background(), img, target, o)
+		require.NoError(t, err)
+		assert.False(t, rep.SHA256Cached, "times within a clock tick of a rewrite prove nothing")
+	}
 }

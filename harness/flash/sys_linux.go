@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -105,4 +106,13 @@ func fileKey(f *os.File, fi os.FileInfo) string {
 		return ""
 	}
 	return fmt.Sprintf("%x-%x-%x-%d-%d.%09d-%d.%09d", st.Dev, st.Ino, uint32(gen), st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+}
+
+// changeTime returns a file's status-change time.
+func changeTime(fi os.FileInfo) (time.Time, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec), true //nolint:unconvert
 }
