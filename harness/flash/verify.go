@@ -175,10 +175,10 @@ func (v *verifier) run(ctx context.Context) {
 	defer v.r.close()
 	for {
 		v.mu.Lock()
-		todo, last := v.ready, v.last
+		batch, last := v.ready, v.last
 		v.ready = nil
 		v.mu.Unlock()
-		for _, w := range todo {
+		for _, w := range batch {
 			if err := v.r.check(ctx, w); err != nil {
 				v.mu.Lock()
 				v.err = err
@@ -189,10 +189,10 @@ func (v *verifier) run(ctx context.Context) {
 				return
 			}
 		}
-		if last && len(todo) == 0 {
+		if last && len(batch) == 0 {
 			return
 		}
-		if len(todo) == 0 {
+		if len(batch) == 0 {
 			select {
 			case <-v.wake:
 			case <-ctx.Done():
