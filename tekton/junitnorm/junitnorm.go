@@ -18,7 +18,8 @@
 //     every suite carries errors;
 //   - times are rounded to milliseconds;
 //   - a testcase's properties become lines "[[PROPERTY|name=value]]" in its
-//     <system-out> (the convention Testmo's JUnit format documents and
+//     <system-out>, and properties "<testcase>:<name>" of its testsuite
+//     (the system-out convention is the one Testmo's JUnit format documents and
 //     several report parsers read), or stay a <properties> element when
 //     [Options.CaseProperties] is [PropertiesElement];
 //   - the empty suite goes, a testcase without classname gets its suite's
@@ -324,7 +325,15 @@ func Normalize(r io.Reader, opts Options) (*Suites, error) {
 		}
 		su.Time = seconds(su.Time)
 		for i := range su.Cases {
-			normalizeCase(&su.Cases[i], su.Name, builds, opts)
+			moved := normalizeCase(&su.Cases[i], su.Name, builds, opts)
+			// Also as suite properties named "<testcase>:<property>", the
+			// one schema-valid element a reader can take them from.
+			for _, p := range moved {
+				if su.Properties == nil {
+					su.Properties = &Props{}
+				}
+				su.Properties.Items = append(su.Properties.Items, Property{Name: su.Cases[i].Name + ":" + p.Name, Value: p.Value})
+			}
 		}
 		kept = append(kept, su)
 	}
@@ -352,7 +361,9 @@ func Normalize(r io.Reader, opts Options) (*Suites, error) {
 	return s, nil
 }
 
-func normalizeCase(tc *Case, suite string, builds map[string]string, opts Options) {
+// normalizeCase fixes one testcase; it returns the properties it moved out
+// of the testcase (into its system-out), if any.
+func normalizeCase(tc *Case, suite string, builds map[string]string, opts Options) []Property {
 	if tc.Classname == "" {
 		tc.Classname = suite
 	}
@@ -389,8 +400,11 @@ func normalizeCase(tc *Case, suite string, builds map[string]string, opts Option
 			b.WriteString(tc.SystemOut.Text)
 		}
 		tc.SystemOut = &TextBlock{Text: b.String()}
+		moved := tc.Properties.Items
 		tc.Properties = nil
+		return moved
 	}
+	return nil
 }
 
 // parsePropertyLine reads a "[[PROPERTY|name=value]]" line.

@@ -156,6 +156,18 @@ func TestNormalizeCountsAndValidity(t *testing.T) {
 	if v, _ := find(t, s, "ok", "TestPass").Prop("dut.name"); v != "x" {
 		t.Errorf("TestPass's dut.name = %q", v)
 	}
+	// And as properties of the suite, named after the testcase.
+	suiteProps := map[string]string{}
+	for _, su := range s.Suites {
+		if su.Name == "ok" && su.Properties != nil {
+			for _, p := range su.Properties.Items {
+				suiteProps[p.Name] = p.Value
+			}
+		}
+	}
+	if suiteProps["TestFail:dut.name"] != "y" || suiteProps["TestPass:dut.name"] != "x" {
+		t.Errorf("suite properties by testcase: %v", suiteProps)
+	}
 	if sub := find(t, s, "ok", "TestSub/a"); sub.Failure.Message != "ok_test.go:6: sub fails" {
 		t.Errorf("subtest message %q", sub.Failure.Message)
 	}
