@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/atomicfile"
 )
 
 // saveState remembers a board's config in dir (atomically); failures only
@@ -16,14 +18,7 @@ func saveState(dir, serial string, cfg map[string]string) {
 	if err != nil || os.MkdirAll(dir, 0o755) != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(b)
-	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(dir, serial+".json")) != nil {
-		_ = os.Remove(tmp.Name())
-	}
+	_ = atomicfile.WriteFile(filepath.Join(dir, serial+".json"), b, 0o644)
 }
 
 // loadState returns the config remembered for a board, or nil.

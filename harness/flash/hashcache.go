@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/atomicfile"
 )
 
 // sumCache remembers image SHA-256s by file identity; its zero value (no
@@ -85,13 +87,7 @@ func (c sumCache) store(f *os.File, fi os.FileInfo, sum string) {
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(c.dir, ".tmp-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.WriteString(sum)
-	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), filepath.Join(c.dir, k)) != nil {
-		_ = os.Remove(tmp.Name())
+	if atomicfile.WriteFile(filepath.Join(c.dir, k), []byte(sum), 0o644) != nil {
 		return
 	}
 	entries, err := os.ReadDir(c.dir)

@@ -43,11 +43,12 @@ import (
 	"maps"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/atomicfile"
 )
 
 // HeaderSize is the size in bytes of the header block that precedes the
@@ -225,28 +226,9 @@ func WriteBlank(path string, size int64) error {
 	return writeAtomic(path, func(f *os.File) error { return f.Truncate(size) })
 }
 
-func writeAtomic(dst string, fill func(*os.File) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("simimage: writing %s: %w", dst, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err := fill(f); err != nil {
-		return fmt.Errorf("simimage: writing %s: %w", dst, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("simimage: writing %s: %w", dst, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("simimage: writing %s: %w", dst, err)
-	}
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return fmt.Errorf("simimage: writing %s: %w", dst, err)
+func writeAtomic(dst string, fill func(*os.File) error) error {
+	if err := atomicfile.Write(dst, 0o644, fill); err != nil {
+		return fmt.Errorf("simimage: %w", err)
 	}
 	return nil
 }
