@@ -107,14 +107,20 @@ type fake struct {
 	mu  sync.Mutex
 	con net.Conn // the console client
 	qmp net.Conn // the QMP client
+	// pending is console output printed before the fake's accept loop took
+	// the client the driver had already connected (the two race in the
+	// fake, not in the driver); it goes out first once it has.
+	pending []byte
 }
 
 func (f *fake) print(s string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.con != nil {
-		_, _ = f.con.Write([]byte(s))
+	if f.con == nil {
+		f.pending = append(f.pending, s...)
+		return
 	}
+	_, _ = f.con.Write([]byte(s))
 }
 
 func (f *fake) event(name string, data any) {
@@ -134,6 +140,8 @@ func (f *fake) serveConsole(l net.Listener) {
 		}
 		f.mu.Lock()
 		f.con = c
+		_, _ = c.Write(f.pending)
+		f.pending = nil
 		f.mu.Unlock()
 		sc := bufio.NewScanner(c)
 		for sc.Scan() {
