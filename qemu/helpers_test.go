@@ -258,5 +258,16 @@ func startSleeper(t *testing.T, args ...string) *exec.Cmd {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-done
 	})
+	// Start returns as exec begins; the kernel shows the new command line
+	// in /proc a moment later. Wait for it, as a stale QEMU from an
+	// earlier test would long have it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if a, ok := procArgs(cmd.Process.Pid); ok && len(a) == 4+len(args) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the sleeper's command line never showed in /proc")
+		time.Sleep(time.Millisecond)
+	}
 	return cmd
 }
