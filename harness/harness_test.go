@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -391,8 +392,12 @@ func (brokenDriver) Discover(context.Context) ([]driver.Device, error) {
 	return nil, errors.New("the emulator is not installed")
 }
 
+// registerBroken registers brokenDriver once per test binary (-count runs
+// the test again).
+var registerBroken = sync.OnceFunc(func() { driver.Register(brokenDriver{}) })
+
 func TestADriverThatCannotRunDoesNotHideTheOthers(t *testing.T) {
-	driver.Register(brokenDriver{})
+	registerBroken()
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
