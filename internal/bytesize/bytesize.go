@@ -57,3 +57,28 @@ func Parse(s string) (int64, error) {
 	}
 	return n * mul, nil
 }
+
+// Format writes n bytes in the largest binary unit that keeps at least one
+// whole unit, with one decimal below 10 of it: "512 B", "3.0 KiB", "12 MiB",
+// "1.5 GiB". Progress lines use it, so that a small image does not read
+// "0/0 MiB".
+func Format(n int64) string {
+	if n < 0 {
+		return "-" + Format(-n)
+	}
+	if n < 1<<10 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, unit := float64(n), ""
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"} {
+		v /= 1024
+		unit = u
+		if v < 1024 {
+			break
+		}
+	}
+	if v < 10 {
+		return strconv.FormatFloat(v, 'f', 1, 64) + " " + unit
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64) + " " + unit
+}

@@ -34,3 +34,14 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestFormat(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0 B", 1: "1 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 10: "3.0 KiB", 1536: "1.5 KiB",
+		12 << 20: "12 MiB", 3<<30 + 1<<29: "3.5 GiB", 1 << 40: "1.0 TiB", -2048: "-2.0 KiB",
+	} {
+		if got := Format(n); got != want {
+			t.Errorf("Format(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
