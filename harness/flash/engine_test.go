@@ -221,16 +221,19 @@ func holesSupported(t *testing.T, path string) {
 	}
 }
 
-func TestWriteSkipsTheHolesOfASparseRawImage(t *testing.T) {
+func TestSkipHolesLeavesTheTargetUnderTheHoles(t *testing.T) {
 	dir := t.TempDir()
 	const size = 8<<20 + 1000
 	path := filepath.Join(dir, "sparse.img")
 	img := sparseImage(t, path, size, [][2]int64{{0, 5000}, {1 << 20, 1<<20 + 100}, {4 << 20, 5 << 20}, {8 << 20, size}})
 	holesSupported(t, path)
 	target := prefilled(t, filepath.Join(dir, "disk"), size)
-	rep, err := Write(context.Background(), path, target, Options{BufferSize: 256 << 10})
+	rep, err := Write(context.Background(), path, target, Options{BufferSize: 256 << 10, SkipHoles: true})
 	require.NoError(t, err)
+	assert.Equal(t, ModeSkipHoles, rep.Mode)
 	assert.True(t, rep.Sparse)
+	assert.Zero(t, rep.ZeroedBytes)
+	assert.Empty(t, rep.ZeroedBy)
 	assert.True(t, rep.Verified)
 	assert.Equal(t, int64(size), rep.Bytes)
 	assert.Less(t, rep.MappedBytes, int64(size)/2)
@@ -246,17 +249,18 @@ func TestWriteSkipsTheHolesOfASparseRawImage(t *testing.T) {
 
 	// An empty regular file target grows to the image's size, holes and all.
 	empty := writeFile(t, filepath.Join(dir, "new"), nil)
-	_, err = Write(context.Background(), path, empty, Options{})
+	_, err = Write(context.Background(), path, empty, Options{SkipHoles: true})
 	require.NoError(t, err)
 	got, err = os.ReadFile(empty)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(img, got))
 
-	// NoBmap writes every byte.
-	rep, err = Write(context.Background(), path, target, Options{NoBmap: true})
+	// Without SkipHoles the holes are zeroed: the target is the image.
+	rep, err = Write(context.Background(), path, target, Options{})
 	require.NoError(t, err)
+	assert.Equal(t, ModeFull, rep.Mode)
 	assert.False(t, rep.Sparse)
-	assert.Equal(t, int64(size), rep.MappedBytes)
+	assert.Equal(t, int64(size), rep.MappedBytes+rep.ZeroedBytes)
 	got, err = os.ReadFile(target)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(img, got))

@@ -3,16 +3,18 @@
 // the test host.
 //
 // [Write] streams the image into the target, unpacking it on the way when it
-// is gzip, xz, zstd or bzip2 (told by its magic bytes, not its name; xz goes
-// through the xz command when one is installed, which is several times
-// faster than the built-in decoder). It works as a pipeline of goroutines
+// is gzip, xz, zstd or bzip2 (told by its magic bytes, not its name; xz and
+// bzip2 go through a system decoder when one is installed: xz, lbzip2,
+// pbzip2 or bzip2, several times faster than the built-in decoders, which
+// are the fallback and [Options.PureGo]). It works as a pipeline of goroutines
 // joined by bounded queues of reusable aligned buffers, so memory stays
 // bounded (about Buffers+InFlight+2 times BufferSize, 40 MiB by default)
 // whatever the image size:
 //
 //   - a producer reads the image (a raw image past the page cache with
-//     O_DIRECT, only its mapped ranges when it has a bmap or holes) or
-//     unpacks it, and checks each bmap range's SHA-256 as it passes;
+//     O_DIRECT, only its mapped ranges when it has a bmap, only its data
+//     when it has holes) or unpacks it, and checks each bmap range's
+//     SHA-256 as it passes;
 //   - the image file's SHA-256 is taken alongside (from the stream for a
 //     whole raw image, else by a second reader that skips the holes of a
 //     sparse file), or taken from the hash cache when this very file was
@@ -22,12 +24,41 @@
 //     [Options.SyncEvery] bytes so that cancelling never waits for minutes
 //     of dirty pages;
 //   - a verifier reads each synced range back past the page cache while the
-//     write goes on and compares its CRC-32C with what was written, so the
-//     read-back adds little to the flash; a mismatch stops the write.
+//     write goes on and compares its CRC-32C with what was written (and a
+//     zeroed range with zeros), so the read-back adds little to the flash; a
+//     mismatch stops the write.
 //
-// With a bmap (bmaptool's format 1.x/2.0, beside the image or given in
-// [Options]) only the mapped ranges are written; a sparse raw image without
-// a bmap has its holes skipped the way `bmaptool create` would map them.
+// # Holes and bmaps
+//
+// Without a bmap the target ends byte-identical to the image ([ModeFull]):
+// every byte of its first [Report.Bytes] is the image's. The holes of a
+// sparse raw image (mapped as `bmaptool create` maps them: 4 KiB blocks
+// without data) are not read; they are made zero on the target by the
+// device where it guarantees zeros (fallocate PUNCH_HOLE, else ZERO_RANGE,
+// on a regular file; the BLKZEROOUT ioctl on a block device, never
+// BLKDISCARD, which need not read back as zeros), else by writing zeros,
+// and the read-back checks that they read as zeros. A compressed image has
+// no holes: all of it is written. Skipping holes is what a bmap or an
+// explicit option asks for: with a bmap (bmaptool's format 1.x/2.0, beside
+// the image or given in [Options]) only its mapped ranges are written
+// ([ModeBmap]) and the rest of the target is left as it was; with
+// [Options.SkipHoles] the holes of a sparse raw image are left as they were
+// ([ModeSkipHoles]). [Options.NoBmap] refuses a bmap found beside the image,
+// like `bmaptool copy --nobmap`. [Report.Mode] says which rule a write
+// followed.
+//
+// # Errors
+//
+// Every error about the image (missing, unreadable, empty, a corrupt or
+// truncated stream, a bmap that is corrupt or another image's, a range not
+// matching its bmap, an image that changed while it was flashed, an image
+// larger than the target) wraps [ErrImage], those about a bmap also
+// [ErrBmap], and a too big image also [ErrTooBig]: the user's input to fix.
+// Every error about the target (missing, not a disk, mounted, claimed, not
+// this DUT's disk, without its medium, failing to write, sync or zero,
+// reading back other bytes) wraps [ErrTarget], a read-back mismatch also
+// [ErrVerify]: the lab's. A cancelled ctx wraps its error and neither.
+//
 // Before writing a byte it checks its inputs: the image must be a readable
 // regular file, the bmap its own, the target a block device that is not
 // mounted (nor any of its partitions) or a regular file, and no smaller than
@@ -57,11 +88,18 @@ import (
 // Errors callers tell apart with [errors.Is].
 var (
 	// ErrImage is wrapped by errors about the image: missing, unreadable,
-	// not a regular file, empty, corrupt, not matching its bmap.
+	// not a regular file, empty, a corrupt or truncated stream, not
+	// matching its bmap, changed while it was flashed, too big for the
+	// target ([ErrTooBig]).
 	ErrImage = errors.New("bad image")
 	// ErrTarget is wrapped by errors about the target: missing, not a block
-	// device or regular file, mounted, too small, failing to write.
+	// device or regular file, mounted, claimed, not the DUT's disk, without
+	// its medium (0 bytes), failing to write, sync, zero or read back.
 	ErrTarget = errors.New("bad flash target")
+	// ErrTooBig is wrapped (with [ErrImage]) when the image is larger than
+	// the target: the image does not fit this DUT's disk, which the
+	// image's author can fix (a smaller image) and the lab cannot.
+	ErrTooBig = errors.New("image larger than the target")
 	// ErrVerify is wrapped (with [ErrTarget]) when what was read back from
 	// the target differs from what was written.
 	ErrVerify = errors.New("read-back verification failed")
@@ -69,8 +107,8 @@ var (
 
 // Progress reports how a write goes.
 type Progress struct {
-	// Done is how far into the unpacked image the write got (written or
-	// skipped bytes). Total is the unpacked image's size, or -1 when it is
+	// Done is how far into the unpacked image the write got (written,
+	// zeroed or skipped bytes). Total is the unpacked image's size, or -1 when it is
 	// not known before the end (a compressed image without a bmap).
 	Done, Total int64
 	// Fraction is the share of the work done, from 0 to 1: Done/Total, or
@@ -107,8 +145,22 @@ type Options struct {
 	// Bmap is the bmap file to use. When empty, IMAGE.bmap is used if it
 	// exists, and for a compressed image foo.img.zst also foo.img.bmap.
 	Bmap string
-	// NoBmap ignores any bmap and any holes: every byte is written.
+	// NoBmap refuses every bmap, like `bmaptool copy --nobmap`: neither
+	// IMAGE.bmap beside the image nor [Options.Bmap] is read, and the
+	// target ends byte-identical to the image ([ModeFull]: a raw image's
+	// holes are zeroed on the target, see [Write]).
 	NoBmap bool
+	// SkipHoles leaves the target's bytes under the holes of a sparse raw
+	// image (one without a bmap) as they were, writing only its data
+	// ([ModeSkipHoles]), as the flash engine did before byte-identity
+	// became the default: faster, but the target then holds the image only
+	// where the image has data, and whatever was flashed before everywhere
+	// else (an old file system's signature in an empty partition, an old
+	// boot sector in a blank image). Ask for it only when the holes'
+	// content does not matter. It has no effect with a bmap (which already
+	// writes only its mapped ranges) nor on a compressed image (which has
+	// no holes: its zeros are written).
+	SkipHoles bool
 	// SyncEvery syncs the target after every this many bytes written, so
 	// that cancelling or closing never waits for minutes of dirty pages.
 	// Default 64 MiB; negative syncs only at the end.
@@ -131,11 +183,31 @@ type Options struct {
 	// anything is written: a driver's proof that this is its DUT's disk and
 	// not another (see driver.TargetChecker). An error refuses the target.
 	CheckTarget func(f *os.File) error
-	// PureGo unpacks xz images with the built-in decoder even when an xz
-	// command is on PATH (which is used by default: it is several times
-	// faster and uses every core).
+	// PureGo unpacks xz and bzip2 images with the built-in decoders even
+	// when a command for them is on PATH (xz; lbzip2, pbzip2 or bzip2),
+	// which is used by default: it is several times faster and, xz and
+	// lbzip2, uses every core.
 	PureGo bool
 }
+
+// Mode says what a [Write] left on the target outside the image's data.
+type Mode string
+
+// The modes of [Report.Mode].
+const (
+	// ModeBmap: a bmap was used; its mapped ranges were written and
+	// checked against its checksums, its unmapped ranges were left as
+	// they were on the target.
+	ModeBmap Mode = "bmap"
+	// ModeFull: the target's first [Report.Bytes] bytes are byte-identical
+	// to the (unpacked) image. The holes of a sparse raw image were zeroed
+	// on the target ([Report.ZeroedBytes], [Report.ZeroedBy]) rather than
+	// read and written.
+	ModeFull Mode = "full"
+	// ModeSkipHoles: [Options.SkipHoles]; the data of a sparse raw image
+	// was written and its holes left as they were on the target.
+	ModeSkipHoles Mode = "skip-holes"
+)
 
 // Report says what a [Write] did (on failure: how far it got).
 type Report struct {
@@ -157,14 +229,36 @@ type Report struct {
 	// sync made it durable.
 	Duration time.Duration
 
-	Bmap   string // the bmap file used, "" when none
-	Sparse bool   // the raw image's holes were skipped (no bmap)
-	// MappedBytes is how many bytes were written to the target: the mapped
-	// ranges, or all Bytes when nothing was skipped.
-	MappedBytes    int64
-	MappedFraction float64 // MappedBytes / Bytes
-	Direct         bool    // writes went through O_DIRECT
-	Verified       bool    // the written ranges were read back and matched
+	// Mode says what the target holds besides what was written: the image
+	// byte for byte (ModeFull), or old bytes outside a bmap's mapped
+	// ranges (ModeBmap) or under a raw image's holes (ModeSkipHoles).
+	Mode Mode
+	Bmap string // the bmap file used, "" when none
+	// Sparse says the raw image's holes were skipped, left as they were
+	// on the target: Mode is ModeSkipHoles.
+	Sparse bool
+	// MappedBytes is how many bytes of the image were written to the
+	// target: the mapped ranges of a bmap, the data of a sparse raw image
+	// (with the short holes between its data ranges, under 256 KiB, read
+	// and written as the zeros they are), or all Bytes.
+	MappedBytes int64
+	// MappedFraction is MappedBytes / Bytes.
+	MappedFraction float64
+	// ZeroedBytes is how many bytes of the target were made zero, rather
+	// than written from the image, to match the holes of a sparse raw
+	// image (ModeFull). With ModeFull, MappedBytes + ZeroedBytes = Bytes.
+	ZeroedBytes int64
+	// ZeroedBy says how: "punch-hole" or "zero-range" (fallocate on a
+	// regular file), "blkzeroout" (the BLKZEROOUT ioctl of a block device,
+	// which reads back as zeros by contract), "write" (zeros written, where
+	// the device offers none of these), "+"-joined when several were used
+	// (an unaligned last hole of a block device is written); "" when
+	// nothing was zeroed.
+	ZeroedBy string
+	Direct   bool // writes went through O_DIRECT
+	// Verified says the written ranges were read back and matched, and
+	// the zeroed ones read as zeros.
+	Verified bool
 	// VerifyDuration is how long the read-back ran on after the write
 	// ended: what verification adds to a flash.
 	VerifyDuration time.Duration
@@ -232,12 +326,13 @@ type extent struct {
 	name       string
 }
 
-// written is a byte range of the target and the SHA-256 of what was written
-// there, checked by the read-back.
+// written is a byte range of the target and the CRC-32C of what was written
+// there, or a range that was zeroed, checked by the read-back.
 type written struct {
 	start, end int64
 	sum        uint32 // CRC-32C
 	name       string
+	zero       bool // zeroed, not written: must read back as zeros
 }
 
 // Test hooks, nil in production: syncHook is called after each sync of the
@@ -311,9 +406,36 @@ func holeExtents(f *os.File, size int64) []extent {
 	return out
 }
 
+// dataSpans merges a sparse raw image's data ranges across holes shorter
+// than spanGap (which the producer reads through anyway: writing their
+// zeros costs less than another request): the ranges ModeFull writes; the
+// holes between them are zeroed.
+func dataSpans(data []extent) []extent {
+	out := mergeSpans(data)
+	const bs = 4096
+	for i := range out {
+		out[i].name = fmt.Sprintf("data blocks %d-%d", out[i].start/bs, (out[i].end-1)/bs)
+	}
+	return out
+}
+
+// tooBig describes a target smaller than the image: the image's fault (it
+// does not fit this DUT's disk), unless the target holds no bytes at all,
+// which is a disk or reader without its medium.
+func tooBig(target string, capacity int64, what string) error {
+	if capacity == 0 {
+		return fmt.Errorf("%w: %s holds 0 bytes (%s): no medium in the reader, or the disk failed: check the DUT's storage", ErrTarget, target, what)
+	}
+	return fmt.Errorf("%w: %w: %s holds %d bytes, %s: the image is too big for this DUT's disk: use a smaller image, or a DUT with a bigger disk", ErrImage, ErrTooBig, target, capacity, what)
+}
+
 // Write copies the image at imagePath onto target, unpacking it when it is
-// compressed, writing only the mapped ranges when it has a bmap or holes,
-// syncs it and reads it back. It refuses, before writing anything, an image
+// compressed, syncs it and reads it back. Without a bmap the target's first
+// bytes end identical to the image, holes included (they are zeroed, not
+// written, see the package doc); with one only its mapped ranges are
+// written, and with [Options.SkipHoles] only a sparse raw image's data. The
+// [Report] says which ([Report.Mode]) and how many bytes were written and
+// zeroed. It refuses, before writing anything, an image
 // that [CheckImage] rejects, a bad bmap (unparsable, a wrong own checksum,
 // an ImageSize not the raw image's size), a target that is not a block
 // device or regular file, a mounted block device, and a target smaller than
@@ -392,9 +514,25 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 			s, e := bmap.Bytes(r)
 			exts = append(exts, extent{start: s, end: e, sum: r.Checksum, name: fmt.Sprintf("bmap range %d-%d (bytes %d-%d)", r.First, r.Last, s, e-1)})
 		}
-	} else if format == Raw && !o.NoBmap {
-		exts = holeExtents(file, size)
-		rep.Sparse = exts != nil
+	}
+	rep.Mode = ModeFull
+	zeroHoles := false // ModeFull with holes: the gaps between exts are zeroed
+	switch {
+	case bmap != nil:
+		rep.Mode = ModeBmap
+	case format == Raw:
+		data := holeExtents(file, size)
+		if data == nil {
+			break // no holes: every byte is written
+		}
+		if o.SkipHoles {
+			exts, rep.Mode, rep.Sparse = data, ModeSkipHoles, true
+			break
+		}
+		// Short holes are read and written with their neighbours
+		// (the producer reads through them anyway); the rest are
+		// zeroed on the target.
+		exts, zeroHoles = dataSpans(data), true
 	}
 	if _, err := file.Seek(0, io.SeekStart); err != nil {
 		return rep, fmt.Errorf("%w: %s: %w", ErrImage, imagePath, err)
@@ -427,7 +565,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	}
 	growable := regular && capacity == 0
 	if imageSize >= 0 && capacity < imageSize && !growable {
-		return rep, fmt.Errorf("%w: %s holds %d bytes, the image %s needs %d: use a bigger disk or a smaller image", ErrTarget, target, capacity, imagePath, imageSize)
+		return rep, tooBig(target, capacity, fmt.Sprintf("the image %s needs %d", imagePath, imageSize))
 	}
 	var direct *os.File
 	if !o.NoDirect {
@@ -542,7 +680,14 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		defer func() { stopVerify(); ver.wait() }()
 	}
 
-	wr := startWriters(target, dst, direct, o.InFlight)
+	if growable && imageSize >= 0 {
+		// A new file gets its size first: its holes are the image's
+		// holes and read as zeros from the start.
+		if err := dst.Truncate(imageSize); err != nil {
+			return rep, fmt.Errorf("%w: size %s: %w", ErrTarget, target, err)
+		}
+	}
+	wr := startWriters(target, dst, direct, o.InFlight, !regular, o.BufferSize)
 	defer wr.stop()
 	var release func() // gives the current chunk's buffer back once written
 
@@ -551,7 +696,9 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		done      []written // closed segments, in order
 		handed    int       // how many of done the verifier has
 		cur       *written
-		lastSync  int64
+		lastSync  int64 // MappedBytes at the last sync
+		lastCover int64 // MappedBytes+ZeroedBytes at the last sync
+		zpos      int64 // with zeroHoles: the target is settled up to here
 		nextPrint = o.ProgressEvery
 	)
 	finished := false // the last report()
@@ -605,13 +752,13 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	// says what reached the target.
 	fail := func(err error) (Report, error) {
 		_ = wr.drain()
-		rep.MappedBytes = wr.ok.Load()
+		rep.MappedBytes, rep.ZeroedBytes, rep.ZeroedBy = wr.ok.Load(), wr.zeroed.Load(), wr.zeroedBy()
 		rep.Direct = direct != nil && !wr.noDir.Load()
 		return rep, err
 	}
 	stopped := func(err error) error {
 		_ = wr.drain()
-		rep.MappedBytes = wr.ok.Load()
+		rep.MappedBytes, rep.ZeroedBytes, rep.ZeroedBy = wr.ok.Load(), wr.zeroed.Load(), wr.zeroedBy()
 		of := fmt.Sprintf(" of %d", total)
 		if total < 0 {
 			of = " (unpacked)"
@@ -631,7 +778,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if err := dst.Sync(); err != nil {
 			return fmt.Errorf("%w: sync %s: %w", ErrTarget, target, err)
 		}
-		lastSync = rep.MappedBytes
+		lastSync, lastCover = rep.MappedBytes, rep.MappedBytes+rep.ZeroedBytes
 		if syncHook != nil {
 			syncHook(lastSync)
 		}
@@ -650,6 +797,33 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 			ver.add(done[handed:], false)
 			handed = len(done)
 			return ver.failed()
+		}
+		return nil
+	}
+	// zeroTo zeroes the target from zpos up to end (a hole of the image),
+	// in pieces that the read-back checks apart.
+	zeroTo := func(end int64) error {
+		for zpos < end {
+			if err := ctx.Err(); err != nil {
+				return stopped(err)
+			}
+			if err := wr.failed(); err != nil {
+				return err
+			}
+			n := min(end-zpos, verifySegment)
+			if cur != nil {
+				done = append(done, *cur)
+				cur = nil
+			}
+			done = append(done, written{start: zpos, end: zpos + n, zero: true, name: "a hole of the image"})
+			wr.submitZero(zpos, n)
+			rep.ZeroedBytes += n
+			zpos += n
+			if o.SyncEvery > 0 && rep.MappedBytes+rep.ZeroedBytes-lastCover >= o.SyncEvery {
+				if err := syncTarget(); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	}
@@ -673,7 +847,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if c.n > 0 {
 			off, end := c.off, c.off+int64(c.n)
 			if !growable && end > capacity {
-				return fail(fmt.Errorf("%w: the %s image %s unpacks to more than the %d bytes %s holds; stopped at offset %d, the target is incomplete: use a bigger disk or a smaller image", ErrTarget, describeFormat(format), imagePath, capacity, target, rep.Bytes))
+				return fail(tooBig(target, capacity, fmt.Sprintf("the %s image %s unpacks to more (stopped at offset %d, the target is incomplete)", describeFormat(format), imagePath, rep.Bytes)))
 			}
 			if bmap != nil && end > bmap.ImageSize {
 				return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to more than the %d bytes its bmap %s says (stopped at offset %d): the bmap belongs to another image", ErrImage, ErrBmap, describeFormat(format), imagePath, bmap.ImageSize, bmapPath, rep.Bytes))
@@ -699,6 +873,12 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 					break
 				}
 				a, b := max(pos, e.start), min(end, e.end)
+				if zeroHoles {
+					if err := zeroTo(a); err != nil {
+						return fail(err)
+					}
+					zpos = b
+				}
 				if err := put(c.buf[a-off:b-off], a, e.name, hold, release); err != nil {
 					return fail(err)
 				}
@@ -708,7 +888,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 				}
 				pos = b
 			}
-			if o.SyncEvery > 0 && rep.MappedBytes-lastSync >= o.SyncEvery {
+			if o.SyncEvery > 0 && rep.MappedBytes+rep.ZeroedBytes-lastCover >= o.SyncEvery {
 				if err := syncTarget(); err != nil {
 					return fail(err)
 				}
@@ -747,6 +927,11 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if format == Raw && rep.Bytes != size {
 		return fail(fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size))
 	}
+	if zeroHoles {
+		if err := zeroTo(size); err != nil { // the last hole, or all of a blank image
+			return fail(err)
+		}
+	}
 	if bmap != nil && rep.Bytes != bmap.ImageSize {
 		return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to %d bytes, its bmap %s says %d: the bmap belongs to another image; the target is incomplete", ErrImage, ErrBmap, describeFormat(format), imagePath, rep.Bytes, bmapPath, bmap.ImageSize))
 	}
@@ -762,6 +947,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		return fail(err)
 	}
 	rep.Direct = direct != nil && !wr.noDir.Load()
+	rep.ZeroedBy = wr.zeroedBy()
 	if direct != nil {
 		if err := direct.Close(); err != nil {
 			return rep, fmt.Errorf("%w: close %s: %w", ErrTarget, target, err)

@@ -53,7 +53,7 @@ func TestWriteRefusesBadInputWithoutWriting(t *testing.T) {
 		{"no image", "", small, ErrImage, "set DUT_IMAGE"},
 		{"image is a directory", dir, small, ErrImage, "not a regular file"},
 		{"empty image", empty, small, ErrImage, "is empty"},
-		{"target too small", img, small, ErrTarget, "holds 1024 bytes"},
+		{"target too small", img, small, ErrTooBig, "holds 1024 bytes"},
 		{"missing target", img, filepath.Join(dir, "nodisk"), ErrTarget, "no such file"},
 		{"target is a directory", img, dir, ErrTarget, "neither a block device nor a regular file"},
 	}

@@ -49,10 +49,12 @@ func TestWriteToABlockDevice(t *testing.T) {
 	assert.True(t, rep.Verified)
 	checkMapped(t, backing, img, ranges)
 
-	// Too small: refused before writing.
+	// Too small: refused before writing; the image does not fit this disk.
 	big := writeFile(t, filepath.Join(dir, "big.img"), bytes.Repeat([]byte{1}, 3<<20))
 	_, err = Write(context.Background(), big, dev, Options{})
-	require.ErrorIs(t, err, ErrTarget)
+	require.ErrorIs(t, err, ErrImage)
+	require.ErrorIs(t, err, ErrTooBig)
+	require.NotErrorIs(t, err, ErrTarget)
 	assert.Contains(t, err.Error(), "holds 2097152 bytes")
 
 	// Claimed by someone else (as the kernel claims a mounted disk): refused.
@@ -94,4 +96,70 @@ func TestWriteRefusesAMountedBlockDevice(t *testing.T) {
 	after, err := os.ReadFile(dev)
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(before, after), "the mounted disk is untouched")
+}
+
+// fillDevice overwrites the whole block device dev with b and syncs it.
+func fillDevice(t *testing.T, dev string, n int, b byte) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.WriteAt(bytes.Repeat([]byte{b}, n), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Sync())
+}
+
+// The case on a block device: the hole is zeroed with BLKZEROOUT
+// (an unaligned last hole is written), and the device reads back as the
+// image.
+func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		tail     int64
+		o        Options
+		zeroedBy string
+	}{
+		{"aligned", 0, Options{}, "blkzeroout"},
+		{"unaligned end", 1000, Options{}, "blkzeroout+write"},
+		{"NoDirect", 0, Options{NoDirect: true}, "blkzeroout"},
+		{"no BLKZEROOUT", 0, Options{}, "write"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dev, _ := loopDevice(t, 4<<20)
+			fillDevice(t, dev, 4<<20, 0xff)
+			path, img := holeyImage(t, t.TempDir(), c.tail)
+			if c.zeroedBy == "write" {
+				zeroRefuseHook = func(m zeroMethod) bool { return m == zeroBlk }
+				t.Cleanup(func() { zeroRefuseHook = nil })
+			}
+			rep, err := Write(context.Background(), path, dev, c.o)
+			require.NoError(t, err)
+			requireImage(t, dev, img, 0xff)
+			assert.Equal(t, ModeFull, rep.Mode)
+			assert.Equal(t, c.zeroedBy, rep.ZeroedBy)
+			assert.Equal(t, int64(len(img)), rep.MappedBytes+rep.ZeroedBytes)
+			assert.Equal(t, int64(2<<20), rep.MappedBytes)
+			assert.True(t, rep.Verified)
+		})
+	}
+	t.Run("SkipHoles", func(t *testing.T) {
+		dev, _ := loopDevice(t, 4<<20)
+		fillDevice(t, dev, 4<<20, 0xff)
+		path, img := holeyImage(t, t.TempDir(), 0)
+		rep, err := Write(context.Background(), path, dev, Options{SkipHoles: true})
+		require.NoError(t, err)
+		copy(img[1<<20:2<<20], bytes.Repeat([]byte{0xff}, 1<<20))
+		requireImage(t, dev, img, 0xff)
+		assert.Equal(t, ModeSkipHoles, rep.Mode)
+	})
+	t.Run("a device that does not zero", func(t *testing.T) {
+		dev, _ := loopDevice(t, 4<<20)
+		fillDevice(t, dev, 4<<20, 0xff)
+		path, _ := holeyImage(t, t.TempDir(), 0)
+		zeroHook = func(off, n int64) (bool, error) { return true, nil }
+		t.Cleanup(func() { zeroHook = nil })
+		_, err := Write(context.Background(), path, dev, Options{})
+		require.ErrorIs(t, err, ErrVerify)
+		assert.Contains(t, err.Error(), "byte 1048576 reads back as 0xff")
+	})
 }

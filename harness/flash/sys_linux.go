@@ -116,3 +116,78 @@ func changeTime(fi os.FileInfo) (time.Time, bool) {
 	}
 	return time.Unix(st.Ctim.Sec, st.Ctim.Nsec), true //nolint:unconvert
 }
+
+// How a range of the target is made to read as zeros, in order of
+// preference: the first three are the device's (or file system's) own
+// guarantee and move no data; zeroWrite writes zeros.
+const (
+	zeroPunch     zeroMethod = iota // fallocate(PUNCH_HOLE|KEEP_SIZE): a regular file
+	zeroZeroRange                   // fallocate(ZERO_RANGE|KEEP_SIZE): a regular file
+	zeroBlk                         // ioctl(BLKZEROOUT): a block device
+	zeroWrite                       // write zeros
+)
+
+// deviceZero makes n bytes of f at off read as zeros with method m (not
+// zeroWrite). It returns errZeroUnsupported when the file system or device
+// does not offer m, so that the caller can try the next one.
+func deviceZero(f *os.File, m zeroMethod, off, n int64) error {
+	const (
+		fallocKeepSize  = 0x01
+		fallocPunchHole = 0x02
+		fallocZeroRange = 0x10
+		blkZeroOut      = 0x127f // _IO(0x12, 127)
+	)
+	var err error
+	switch m {
+	case zeroPunch:
+		err = syscall.Fallocate(int(f.Fd()), fallocPunchHole|fallocKeepSize, off, n)
+	case zeroZeroRange:
+		err = syscall.Fallocate(int(f.Fd()), fallocZeroRange|fallocKeepSize, off, n)
+	case zeroBlk:
+		// BLKZEROOUT reads back as zeros by contract (the kernel writes
+		// zeros itself where the device has no WRITE ZEROES), unlike
+		// BLKDISCARD; it also drops the range from the page cache.
+		r := [2]uint64{uint64(off), uint64(n)}
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), blkZeroOut, uintptr(unsafe.Pointer(&r))); errno != 0 {
+			err = errno
+		}
+	default:
+		return errZeroUnsupported
+	}
+	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.ENOTTY) || errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("%w: %w", errZeroUnsupported, err)
+	}
+	return err
+}
+
+// dataIn returns the parts of [start, end) of f that hold data, told by
+// SEEK_DATA/SEEK_HOLE: a hole of a regular file reads as zeros by the file
+// system's guarantee. A block device (or a file system that cannot tell)
+// reports everything as data. ok is false when the question failed.
+func dataIn(f *os.File, start, end int64) (parts [][2]int64, ok bool) {
+	const seekData, seekHole = 3, 4
+	fd := int(f.Fd())
+	for off := start; off < end; {
+		d, err := syscall.Seek(fd, off, seekData)
+		if errors.Is(err, syscall.ENXIO) {
+			break // no data after off (or off is past the end)
+		}
+		if err != nil {
+			return nil, false
+		}
+		if d >= end {
+			break
+		}
+		h, err := syscall.Seek(fd, d, seekHole)
+		if err != nil {
+			return nil, false
+		}
+		h = min(h, end)
+		if h <= d {
+			return nil, false
+		}
+		parts = append(parts, [2]int64{d, h})
+		off = h
+	}
+	return parts, true
+}

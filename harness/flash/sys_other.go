@@ -24,3 +24,14 @@ func setPipeSize(*os.File, int) {}
 func fileKey(*os.File, os.FileInfo) string { return "" }
 
 func changeTime(os.FileInfo) (time.Time, bool) { return time.Time{}, false }
+
+const (
+	zeroPunch zeroMethod = iota
+	zeroZeroRange
+	zeroBlk
+	zeroWrite
+)
+
+func deviceZero(*os.File, zeroMethod, int64, int64) error { return errZeroUnsupported }
+
+func dataIn(*os.File, int64, int64) ([][2]int64, bool) { return nil, false }

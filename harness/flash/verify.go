@@ -1,6 +1,7 @@
 package flash
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,39 +59,94 @@ func (r *reader) close() {
 	}
 }
 
-// check reads w back and compares its CRC-32C with what was written. With
-// O_DIRECT it reads whole aligned blocks around the range (an unaligned
-// range must not fall back to the page cache the writer just filled);
-// without, it first drops the target's cached pages.
+// check reads w back and compares its CRC-32C with what was written, or
+// for a zeroed range checks that it reads as zeros. With O_DIRECT it reads
+// whole aligned blocks around the range (an unaligned range must not fall
+// back to the page cache the writer just filled); without, it first drops
+// the target's cached pages.
 func (r *reader) check(ctx context.Context, w written) error {
 	for {
-		sum, err := r.sum(ctx, w)
+		var err error
+		if w.zero {
+			err = r.checkZero(ctx, w)
+		} else {
+			err = r.checkSum(ctx, w)
+		}
 		if errors.Is(err, errNoDirect) {
 			r.direct.Close()
 			r.direct = nil // the device wants another alignment: go buffered
 			continue
 		}
-		if err != nil {
+		return err
+	}
+}
+
+func (r *reader) checkSum(ctx context.Context, w written) error {
+	var sum uint32
+	if err := r.scan(ctx, w.start, w.end, func(p []byte, _ int64) error {
+		sum = crc32.Update(sum, castagnoli, p)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if sum != w.sum {
+		where := fmt.Sprintf("bytes %d-%d", w.start, w.end-1)
+		if w.name != "" {
+			where += " of " + w.name
+		}
+		return fmt.Errorf("%w: %w: %s %s read back with crc32c %08x, but %08x was written: the medium or its adapter corrupts data", ErrTarget, ErrVerify, r.target, where, sum, w.sum)
+	}
+	return nil
+}
+
+// checkZero checks that a zeroed range reads as zeros. Of a regular file it
+// reads only what the file system reports as data (SEEK_DATA): a hole reads
+// as zeros by the file system's own guarantee, so a punched range costs no
+// read at all. Everything else (all of it on a block device) is read back
+// from the medium like a written range and compared with zeros.
+func (r *reader) checkZero(ctx context.Context, w written) error {
+	parts, ok := dataIn(r.rd, w.start, w.end)
+	if !ok {
+		parts = [][2]int64{{w.start, w.end}}
+	}
+	for _, d := range parts {
+		if err := r.scan(ctx, d[0], d[1], func(p []byte, at int64) error {
+			if i := nonZero(p); i >= 0 {
+				return fmt.Errorf("%w: %w: %s byte %d reads back as %#02x, but bytes %d-%d (a hole of the image) were zeroed: the device does not zero reliably; flash with a bmap or Options.SkipHoles, or check the medium", ErrTarget, ErrVerify, r.target, at+int64(i), p[i], w.start, w.end-1)
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
-		if sum != w.sum {
-			where := fmt.Sprintf("bytes %d-%d", w.start, w.end-1)
-			if w.name != "" {
-				where += " of " + w.name
-			}
-			return fmt.Errorf("%w: %w: %s %s read back with crc32c %08x, but %08x was written: the medium or its adapter corrupts data", ErrTarget, ErrVerify, r.target, where, sum, w.sum)
-		}
-		return nil
 	}
+	return nil
+}
+
+// nonZero returns the index of p's first byte that is not zero, or -1.
+func nonZero(p []byte) int {
+	var z [4096]byte
+	for off := 0; off < len(p); off += len(z) {
+		q := p[off:min(off+len(z), len(p))]
+		if bytes.Equal(q, z[:len(q)]) {
+			continue
+		}
+		for i, b := range q {
+			if b != 0 {
+				return off + i
+			}
+		}
+	}
+	return -1
 }
 
 // errNoDirect says an O_DIRECT read was refused (EINVAL).
 var errNoDirect = errors.New("O_DIRECT read refused")
 
-// sum reads w back and returns its CRC-32C.
-func (r *reader) sum(ctx context.Context, w written) (uint32, error) {
+// scan reads [start, end) of the target back from the medium and hands it
+// to fn in order, a buffer at a time, with the target offset of each part.
+func (r *reader) scan(ctx context.Context, start, end int64, fn func(p []byte, at int64) error) error {
 	f := r.direct
-	pos := w.start
+	pos := start
 	if f != nil {
 		pos &^= align - 1
 	} else {
@@ -100,35 +156,36 @@ func (r *reader) sum(ctx context.Context, w written) (uint32, error) {
 		dropCache(r.rd, 0, 0)
 		f = r.rd
 	}
-	var sum uint32
-	for pos < w.end {
+	for pos < end {
 		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("verify of %s stopped at offset %d: %w", r.target, max(pos, w.start), err)
+			return fmt.Errorf("verify of %s stopped at offset %d: %w", r.target, max(pos, start), err)
 		}
-		end := min(pos+int64(len(r.buf)), w.end) // the bytes wanted from this read
-		size := int(end - pos)
+		stop := min(pos+int64(len(r.buf)), end) // the bytes wanted from this read
+		size := int(stop - pos)
 		if r.direct != nil {
 			size = min((size+align-1)&^(align-1), len(r.buf))
 		}
 		n, err := f.ReadAt(r.buf[:size], pos)
 		if r.direct != nil && errors.Is(err, syscall.EINVAL) {
-			return 0, errNoDirect
+			return errNoDirect
 		}
-		if int64(n) < end-pos {
+		if int64(n) < stop-pos {
 			if err == nil || err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return 0, fmt.Errorf("%w: %w: read %s at offset %d: %w", ErrTarget, ErrVerify, r.target, pos, err)
+			return fmt.Errorf("%w: %w: read %s at offset %d: %w", ErrTarget, ErrVerify, r.target, pos, err)
 		}
-		lo := max(w.start, pos) - pos
-		p := r.buf[lo : end-pos]
+		lo := max(start, pos) - pos
+		p := r.buf[lo : stop-pos]
 		if readBackHook != nil {
 			readBackHook(p, pos+lo)
 		}
-		sum = crc32.Update(sum, castagnoli, p)
-		pos = end
+		if err := fn(p, pos+lo); err != nil {
+			return err
+		}
+		pos = stop
 	}
-	return sum, nil
+	return nil
 }
 
 // verify reads the written ranges back and compares them with what was

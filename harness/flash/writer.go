@@ -2,7 +2,9 @@ package flash
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,33 +24,58 @@ type writers struct {
 	busy   sync.WaitGroup // writes submitted and not finished
 	done   sync.WaitGroup // the workers
 	ok     atomic.Int64   // bytes written successfully
+	zeroed atomic.Int64   // bytes zeroed successfully
+	// method is the zeroMethod tried first now: it only moves on (to
+	// zeroWrite at the latest) when the device refuses one.
+	method atomic.Int32
+	used   atomic.Uint32 // bit m set: zeroMethod m zeroed some range
+	zeros  []byte        // aligned zeros for zeroWrite, never written to
 	mu     sync.Mutex
 	err    error // the first failure
 }
 
-// wjob is one write; release is called when it is finished.
+// wjob is one write, or with zero set one zeroing of n bytes; release is
+// called when it is finished.
 type wjob struct {
 	p       []byte
 	at      int64
+	n       int64
+	zero    bool
 	release func()
 }
 
-func startWriters(target string, dst, direct *os.File, n int) *writers {
+// startWriters starts n writers. block says the target is a block device:
+// it picks how ranges are zeroed (see zeroMethod).
+func startWriters(target string, dst, direct *os.File, n int, block bool, bufSize int) *writers {
 	w := &writers{target: target, dst: dst, direct: direct, jobs: make(chan wjob, n)}
+	w.method.Store(int32(zeroPunch))
+	if block {
+		w.method.Store(int32(zeroBlk))
+	}
+	w.zeros = alignedBuf(bufSize)
 	for range n {
 		w.done.Go(func() {
 			for j := range w.jobs {
-				err := w.write(j.p, j.at)
+				var err error
+				if j.zero {
+					err = w.zero(j.at, j.n)
+				} else {
+					err = w.write(j.p, j.at)
+				}
 				if err != nil {
 					w.mu.Lock()
 					if w.err == nil {
 						w.err = err
 					}
 					w.mu.Unlock()
+				} else if j.zero {
+					w.zeroed.Add(j.n)
 				} else {
 					w.ok.Add(int64(len(j.p)))
 				}
-				j.release()
+				if j.release != nil {
+					j.release()
+				}
 				w.busy.Done()
 			}
 		})
@@ -60,7 +87,92 @@ func startWriters(target string, dst, direct *os.File, n int) *writers {
 // done (p must stay untouched until then).
 func (w *writers) submit(p []byte, at int64, release func()) {
 	w.busy.Add(1)
-	w.jobs <- wjob{p, at, release}
+	w.jobs <- wjob{p: p, at: at, release: release}
+}
+
+// submitZero queues the zeroing of n bytes of the target at offset at.
+func (w *writers) submitZero(at, n int64) {
+	w.busy.Add(1)
+	w.jobs <- wjob{at: at, n: n, zero: true}
+}
+
+// Test hooks, nil in production: zeroHook is called before each zeroing
+// and may fake an error, or skip the zeroing while claiming success (a
+// device that lies); zeroRefuseHook makes the target refuse a zeroMethod.
+var (
+	zeroHook       func(off, n int64) (skip bool, err error)
+	zeroRefuseHook func(m zeroMethod) bool
+)
+
+// zero makes n bytes of the target at offset at read as zeros: by the
+// device's own means where it guarantees zeros (see zeroMethod), else by
+// writing zeros. A device that refuses a method is not asked again.
+func (w *writers) zero(at, n int64) error {
+	if zeroHook != nil {
+		skip, err := zeroHook(at, n)
+		if err != nil {
+			return zeroFailed(w.target, at, n, err)
+		}
+		if skip {
+			w.used.Or(1 << zeroPunch) // claims to have done it
+			return nil
+		}
+	}
+	for n > 0 {
+		m := zeroMethod(w.method.Load())
+		if m == zeroWrite {
+			break
+		}
+		k := n
+		if m == zeroBlk {
+			k = n &^ (align - 1) // BLKZEROOUT takes whole logical blocks
+			if k == 0 {
+				break
+			}
+		}
+		var err error
+		if zeroRefuseHook != nil && zeroRefuseHook(m) {
+			err = errZeroUnsupported
+		} else {
+			err = deviceZero(w.dst, m, at, k)
+		}
+		if errors.Is(err, errZeroUnsupported) {
+			next := zeroWrite
+			if m == zeroPunch {
+				next = zeroZeroRange
+			}
+			w.method.CompareAndSwap(int32(m), int32(next))
+			continue
+		}
+		if err != nil {
+			return zeroFailed(w.target, at, k, err)
+		}
+		w.used.Or(1 << m)
+		at, n = at+k, n-k
+	}
+	if n == 0 {
+		return nil
+	}
+	w.used.Or(1 << zeroWrite)
+	for n > 0 {
+		k := min(n, int64(len(w.zeros)))
+		if err := w.write(w.zeros[:k], at); err != nil {
+			return err
+		}
+		at, n = at+k, n-k
+	}
+	return nil
+}
+
+// zeroedBy names the methods that zeroed ranges, "+"-joined, or "".
+func (w *writers) zeroedBy() string {
+	var names []string
+	for m := zeroPunch; m <= zeroWrite; m++ {
+		if w.used.Load()&(1<<m) != 0 {
+			names = append(names, m.String())
+		}
+	}
+	return strings.Join(names, "+")
 }
 
 // write writes p at offset at: its aligned part with O_DIRECT where it can,
@@ -108,4 +220,29 @@ func (w *writers) stop() {
 	w.busy.Wait()
 	close(w.jobs)
 	w.done.Wait()
+}
+
+// zeroMethod is how a range of the target is made to read as zeros (the
+// constants are in sys_*.go).
+type zeroMethod int32
+
+// errZeroUnsupported says the target does not offer a zeroMethod.
+var errZeroUnsupported = errors.New("zeroing method not supported by the target")
+
+// String returns the name [Report.ZeroedBy] uses.
+func (m zeroMethod) String() string {
+	switch m {
+	case zeroPunch:
+		return "punch-hole"
+	case zeroZeroRange:
+		return "zero-range"
+	case zeroBlk:
+		return "blkzeroout"
+	}
+	return "write"
+}
+
+// zeroFailed describes a failed zeroing of the target.
+func zeroFailed(target string, at, n int64, err error) error {
+	return fmt.Errorf("%w: zeroing %d bytes of %s at offset %d (a hole of the image) failed; the target is incomplete and must be flashed again: %w", ErrTarget, n, target, at, err)
 }
