@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 
 func (a *app) configCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "config DEV (get [KEY] | set KEY VALUE)",
+		Use:   "config DEV get [KEY] | DEV set KEY VALUE",
 		Short: "Read or change the configuration a board stores about itself",
 		Long: `Read or change what a board stores about itself. get prints every key as
 "key: value", or with KEY only that value; set stores one value, checked by
@@ -31,16 +32,26 @@ next discovery on. The simulated DUT has name and tags.`,
   dut config bench-1 set tags orin,arm64
   dut config bench-1 set power_on p1,bL,w5,bZ`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) >= 2 {
-				switch args[1] {
-				case "get":
-					return rangeArgs(2, 3, "DEV get [KEY]")(cmd, args)
-				case "set":
-					return exactArgs(4, "DEV set KEY VALUE")(cmd, args)
-				}
-				return usageError{err: fmt.Errorf("dut config: unknown action %q: use get or set", args[1]), cmdLine: true}
+			if len(args) == 0 {
+				return cmdLinef("dut config: missing DEV (%s) and the action: get [KEY] or set KEY VALUE", argHelp["DEV"])
 			}
-			return usageError{err: fmt.Errorf("dut config takes DEV get [KEY] or DEV set KEY VALUE"), cmdLine: true}
+			if act := args[0]; act == "get" || act == "set" {
+				right := "dut config DEV " + act
+				if len(args) > 1 {
+					right = strings.Join(append([]string{"dut config", args[1], act}, args[2:]...), " ")
+				}
+				return cmdLinef("dut config: wrong order: DEV comes first: %s", right)
+			}
+			if len(args) == 1 {
+				return cmdLinef("dut config: missing the action after %s: get [KEY] or set KEY VALUE", args[0])
+			}
+			switch args[1] {
+			case "get":
+				return checkPositional(cmd, args, []string{"DEV", "get"}, "KEY")
+			case "set":
+				return checkPositional(cmd, args, []string{"DEV", "set", "KEY", "VALUE"})
+			}
+			return cmdLinef("unknown config action %q: use get [KEY] or set KEY VALUE%s", args[1], didYouMean(args[1], []string{"get", "set"}))
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
@@ -55,9 +66,10 @@ next discovery on. The simulated DUT has name and tags.`,
 					// The driver's own words: it says what is wrong
 					// with the value.
 					if err := c.SetConfig(sctx, key, value); err != nil {
-						return err
+						return refusedKey(ctx, cfg, c, d, key, err)
 					}
 					fmt.Fprintf(a.stdout, "%s: %s set to %q\n", d.Name(), key, value)
+					a.noteEphemeral(d, "the new value is forgotten when this dut command exits: the next one shows the old value")
 					return nil
 				}
 				var m map[string]string
@@ -71,7 +83,7 @@ next discovery on. The simulated DUT has name and tags.`,
 				if len(args) == 3 {
 					v, ok := m[args[2]]
 					if !ok {
-						return usagef("%s has no config key %q; its keys are %s", d.Name(), args[2], strings.Join(keys, ", "))
+						return cmdLinef("%s has no config key %q; its keys are %s", d.Name(), args[2], strings.Join(keys, ", "))
 					}
 					fmt.Fprintln(a.stdout, v)
 					return nil
@@ -97,10 +109,13 @@ each, until Ctrl-C (or --count readings); the device stays locked meanwhile.`,
 		Example: `  dut meter bench-1
   dut meter bench-1 --watch 1s
   dut meter bench-1 --watch 500ms --count 20 > power.log`,
-		Args: exactArgs(1, "DEV (a device name or serial)"),
+		Args: positional([]string{"DEV"}),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if watch < 0 || count < 0 {
-				return usagef("--watch and --count must not be negative")
+			if watch < 0 {
+				return cmdLinef("--watch %s is negative: give how often to read, such as 1s", watch)
+			}
+			if count < 0 {
+				return cmdLinef("--count %d is negative: give how many readings to take (0: until Ctrl-C)", count)
 			}
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
 				m, err := driver.As[driver.PowerMeter](d)
@@ -149,4 +164,36 @@ each, until Ctrl-C (or --count readings); the device stays locked meanwhile.`,
 	cmd.Flags().DurationVar(&watch, "watch", 0, "read again every DURATION until Ctrl-C")
 	cmd.Flags().IntVar(&count, "count", 0, "with --watch: stop after this many readings (0: no limit)")
 	return cmd
+}
+
+// readOnlyKeys are config keys that are the device's identity, not its
+// configuration: every driver refuses to set them.
+var readOnlyKeys = []string{"serial", "firmware"}
+
+// refusedKey classifies a SetConfig failure: a key the device does not
+// have, or one that is read-only, is the user's mistake (exit code 2);
+// anything else is the driver's error as it is.
+func refusedKey(ctx context.Context, cfg harness.Config, c driver.Configurer, d driver.Device, key string, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	if slices.Contains(readOnlyKeys, key) {
+		return usageError{err: err}
+	}
+	var m map[string]string
+	if gerr := step(ctx, cfg, "get config", func(ctx context.Context) (err error) {
+		m, err = c.Config(ctx)
+		return err
+	}); gerr != nil {
+		return err // the device failed: say what set config said
+	}
+	if _, ok := m[key]; ok {
+		return err
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	if strings.Contains(err.Error(), strconv.Quote(key)) {
+		// The driver named the key already, and knows which it takes.
+		return usageError{err: err, cmdLine: true}
+	}
+	return usageError{err: fmt.Errorf("%s has no config key %q; its keys are %s: %w", d.Name(), key, strings.Join(keys, ", "), err), cmdLine: true}
 }

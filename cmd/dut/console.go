@@ -41,11 +41,14 @@ as they are and the console ends at its end or at a Ctrl-] byte.
 
 --power-on opens the console first, then connects the storage to the DUT
 and powers it on, so the whole boot is seen. The DUT keeps running when the
-console ends; the device stays locked only while the console is attached.`,
+console ends; the device stays locked only while the console is attached.
+A sim or qemu device, whose power ends with the dut command, is powered off
+when the console ends: one dut console DEV --power-on session is how to see
+one boot and use it by hand.`,
 		Example: `  dut console bench-1
   dut console bench-1 --power-on        # watch it boot from the first line
   dut --timeout 30m console bench-1     # wait for a test holding it to finish`,
-		Args: exactArgs(1, "DEV (a device name or serial)"),
+		Args: positional([]string{"DEV"}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
 				return a.console(ctx, cfg, d, powerOn)
@@ -96,6 +99,7 @@ func (a *app) console(ctx context.Context, cfg harness.Config, d driver.Device, 
 		if err != nil {
 			return err
 		}
+		a.noteEphemeral(d, "it is powered off again when this console ends")
 		if err := storageToDUT(ctx, cfg, d, powerOpts{}); err != nil {
 			return err
 		}

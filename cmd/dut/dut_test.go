@@ -263,8 +263,13 @@ func TestResetPinsStorageConfigMeterSim(t *testing.T) {
 	r = dut(t, "--tags", "rack2", "config", "sim-1", "get", "name")
 	require.Equal(t, exitOK, r.code, "the new tag selects it")
 	r = dut(t, "config", "sim-1", "set", "serial", "X")
-	assert.Equal(t, exitFailure, r.code)
+	assert.Equal(t, exitUsage, r.code, "a read-only key is the user's mistake")
 	assert.Equal(t, "dut: sim-1: set config: the serial number is read-only\n", r.stderr, "the driver's complaint, as it is")
+	r = dut(t, "config", "sim-1", "set", "color", "red")
+	assert.Equal(t, exitUsage, r.code, "an unknown key is the user's mistake")
+	assert.Contains(t, r.stderr, `unknown key "color": the keys are name and tags`, "the driver's words")
+	assert.Contains(t, r.stderr, "\nusage: dut config DEV get [KEY] | DEV set KEY VALUE")
+	assert.NotContains(t, r.stderr, "note:", "nothing was set, so nothing to forget")
 	r = dut(t, "config", "sim-1", "get", "colour")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "its keys are name, serial, tags")
@@ -284,6 +289,7 @@ func TestDUTlinkCommands(t *testing.T) {
 			r := dut(t, "--driver", "dutlink", "power", "on", "bench-1")
 			require.Equal(t, exitOK, r.code, r.stderr)
 			assert.True(t, b.Power())
+			assert.NotContains(t, r.stderr, "note:", "a board keeps its state")
 			assert.Equal(t, "dut", b.Storage())
 
 			r = dut(t, "meter", "1a2b3c4d")
@@ -313,11 +319,18 @@ func TestDUTlinkCommands(t *testing.T) {
 			assert.Equal(t, "orin\n", r.stdout)
 			r = dut(t, "config", "bench-1", "set", "power_on", "p1,bL,w5,bZ")
 			require.Equal(t, exitOK, r.code, r.stderr)
+			assert.Empty(t, r.stderr, "no note: the board stores it")
 			assert.Equal(t, "p1,bL,w5,bZ", b.Config()["power_on"])
 			r = dut(t, "config", "bench-1", "set", "power_on", "p1,jump")
 			assert.Equal(t, exitUsage, r.code, "a value the board refuses is a usage error")
 			assert.Contains(t, r.stderr, `token 2 ("jump") is not a pin and level`)
 			assert.Equal(t, "p1,bL,w5,bZ", b.Config()["power_on"], "nothing stored")
+			r = dut(t, "config", "bench-1", "set", "colour", "red")
+			assert.Equal(t, exitUsage, r.code, "an unknown key")
+			assert.Contains(t, r.stderr, `unknown key "colour"`)
+			r = dut(t, "config", "bench-1", "set", "firmware", "9.99")
+			assert.Equal(t, exitUsage, r.code, "a read-only key")
+			assert.Contains(t, r.stderr, "firmware is read-only")
 		})
 	}
 }
@@ -351,7 +364,7 @@ func TestUnknownDeviceAndMissingCapability(t *testing.T) {
 	assert.Contains(t, r.stderr, "dut --help")
 	r = dut(t, "power", "on")
 	assert.Equal(t, exitUsage, r.code)
-	assert.Contains(t, r.stderr, "takes DEV")
+	assert.Contains(t, r.stderr, "missing DEV")
 	r = dut(t, "meter", "sim-0", "--wach", "1s")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, "unknown flag: --wach")
@@ -447,9 +460,9 @@ func TestFlashSim(t *testing.T) {
 	assert.Equal(t, sim.PowerStateOff, d.PowerState(), "flash powers the DUT off first")
 	assert.Equal(t, driver.StorageOff, d.StorageState(), "and leaves the storage off")
 	assert.Contains(t, r.stderr, "dut: flashing "+img+" onto sim-0 ("+d.DiskPath()+")")
-	assert.Regexp(t, `(?m)^flash: 100% 1\.0 MB / 1\.0 MB, [\d.]+ MB/s, 0:\d\d elapsed$`, r.stderr, "plain progress when not a terminal")
+	assert.Regexp(t, `(?m)^flash: 100% 1\.0 MiB / 1\.0 MiB, [\d.]+ MB/s, 0:\d\d elapsed$`, r.stderr, "plain progress when not a terminal")
 	assert.Contains(t, r.stdout, "flashed "+img+" (raw) onto sim-0 ("+d.DiskPath()+")\n")
-	assert.Contains(t, r.stdout, "  bytes    1048576 (1.0 MB)\n")
+	assert.Contains(t, r.stdout, "  bytes    1048576 (1.0 MiB)\n")
 	assert.Regexp(t, `(?m)^  written  \d+ \(\d+% of the image`, r.stdout)
 	assert.Regexp(t, `(?m)^  rate     [\d.]+ MB/s \(`, r.stdout)
 	assert.Regexp(t, `(?m)^  verify   \+\S+ \(read back and matched\)$`, r.stdout)
@@ -699,22 +712,26 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestProgressRendering(t *testing.T) {
-	p := flash.Progress{Done: 50e6, Total: 100e6, Fraction: 0.5, Elapsed: 2 * time.Second}
-	assert.Equal(t, " 50% 50.0 MB / 100.0 MB, 25.0 MB/s, 0:02 elapsed", progressText(p))
+	p := flash.Progress{Done: 50 << 20, Total: 100 << 20, Fraction: 0.5, Elapsed: 2 * time.Second}
+	assert.Equal(t, " 50% 50 MiB / 100 MiB, 26.2 MB/s, 0:02 elapsed", progressText(p))
 	b := bar(p, 100)
 	assert.LessOrEqual(t, len(b), 100)
-	assert.Regexp(t, `^\[=+> +\]  50% 50\.0 MB / 100\.0 MB, 25\.0 MB/s, 0:02 elapsed, 0:02 left$`, b)
-	full := bar(flash.Progress{Done: 1e9, Total: 1e9, Fraction: 1, Elapsed: time.Hour + 61*time.Second}, 120)
-	assert.Regexp(t, `^\[=+\] 100% 1\.0 GB / 1\.0 GB, 0\.3 MB/s, 1:01:01 elapsed$`, full)
+	assert.Regexp(t, `^\[=+> +\]  50% 50 MiB / 100 MiB, 26\.2 MB/s, 0:02 elapsed, 0:02 left$`, b)
+	full := bar(flash.Progress{Done: 3 << 29, Total: 3 << 29, Fraction: 1, Elapsed: time.Hour + 61*time.Second}, 120)
+	assert.Regexp(t, `^\[=+\] 100% 1\.5 GiB / 1\.5 GiB, 0\.4 MB/s, 1:01:01 elapsed$`, full)
 	unknown := progressText(flash.Progress{Done: 2048, Total: -1, Fraction: 0.25, Elapsed: time.Second})
-	assert.Equal(t, " 25% 2.0 kB, 0.0 MB/s, 0:01 elapsed", unknown)
+	assert.Equal(t, " 25% 2.0 KiB, 0.0 MB/s, 0:01 elapsed", unknown)
 	assert.NotContains(t, bar(p, 30), "[", "too narrow for a bar: text only")
+	// A small image reads in a unit that fits, never "0 MiB / 0 MiB".
+	small := progressText(flash.Progress{Done: 300 << 10, Total: 600 << 10, Fraction: 0.5, Elapsed: time.Second})
+	assert.Equal(t, " 50% 300 KiB / 600 KiB, 0.3 MB/s, 0:01 elapsed", small)
+	assert.Equal(t, "100% 512 B / 512 B, 0.0 MB/s, 0:00 elapsed", progressText(flash.Progress{Done: 512, Total: 512, Fraction: 1}))
 
 	var w bytes.Buffer
 	pr := &progress{w: &w, tty: true, width: 80}
 	pr.update(p)
-	pr.update(flash.Progress{Done: 100e6, Total: 100e6, Fraction: 1, Elapsed: 3 * time.Second}) // within barEvery: not drawn yet
+	pr.update(flash.Progress{Done: 100 << 20, Total: 100 << 20, Fraction: 1, Elapsed: 3 * time.Second}) // within barEvery: not drawn yet
 	pr.finish()
 	assert.Equal(t, 2, strings.Count(w.String(), "\r"), "first state and final state")
-	assert.True(t, strings.HasSuffix(w.String(), "100% 100.0 MB / 100.0 MB, 33.3 MB/s, 0:03 elapsed\x1b[K\n"), "%q", w.String())
+	assert.True(t, strings.HasSuffix(w.String(), "100% 100 MiB / 100 MiB, 35.0 MB/s, 0:03 elapsed\x1b[K\n"), "%q", w.String())
 }

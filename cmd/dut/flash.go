@@ -16,11 +16,13 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 )
 
 // flashOpts are the flags of dut flash.
 type flashOpts struct {
 	bmap     string
+	noBmap   bool
 	noVerify bool
 }
 
@@ -34,31 +36,45 @@ flash engine: raw, gzip, xz, zstd or bzip2 by content, a bmap when given or
 found beside the image (IMAGE.bmap), holes skipped, every write read back and
 compared unless --no-verify.
 
+--nobmap ignores any bmap (IMAGE.bmap beside the image, or --bmap) and
+writes every byte of the image, as bmaptool copy --nobmap does.
+
 The DUT is powered off first; the storage is switched to this machine for the
 write and switched off afterwards, also when the write fails or is
 interrupted, so the DUT ends powered off with its storage disconnected (power
 it on with dut power on). A progress bar is drawn on a terminal, plain
 progress lines otherwise; at the end the report: bytes, bytes written,
-MB/s, verify time and the image's SHA-256.`,
+MB/s, verify time and the image's SHA-256.
+
+On a sim or qemu device the image stays on its disk file, but its power ends
+with each dut command (dut prints a note saying so): boot and watch it with
+dut console DEV --power-on, or use it from a test.`,
 		Example: `  dut flash bench-1 debian-arm64.img.zst
   dut flash bench-1 os.img.xz --bmap os.img.bmap
+  dut flash bench-1 os.img --nobmap
   DUT_IMAGE=os.img dut flash bench-1 --no-verify`,
-		Args: rangeArgs(1, 2, "DEV and an IMAGE (or $DUT_IMAGE)"),
+		Args: positional([]string{"DEV"}, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			image := os.Getenv(harness.Env.Image)
 			if len(args) == 2 {
 				image = args[1]
 			}
 			if image == "" {
-				return usagef("no image: give IMAGE or set %s", harness.Env.Image)
+				return cmdLinef("dut flash: missing IMAGE: give IMAGE or set %s", harness.Env.Image)
+			}
+			if o.noBmap && o.bmap != "" {
+				return cmdLinef("dut flash: --nobmap and --bmap %s contradict each other: give one of them", o.bmap)
 			}
 			// Refuse a bad image or bmap before touching any hardware.
 			if _, err := flash.CheckImage(image); err != nil {
+				if len(args) == 2 && isFile(args[0]) && !isFile(args[1]) {
+					return cmdLinef("dut flash: wrong order: DEV comes first: dut flash %s %s", args[1], args[0])
+				}
 				return usageError{err: err}
 			}
 			if o.bmap != "" {
 				if _, err := os.Stat(o.bmap); err != nil {
-					return usageError{err: fmt.Errorf("--bmap: %w", err)}
+					return cmdLinef("--bmap: %w", err)
 				}
 			}
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
@@ -67,13 +83,21 @@ MB/s, verify time and the image's SHA-256.`,
 					return err
 				}
 				writeReport(a.stdout, d, rep)
+				a.noteEphemeral(d, "the image stays on its disk file, but its power does not outlive a dut command: boot and watch it with dut console "+d.Name()+" --power-on, or use it from a test (harness.Acquire)")
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&o.bmap, "bmap", "", "the bmap file (default IMAGE.bmap when it exists)")
+	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap and write every byte of the image (like bmaptool --nobmap)")
 	cmd.Flags().BoolVar(&o.noVerify, "no-verify", false, "do not read the written ranges back")
 	return cmd
+}
+
+// isFile reports whether path names an existing regular file.
+func isFile(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // flash writes image onto d's storage: power off, storage to the host,
@@ -115,7 +139,7 @@ func (a *app) flash(ctx context.Context, cfg harness.Config, d driver.Device, im
 	fctx, cancel := context.WithTimeout(ctx, cfg.FlashTimeout)
 	defer cancel()
 	pr := newProgress(a.stderr)
-	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoVerify: o.noVerify}
+	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoBmap: o.noBmap, NoVerify: o.noVerify}
 	if tc, ok := d.(driver.TargetChecker); ok {
 		opts.CheckTarget = tc.CheckTarget
 	}
@@ -150,7 +174,7 @@ func powerOff(ctx context.Context, cfg harness.Config, d driver.Device) error {
 // writeReport prints a flash report.
 func writeReport(w io.Writer, d driver.Device, r flash.Report) {
 	fmt.Fprintf(w, "flashed %s (%s) onto %s (%s)\n", r.Image, r.Format, d.Name(), r.Target)
-	fmt.Fprintf(w, "  bytes    %d (%s)\n", r.Bytes, humanBytes(r.Bytes))
+	fmt.Fprintf(w, "  bytes    %d (%s)\n", r.Bytes, bytesize.Format(r.Bytes))
 	mapped := fmt.Sprintf("%.0f%% of the image", r.MappedFraction*100)
 	switch {
 	case r.Bmap != "":
@@ -170,21 +194,12 @@ func writeReport(w io.Writer, d driver.Device, r flash.Report) {
 		cached = " (from the hash cache)"
 	}
 	fmt.Fprintf(w, "  sha256   %s%s\n", r.SHA256, cached)
+	if ephemeral(d) != "" {
+		// dut power on would boot it, and power it off again as it exits.
+		fmt.Fprintf(w, "%s is powered off with its storage disconnected; its power ends with each dut command, so boot and watch it with: dut console %s --power-on\n", d.Name(), d.Name())
+		return
+	}
 	fmt.Fprintf(w, "%s is powered off with its storage disconnected; boot it with: dut power on %s\n", d.Name(), d.Name())
-}
-
-// humanBytes renders n in decimal units, as MB/s are.
-func humanBytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n), 0
-	for v >= unit && i < 4 {
-		v /= unit
-		i++
-	}
-	return fmt.Sprintf("%.1f %cB", v, "kMGTP"[i-1])
 }
 
 // progress shows a flash's progress: a bar redrawn in place on a terminal,
@@ -255,11 +270,13 @@ func (p *progress) finish() {
 	}
 }
 
-// progressText is e.g. "45% 30.2 MB / 67.1 MB, 250.3 MB/s, 0:01 elapsed".
+// progressText is e.g. "45% 30 MiB / 67 MiB, 250.3 MB/s, 0:01 elapsed":
+// sizes in the binary unit that fits (a small image reads "512 KiB", not
+// "0 MiB"), the rate in MB/s as flash reports it.
 func progressText(pr flash.Progress) string {
-	size := humanBytes(pr.Done)
+	size := bytesize.Format(pr.Done)
 	if pr.Total >= 0 {
-		size += " / " + humanBytes(pr.Total)
+		size += " / " + bytesize.Format(pr.Total)
 	}
 	return fmt.Sprintf("%3.0f%% %s, %.1f MB/s, %s elapsed", clamp01(pr.Fraction)*100, size, pr.Rate(), clock(pr.Elapsed))
 }

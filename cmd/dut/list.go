@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -83,6 +84,9 @@ type listedDevice struct {
 	Tags      []string `json:"tags"`
 	Firmware  string   `json:"firmware,omitempty"`
 	Transport string   `json:"transport,omitempty"`
+	// Ephemeral, when set, says why the device's state (power, storage,
+	// pins, config) ends with each dut command (driver.Ephemeral).
+	Ephemeral string   `json:"ephemeral,omitempty"`
 	Lock      lockInfo `json:"lock"`
 }
 
@@ -124,13 +128,15 @@ and control transport where known (DUTlink boards), and the lock: "free" or
 who holds it (a test or a dut command, its pid and host, and since when).
 Boards a driver found but cannot use (DFU mode, tty held by another process,
 unreadable config) and drivers that cannot run here are listed with the
-reason. --driver, --tags and DUT_NAME narrow the list.
+reason. --driver, --tags and DUT_NAME narrow the list. A note under the
+table names the devices whose state ends with each dut command (sim, qemu);
+--json gives the reason as "ephemeral".
 
 list never locks a device and never switches anything.`,
 		Example: `  dut list
   dut list --tags orin
   dut list --driver dutlink --json | jq '.devices[] | select(.lock.held | not) | .name'`,
-		Args: exactArgs(0, "no arguments"),
+		Args: positional(nil),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.config(cmd)
 			if err != nil {
@@ -167,7 +173,7 @@ func (a *app) list(ctx context.Context, cfg harness.Config) (listing, error) {
 			l.Hidden++
 			continue
 		}
-		row := listedDevice{Driver: d.Driver(), Name: d.Name(), Serial: d.Serial(), Tags: d.Tags()}
+		row := listedDevice{Driver: d.Driver(), Name: d.Name(), Serial: d.Serial(), Tags: d.Tags(), Ephemeral: ephemeral(d)}
 		if row.Tags == nil {
 			row.Tags = []string{}
 		}
@@ -215,6 +221,9 @@ func writeListing(w io.Writer, l listing, cfg harness.Config) error {
 		}
 		fmt.Fprintf(w, "(%d more device(s) not shown: selection %s)\n", l.Hidden, strings.Join(by, ", "))
 	}
+	if note := ephemeralNote(l.Devices); note != "" {
+		fmt.Fprintf(w, "\nNote: %s\n", note)
+	}
 	if len(l.Problems) > 0 {
 		fmt.Fprintln(w, "\nNot usable:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -226,6 +235,73 @@ func writeListing(w io.Writer, l listing, cfg harness.Config) error {
 		}
 	}
 	return nil
+}
+
+// ephemeralNote is the footnote of dut list about the devices whose state
+// ends with each dut command, or "" when there are none.
+func ephemeralNote(devs []listedDevice) string {
+	byDriver := map[string][]string{}
+	var drivers []string
+	for _, d := range devs {
+		if d.Ephemeral == "" {
+			continue
+		}
+		if _, seen := byDriver[d.Driver]; !seen {
+			drivers = append(drivers, d.Driver)
+		}
+		byDriver[d.Driver] = append(byDriver[d.Driver], d.Name)
+	}
+	if len(drivers) == 0 {
+		return ""
+	}
+	var which []string
+	count := 0
+	for _, dr := range drivers {
+		names := byDriver[dr]
+		count += len(names)
+		if len(names) > 3 {
+			which = append(which, fmt.Sprintf("the %d %s devices", len(names), dr))
+		} else {
+			which = append(which, names...)
+		}
+	}
+	who := which[0]
+	if n := len(which); n > 1 {
+		who = strings.Join(which[:n-1], ", ") + " and " + which[n-1]
+	}
+	text := who + " live only in the dut process that uses them: their power, storage mux, pins and config end with each dut command (only their disk files stay), and dut prints a note whenever a command changes them. Use them from a test (harness.Acquire), or boot and watch one with " + glue("dut console DEV --power-on") + "."
+	if count == 1 {
+		text = who + " lives only in the dut process that uses it: its power, storage mux, pins and config end with each dut command (only its disk file stays), and dut prints a note whenever a command changes it. Use it from a test (harness.Acquire), or boot and watch it with " + glue("dut console "+who+" --power-on") + "."
+	}
+	return wrap(text, 78, len("Note: "))
+}
+
+// nbsp joins words that wrap keeps on one line.
+const nbsp = "\u00a0"
+
+// glue keeps the words of s on one line when wrapped.
+func glue(s string) string { return strings.ReplaceAll(s, " ", nbsp) }
+
+// wrap breaks text into lines of at most width columns at spaces (not at
+// glued ones); the first line is shorter by first columns.
+func wrap(text string, width, first int) string {
+	var b strings.Builder
+	col := first
+	// Split at ASCII spaces only: strings.Fields splits at U+00A0 too.
+	for i, w := range strings.Split(text, " ") {
+		switch {
+		case i == 0:
+		case col+1+len(w) > width:
+			b.WriteByte('\n')
+			col = 0
+		default:
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(strings.ReplaceAll(w, nbsp, " "))
+		col += utf8.RuneCountInString(w)
+	}
+	return b.String()
 }
 
 func dash(s string) string {

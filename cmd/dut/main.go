@@ -12,12 +12,18 @@
 //
 // Drivers: dutlink (DUTlink boards), qemu (QEMU virtual DUTs) and sim (the
 // simulated DUT). The devices of qemu and sim live in the process that found
-// them, so their power and console do not outlive one dut command.
+// them (they implement driver.Ephemeral): their power, storage mux, pins,
+// console and config do not outlive one dut command, only their disk files
+// do. Every command that changes such a device says so on stderr, dut list
+// marks them, and the flash report points at dut console DEV --power-on, the
+// one way to boot and watch them by hand.
 //
 // Exit codes: 0 success; 1 a device or lab step failed; 2 a usage error (bad
-// command line, bad DUT_* variable, a value the board refuses, a capability
-// the device lacks); 3 the device stayed busy for --timeout; 4 no device
-// matches; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+// command line: a missing, extra, misplaced or unknown argument, action, key
+// or flag, printed with the command's usage line; a bad DUT_* variable, a
+// value the board refuses, a capability the device lacks); 3 the device
+// stayed busy for --timeout; 4 no device matches; 130 interrupted (Ctrl-C,
+// SIGTERM, SIGHUP).
 package main
 
 import (

@@ -17,6 +17,28 @@ import (
 type powerAction struct {
 	use, short, long, example string
 	run                       func(ctx context.Context, cfg harness.Config, d driver.Device, o powerOpts) (string, error)
+	// ephemeral says what becomes of the action on a driver.Ephemeral
+	// device once dut exits (see app.noteEphemeral).
+	ephemeral func(d driver.Device) string
+}
+
+// powerActionNames are the names of the dut power subcommands.
+func powerActionNames() []string {
+	var names []string
+	for _, act := range powerActions() {
+		names = append(names, act.use)
+	}
+	return names
+}
+
+// staysOn is what becomes of powering an ephemeral device on.
+func staysOn(d driver.Device) string {
+	return "it is powered off again when this dut command exits; to see it run, boot and watch it with dut console " + d.Name() + " --power-on, or use it from a test (harness.Acquire)"
+}
+
+// staysOff is what becomes of powering an ephemeral device off.
+func staysOff(driver.Device) string {
+	return "every dut command finds it powered off: it was off already"
 }
 
 // powerOpts are the flags of the power subcommands.
@@ -26,22 +48,40 @@ type powerOpts struct {
 }
 
 func (a *app) powerCmd() *cobra.Command {
+	actions := powerActionNames()
 	cmd := &cobra.Command{
-		Use:   "power",
+		Use:   "power ACTION DEV",
 		Short: "Switch a DUT's power: on, off, force-on, force-off, rescue, cycle",
-		Long: `Switch a DUT's power. on and off run the board's power sequences (a
-DUTlink's power_on/power_off config); force-on and force-off switch the power
+		Long: `Switch a DUT's power. ACTION is on, off, force-on, force-off, rescue or
+cycle: on and off run the board's power sequences (a DUTlink's
+power_on/power_off config); force-on and force-off switch the power
 directly; rescue powers on into the recovery mode (power_rescue); cycle is
 off, a pause, and on.
 
 on and cycle first connect the storage to the DUT, as a test's PowerOn does,
-so that a freshly flashed DUT boots; --keep-storage leaves the mux alone.`,
+so that a freshly flashed DUT boots; --keep-storage leaves the mux alone.
+
+A device of the sim or qemu driver is powered off again when the dut
+command ends (dut prints a note saying so); boot and watch one with
+dut console DEV --power-on.`,
 		Example: `  dut power on bench-1
   dut power off 1a2b3c4d
   dut power cycle bench-1 --off-time 5s`,
-		Args: exactArgs(0, "a subcommand (on, off, force-on, force-off, rescue, cycle)"),
+		// Only what no subcommand matched arrives here: a missing, an
+		// unknown or a misplaced action.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmdLinef("dut power: missing ACTION (%s) and DEV", argHelp["ACTION"])
+			}
+			for _, arg := range args[1:] {
+				if slices.Contains(actions, arg) {
+					return cmdLinef("dut power: wrong order: the action comes first: dut power %s %s", arg, args[0])
+				}
+			}
+			return cmdLinef("unknown power action %q: use %s%s", args[0], argHelp["ACTION"], didYouMean(args[0], actions))
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageError{err: fmt.Errorf("dut power needs a subcommand: on, off, force-on, force-off, rescue or cycle"), cmdLine: true}
+			return cmdLinef("dut power: missing ACTION (%s) and DEV", argHelp["ACTION"])
 		},
 	}
 	for _, act := range powerActions() {
@@ -51,14 +91,18 @@ so that a freshly flashed DUT boots; --keep-storage leaves the mux alone.`,
 			Short:   act.short,
 			Long:    act.long,
 			Example: act.example,
-			Args:    exactArgs(1, "DEV (a device name or serial)"),
+			Args:    positional([]string{"DEV"}),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if o.offTime < 0 {
+					return cmdLinef("--off-time %s is negative: give how long the DUT stays off, such as 2s", o.offTime)
+				}
 				return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
 					msg, err := act.run(ctx, cfg, d, o)
 					if err != nil {
 						return err
 					}
 					fmt.Fprintf(a.stdout, "%s: %s\n", d.Name(), msg)
+					a.noteEphemeral(d, act.ephemeral(d))
 					return nil
 				})
 			},
@@ -77,7 +121,7 @@ so that a freshly flashed DUT boots; --keep-storage leaves the mux alone.`,
 func powerActions() []powerAction {
 	return []powerAction{
 		{
-			use: "on", short: "Connect the storage to the DUT and power it on",
+			use: "on", ephemeral: staysOn, short: "Connect the storage to the DUT and power it on",
 			long: `Connect the storage to the DUT (unless --keep-storage) and power it on
 through the board's power-on sequence. The DUT stays on when dut exits.`,
 			example: "  dut power on bench-1\n  dut power on bench-1 --keep-storage",
@@ -96,7 +140,7 @@ through the board's power-on sequence. The DUT stays on when dut exits.`,
 			},
 		},
 		{
-			use: "off", short: "Power the DUT off through the board's power-off sequence",
+			use: "off", ephemeral: staysOff, short: "Power the DUT off through the board's power-off sequence",
 			long: `Power the DUT off through the board's power-off sequence. When that fails,
 dut power force-off cuts the power directly.`,
 			example: "  dut power off bench-1",
@@ -115,7 +159,7 @@ dut power force-off cuts the power directly.`,
 			},
 		},
 		{
-			use: "force-on", short: "Apply power directly, without the power-on sequence",
+			use: "force-on", ephemeral: staysOn, short: "Apply power directly, without the power-on sequence",
 			long:    `Apply power directly, without the board's power-on sequence.`,
 			example: "  dut power force-on bench-1",
 			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
@@ -130,7 +174,7 @@ dut power force-off cuts the power directly.`,
 			},
 		},
 		{
-			use: "force-off", short: "Cut the power directly, without the power-off sequence",
+			use: "force-off", ephemeral: staysOff, short: "Cut the power directly, without the power-off sequence",
 			long:    `Cut the power directly, without the board's power-off sequence.`,
 			example: "  dut power force-off bench-1",
 			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
@@ -145,7 +189,7 @@ dut power force-off cuts the power directly.`,
 			},
 		},
 		{
-			use: "rescue", short: "Power the DUT on into its rescue (recovery) mode",
+			use: "rescue", ephemeral: staysOn, short: "Power the DUT on into its rescue (recovery) mode",
 			long: `Power the DUT on into its rescue (recovery, flashing) mode: a DUTlink runs
 its power_rescue sequence; the simulated DUT stops at its rescue> prompt.`,
 			example: "  dut power rescue bench-1 && dut console bench-1",
@@ -161,7 +205,7 @@ its power_rescue sequence; the simulated DUT stops at its rescue> prompt.`,
 			},
 		},
 		{
-			use: "cycle", short: "Power the DUT off, wait --off-time, connect the storage and power it on",
+			use: "cycle", ephemeral: staysOn, short: "Power the DUT off, wait --off-time, connect the storage and power it on",
 			long: `Power the DUT off, wait --off-time (default 2s) so that it really loses
 power, connect the storage to the DUT (unless --keep-storage) and power it on.`,
 			example: "  dut power cycle bench-1\n  dut power cycle bench-1 --off-time 10s",
@@ -169,9 +213,6 @@ power, connect the storage to the DUT (unless --keep-storage) and power it on.`,
 				pw, err := driver.As[driver.Power](d)
 				if err != nil {
 					return "", err
-				}
-				if o.offTime < 0 {
-					return "", usagef("--off-time %s is negative", o.offTime)
 				}
 				if err := step(ctx, cfg, "power off", pw.PowerOff); err != nil {
 					return "", err
@@ -220,15 +261,18 @@ func (a *app) resetCmd() *cobra.Command {
 		Use:   "reset DEV",
 		Short: "Pulse the DUT's reset line",
 		Long: `Pulse the DUT's reset line: a DUTlink pulls /RESET low for a second and
-releases it; the simulated DUT reboots (it must be powered on).`,
+releases it; the simulated DUT and a QEMU VM reboot, when powered on. Every
+dut command finds a sim or qemu device powered off (dut prints a note saying
+so): reset those from a test.`,
 		Example: "  dut reset bench-1",
-		Args:    exactArgs(1, "DEV (a device name or serial)"),
+		Args:    positional([]string{"DEV"}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
 				r, err := driver.As[driver.Resetter](d)
 				if err != nil {
 					return err
 				}
+				a.noteEphemeral(d, "every dut command finds it powered off (what an earlier one powered on ended with it): there is nothing running to reset; to reset it while it runs, use it from a test (harness.Acquire)")
 				if err := step(ctx, cfg, "reset", r.Reset); err != nil {
 					return err
 				}
@@ -249,20 +293,34 @@ func parseLevel(s string) (driver.PinLevel, error) {
 	case "z", "float", "floating", "hi-z", "hiz":
 		return driver.PinFloating, nil
 	}
-	return "", usagef("unknown pin level %q: use low, high or z (floating)", s)
+	return "", cmdLinef("unknown pin level %q: use low, high or z (floating)", s)
 }
 
 func (a *app) pinCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "pin DEV PIN low|high|z",
+		Use:   "pin DEV PIN LEVEL",
 		Short: "Drive one of the DUT's control pins low, high or floating",
-		Long: `Drive a control pin (boot-mode strap, button) low, high or z (floating,
-released). The pins are the driver's: reset, a, b, c and d on a DUTlink and
-on the simulated DUT. A pin keeps its level when dut exits.`,
+		Long: `Drive a control pin (boot-mode strap, button) to LEVEL: low, high or z
+(floating, released). The pins are the driver's: reset, a, b, c and d on a
+DUTlink and on the simulated DUT. A DUTlink's pin keeps its level when dut
+exits; a simulated DUT's is released again (dut prints a note saying so).`,
 		Example: `  dut pin bench-1 b low     # hold the recovery strap
   dut pin bench-1 b z       # release it
   dut pin bench-1 reset low`,
-		Args: exactArgs(3, "DEV, PIN and a level (low, high or z)"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := checkPositional(cmd, args, []string{"DEV", "PIN", "LEVEL"}); err != nil {
+				return err
+			}
+			if _, err := parseLevel(args[2]); err != nil {
+				for _, arg := range args[:2] {
+					if _, lerr := parseLevel(arg); lerr == nil {
+						return cmdLinef("dut pin: wrong order: the level (%s) comes last: dut pin DEV PIN LEVEL", arg)
+					}
+				}
+				return err
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			level, err := parseLevel(args[2])
 			if err != nil {
@@ -275,12 +333,13 @@ on the simulated DUT. A pin keeps its level when dut exits.`,
 					return err
 				}
 				if names := p.PinNames(); !slices.Contains(names, pin) {
-					return usagef("%s has no pin %q; its pins are %s", d.Name(), args[1], strings.Join(names, ", "))
+					return cmdLinef("%s has no pin %q; its pins are %s", d.Name(), args[1], strings.Join(names, ", "))
 				}
 				if err := step(ctx, cfg, "set pin "+pin, func(ctx context.Context) error { return p.SetPin(ctx, pin, level) }); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "%s: pin %s %s\n", d.Name(), pin, level)
+				a.noteEphemeral(d, "the next dut command finds the pin released again")
 				return nil
 			})
 		},
@@ -289,20 +348,35 @@ on the simulated DUT. A pin keeps its level when dut exits.`,
 
 func (a *app) storageCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "storage DEV off|host|dut",
+		Use:   "storage DEV MODE",
 		Short: "Switch the DUT's storage mux: off, host or dut",
-		Long: `Switch the DUT's storage multiplexer. host connects the storage to this
-machine and prints the block device (or, for virtual DUTs, the file) that
-holds it; dut connects it to the DUT; off disconnects it from both. Power the
-DUT off before taking its storage away from it.`,
+		Long: `Switch the DUT's storage multiplexer to MODE: off, host or dut. host
+connects the storage to this machine and prints the block device (or, for
+virtual DUTs, the file) that holds it; dut connects it to the DUT; off
+disconnects it from both. Power the DUT off before taking its storage away
+from it.
+
+The mux of a sim or qemu device is back at off for the next dut command (dut
+prints a note saying so); its disk file keeps what is written to it.`,
 		Example: `  dut storage bench-1 host   # prints e.g. /dev/sdb
   dut storage bench-1 dut
   dut storage bench-1 off`,
-		Args: exactArgs(2, "DEV and a position (off, host or dut)"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := checkPositional(cmd, args, []string{"DEV", "MODE"}); err != nil {
+				return err
+			}
+			if _, err := driver.ParseStorageMode(args[1]); err != nil {
+				if _, merr := driver.ParseStorageMode(args[0]); merr == nil {
+					return cmdLinef("dut storage: wrong order: DEV comes first: dut storage %s %s", args[1], args[0])
+				}
+				return usageError{err: err, cmdLine: true}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mode, err := driver.ParseStorageMode(args[1])
 			if err != nil {
-				return usageError{err: err}
+				return usageError{err: err, cmdLine: true}
 			}
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
 				mux, err := driver.As[driver.StorageMux](d)
@@ -312,8 +386,10 @@ DUT off before taking its storage away from it.`,
 				if err := step(ctx, cfg, "storage "+string(mode), func(ctx context.Context) error { return mux.SetStorage(ctx, mode) }); err != nil {
 					return err
 				}
+				const then = "the next dut command finds the mux at off again (what is written to the disk file stays)"
 				if mode != driver.StorageHost {
 					fmt.Fprintf(a.stdout, "%s: storage %s\n", d.Name(), mode)
+					a.noteEphemeral(d, then)
 					return nil
 				}
 				var target string
@@ -324,6 +400,7 @@ DUT off before taking its storage away from it.`,
 					return err
 				}
 				fmt.Fprintln(a.stdout, target)
+				a.noteEphemeral(d, then)
 				return nil
 			})
 		},

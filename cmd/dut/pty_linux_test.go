@@ -102,8 +102,8 @@ func TestFlashProgressBarOnTerminal(t *testing.T) {
 	require.NoError(t, slave.Close())
 	got := <-screen
 	t.Logf("%q", got)
-	assert.Contains(t, got, "\r[========================================] 100% 2.1 MB / 2.1 MB, ")
+	assert.Contains(t, got, "\r[========================================] 100% 2.0 MiB / 2.0 MiB, ")
 	assert.Contains(t, got, "elapsed\x1b[K\r\n")
 	assert.NotContains(t, got, "flash: ", "no plain lines on a terminal")
-	assert.Contains(t, out.String(), "  bytes    2097152 (2.1 MB)")
+	assert.Contains(t, out.String(), "  bytes    2097152 (2.0 MiB)")
 }

@@ -29,21 +29,6 @@ const (
 	exitInterrupted = 130 // Ctrl-C (128 + SIGINT, as shells report it)
 )
 
-// usageError marks an error as the user's request being wrong (exit code
-// 2); cmdLine says the command line itself is malformed.
-type usageError struct {
-	err     error
-	cmdLine bool
-}
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// usagef returns a usageError with a formatted message.
-func usagef(format string, args ...any) error {
-	return usageError{err: fmt.Errorf(format, args...)}
-}
-
 // app holds what every command shares: the standard streams and the global
 // flags.
 type app struct {
@@ -66,14 +51,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
 	code := exitCode(ctx, err)
 	fmt.Fprintf(stderr, "dut: %s\n", message(err))
 	if code == exitUsage && isCommandLineError(err) {
-		fmt.Fprintf(stderr, "Run 'dut --help' or 'dut COMMAND --help' for usage and examples.\n")
+		printUsage(stderr, cmd)
 	}
 	return code
 }
@@ -145,9 +130,14 @@ harness reads them (DUT_DRIVER, DUT_TAGS, DUT_LOCK_DIR, DUT_ACQUIRE_TIMEOUT,
 DUT_STEP_TIMEOUT, DUT_FLASH_TIMEOUT, DUT_IMAGE); the flags override them.
 
 Devices of the qemu and sim drivers live in the process that found them:
-their power and console end with the dut command.
+their power, storage mux, pins, console and config end with each dut command
+(only their disk files stay), so dut power on followed by dut reset finds the
+device off again. dut prints a note on stderr whenever a command changes such
+a device, and dut list marks them. Use them from a test (harness.Acquire), or
+boot and watch one by hand with dut console DEV --power-on.
 
-Exit codes: 0 success, 1 a device step failed, 2 usage error (command line,
+Exit codes: 0 success, 1 a device step failed, 2 usage error (command line:
+a missing, extra, misplaced or unknown argument, action, key or flag; a bad
 DUT_* variable, a value the board refuses, a capability the device lacks),
 3 device busy for --timeout, 4 no matching device, 130 interrupted.`,
 		Example: `  dut list
@@ -207,13 +197,13 @@ func (a *app) config(cmd *cobra.Command) (harness.Config, error) {
 	}
 	if flags.Changed("lock-dir") {
 		if a.lockDir == "" {
-			return cfg, usagef("--lock-dir is empty: give the lock directory the tests use")
+			return cfg, cmdLinef("--lock-dir is empty: give the lock directory the tests use")
 		}
 		cfg.LockDir = a.lockDir
 	}
 	if flags.Changed("timeout") {
 		if a.timeout <= 0 {
-			return cfg, usagef("--timeout %s: give a positive duration such as 30s or 5m", a.timeout)
+			return cfg, cmdLinef("--timeout %s: give a positive duration such as 30s or 5m", a.timeout)
 		}
 		cfg.AcquireTimeout = a.timeout
 	}
@@ -234,7 +224,7 @@ func (a *app) logf() func(string, ...any) {
 func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Context, cfg harness.Config, d driver.Device) error) (err error) {
 	ctx := cmd.Context()
 	if strings.TrimSpace(dev) == "" {
-		return usagef("DEV is empty: give a device's name or serial (see dut list)")
+		return cmdLinef("DEV is empty: give a device's name or serial (see dut list)")
 	}
 	cfg, err := a.config(cmd)
 	if err != nil {
@@ -348,20 +338,4 @@ func stepContext(ctx context.Context, cfg harness.Config) (context.Context, cont
 // deadline.
 func cleanupContext(ctx context.Context, cfg harness.Config) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), cfg.StepTimeout)
-}
-
-// exactArgs is cobra.ExactArgs with a message naming the arguments and the
-// usage error class.
-func exactArgs(n int, names string) cobra.PositionalArgs {
-	return rangeArgs(n, n, names)
-}
-
-// rangeArgs accepts min to max positional arguments.
-func rangeArgs(lo, hi int, names string) cobra.PositionalArgs {
-	return func(cmd *cobra.Command, args []string) error {
-		if len(args) < lo || len(args) > hi {
-			return usageError{err: fmt.Errorf("%s takes %s, got %d argument(s)", cmd.CommandPath(), names, len(args)), cmdLine: true}
-		}
-		return nil
-	}
 }

@@ -179,6 +179,23 @@ type Closer interface {
 	Close() error
 }
 
+// Ephemeral is implemented by devices whose state does not outlive the
+// process that discovered them: the simulated DUT and the QEMU virtual DUT
+// keep their power, storage multiplexer, pins, console and configuration in
+// that process (a QEMU VM is killed when it exits); only their disk files
+// are shared. A test, which holds its device for its whole run, is not
+// affected; a tool that runs one process per step, as the dut command does,
+// uses it to warn that what a step switched ends with that step.
+//
+// Ephemeral returns why the device's state ends with the process, as a
+// sentence naming the device, e.g. "sim-0 is a simulated device: its
+// power, storage, pins and config live only in the process that discovered
+// it". An empty string means the state does outlive the process after all
+// (a driver whose devices differ by configuration).
+type Ephemeral interface {
+	Ephemeral() string
+}
+
 // ErrUnsupported is returned (wrapped) when a device lacks a capability.
 var ErrUnsupported = errors.New("capability not supported by this device")
 
