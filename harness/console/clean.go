@@ -1,17 +1,30 @@
 package console
 
+import "bytes"
+
 // cleaner turns the raw byte stream of a console into the text that patterns
 // are matched against. It is a streaming state machine: an escape sequence or
 // a CR/LF pair split across two reads is handled exactly as if it had arrived
 // in one.
 //
 // With stripANSI it removes ANSI/VT100 escape sequences (CSI "ESC [ ... final",
-// OSC and other string sequences terminated by BEL or "ESC \", charset
-// designations "ESC ( B" and plain two-byte sequences), and NUL bytes.
-// With newlines it turns every line break variant into a single "\n": "\r\n",
-// "\r\r\n" (ptys with onlcr) and a lone "\r" (a progress bar redrawing its
-// line) all become "\n". A "\r" at the end of a read is held back until the
-// next byte shows which variant it starts.
+// control strings, charset designations "ESC ( B" and plain two-byte
+// sequences), and NUL bytes. With newlines it turns every line break variant
+// into a single "\n": "\r\n", "\r\r\n" (ptys with onlcr) and a lone "\r" (a
+// progress bar redrawing its line) all become "\n". A "\r" at the end of a
+// read is held back until the next byte shows which variant it starts.
+//
+// Control strings (OSC "ESC ]", DCS "ESC P", SOS "ESC X", PM "ESC ^", APC
+// "ESC _") end where ECMA-48 terminals end them: at ST ("ESC \") or BEL. They
+// are aborted, as a terminal aborts them, by CAN and SUB (both swallowed) and
+// by an ESC that does not start ST (the ESC starts the next sequence). Unlike
+// a terminal, the cleaner also aborts a control string at a line break (CR or
+// LF), which then counts as text: no real payload contains one, and a stray
+// "ESC ]" in a command's output ("printf 'x\e]'") must not swallow the lines
+// after it, such as the end marker of [Console.Run]. A control string longer
+// than maxStringSeq bytes ends there too. Inside any escape sequence a C0
+// control byte other than ESC, CAN and SUB ends the sequence and counts as
+// text, so an escape sequence never eats a line break.
 type cleaner struct {
 	stripANSI bool
 	newlines  bool
@@ -27,94 +40,166 @@ const (
 	escNone    escState = iota
 	escStart            // after ESC
 	escCSI              // inside "ESC [": parameters until a final byte
-	escString           // inside OSC/DCS/PM/APC: until BEL or "ESC \"
+	escString           // inside OSC/DCS/SOS/PM/APC: until BEL or "ESC \"
 	escStrEsc           // ESC seen inside a string sequence
 	escCharset          // after "ESC (" and friends: one more byte
 )
 
-// maxStringSeq bounds how long an unterminated OSC/DCS string may swallow
-// output: a corrupt stream must not hide the rest of the console.
+// maxStringSeq bounds how long an unterminated control string without a line
+// break may swallow output: a corrupt stream must not hide the rest of the
+// console.
 const maxStringSeq = 4096
+
+const (
+	can = 0x18 // cancels an escape sequence
+	sub = 0x1a // cancels an escape sequence
+	esc = 0x1b
+)
 
 // feed appends the cleaned form of p to dst and returns it.
 func (c *cleaner) feed(dst, p []byte) []byte {
 	if !c.stripANSI && !c.newlines {
 		return append(dst, p...)
 	}
-	for i := 0; i < len(p); i++ {
-		b := p[i]
+	// Runs of plain text are copied whole: the next CR, ESC and NUL are
+	// found with bytes.IndexByte and remembered, so each byte of the input
+	// is looked at a constant number of times.
+	nextCR, nextESC, nextNUL := -1, -1, -1
+	for i := 0; i < len(p); {
+		if c.state == escNone && !c.pendingCR {
+			stop := len(p)
+			if c.newlines {
+				if nextCR < i {
+					nextCR = indexFrom(p, i, '\r')
+				}
+				stop = nextCR
+			}
+			if c.stripANSI {
+				if nextESC < i {
+					nextESC = indexFrom(p, i, esc)
+				}
+				if nextNUL < i {
+					nextNUL = indexFrom(p, i, 0)
+				}
+				stop = min(stop, nextESC, nextNUL)
+			}
+			dst = append(dst, p[i:stop]...)
+			if i = stop; i == len(p) {
+				break
+			}
+		}
+		dst = c.step(dst, p[i])
+		i++
+	}
+	return dst
+}
+
+// indexFrom returns the offset of the first b in p at or after i, or len(p).
+func indexFrom(p []byte, i int, b byte) int {
+	if j := bytes.IndexByte(p[i:], b); j >= 0 {
+		return i + j
+	}
+	return len(p)
+}
+
+// step feeds one byte through the state machine.
+func (c *cleaner) step(dst []byte, b byte) []byte {
+	for {
 		switch c.state {
 		case escStart:
-			switch b {
-			case 0x1b:
-				continue // ESC ESC: the second one starts the sequence
-			case '[':
+			switch {
+			case b == esc:
+				return dst // ESC ESC: the second one starts the sequence
+			case b == '[':
 				c.state = escCSI
-			case ']', 'P', 'X', '^', '_':
+			case b == ']' || b == 'P' || b == 'X' || b == '^' || b == '_':
 				c.state, c.stringLen = escString, 0
-			case '(', ')', '*', '+', '-', '.', '/', '#', '%':
+			case b == ' ' || b == '(' || b == ')' || b == '*' || b == '+' || b == '-' || b == '.' || b == '/' || b == '#' || b == '%':
 				c.state = escCharset
-			default:
+			case b == can || b == sub:
 				c.state = escNone
+			case b < 0x20 || b >= 0x7f:
+				// A control byte (or non-ASCII) ends the sequence and is
+				// text.
+				c.state = escNone
+				continue
+			default:
+				c.state = escNone // a two-byte sequence: ESC 7, ESC M, ...
 			}
-			continue
+			return dst
 		case escCSI:
 			switch {
 			case b >= 0x40 && b <= 0x7e:
 				c.state = escNone
-				continue
+				return dst
 			case b >= 0x20 && b <= 0x3f:
-				continue
+				return dst
+			case b == can || b == sub:
+				c.state = escNone
+				return dst
 			}
-			// A control byte inside CSI ends the sequence and counts as text.
+			// Any other byte (ESC included) ends the sequence and is
+			// processed as if no sequence had been open.
 			c.state = escNone
+			continue
 		case escString:
 			c.stringLen++
 			switch {
 			case b == 0x07:
 				c.state = escNone
-			case b == 0x1b:
+			case b == esc:
 				c.state = escStrEsc
+			case b == can || b == sub:
+				c.state = escNone
+			case b == '\n' || b == '\r':
+				c.state = escNone
+				continue // the line break is text
 			case c.stringLen > maxStringSeq:
 				c.state = escNone
 			}
-			continue
+			return dst
 		case escStrEsc:
 			if b == '\\' {
 				c.state = escNone
-				continue
+				return dst
 			}
-			// The ESC starts a new sequence; b is its first byte.
+			// The ESC aborts the string and starts a new sequence; b is its
+			// first byte.
 			c.state = escStart
-			i--
 			continue
 		case escCharset:
+			if b >= 0x20 && b <= 0x7e {
+				c.state = escNone
+				return dst
+			}
 			c.state = escNone
+			if b == can || b == sub {
+				return dst
+			}
 			continue
 		}
 		// Plain text. An escape sequence is invisible: a CR before one is
 		// resolved by the first visible byte after it.
-		if c.stripANSI && b == 0x1b {
+		if c.stripANSI && b == esc {
 			c.state = escStart
-			continue
+			return dst
 		}
 		if c.newlines {
 			if b == '\r' {
 				c.pendingCR = true
-				continue
+				return dst
 			}
 			if c.pendingCR {
 				c.pendingCR = false
 				dst = append(dst, '\n')
 				if b == '\n' {
-					continue
+					return dst
 				}
 			}
 		}
 		if c.stripANSI && b == 0 {
-			continue
+			return dst
 		}
-		dst = append(dst, b)
+		return append(dst, b)
 	}
-	return dst
 }

@@ -16,20 +16,31 @@
 // and every line break variant turned into "\n", unless [Options] asks to keep
 // them. The raw bytes are kept too, for logs that must be byte-exact.
 //
+// Matching is linear in the bytes read, whatever the port's chunking (one
+// byte per read on a slow UART): the reader goroutine itself searches each
+// read's new bytes for the pending expect's patterns and the watchers, and
+// wakes the expect only when it has a result (see [Pattern] for what each
+// kind of pattern looks at). The transcript's memory is bounded: the last
+// [Options.MemoryTail] bytes of the raw and the cleaned output stay in
+// memory, older bytes (and their timestamps) go to an unlinked temporary
+// file, from which [Console.Text], [Console.Raw] and the logs read them
+// back. [Console.WriteLog] and [Console.WriteRaw] stream in bounded chunks.
+//
+// Error messages quote at most 20 lines (2 KiB) of output and say how much
+// they left out; the errors' fields keep more, and the console log has all.
+//
 // The package imports only the standard library and knows nothing of drivers
 // or tests: anything that reads and writes bytes ([io.ReadWriteCloser]) is a
 // console.
 package console
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -46,9 +57,9 @@ type Options struct {
 	// 30 seconds.
 	DefaultTimeout time.Duration
 	// Window is how far back, in bytes, a regexp looks into text it has
-	// already searched: the longest line an unbounded regexp sees whole, and
-	// the longest match of one that can span lines. It keeps matching linear
-	// in the bytes read. Zero means 4 KiB.
+	// already searched: the longest line an unbounded eager regexp sees
+	// whole, and the longest match of one that can span lines. It keeps
+	// matching linear in the bytes read. Zero means 4 KiB.
 	Window int
 	// CharDelay paces [Console.Send]: it waits this long after each byte, for
 	// UARTs without flow control whose receive buffers overflow. Zero sends
@@ -57,86 +68,27 @@ type Options struct {
 	// LineEnding ends the lines that [Console.SendLine] sends. Empty means
 	// "\n".
 	LineEnding string
+	// MaxLine is the longest line, in bytes, that the device's shell
+	// accepts: [Console.Run] refuses (with [ErrCommandTooLong], before
+	// sending anything) a command whose framed line, markers and
+	// [Options.LineEnding] included, is longer. Zero means 1024, what
+	// busybox ash's line editor takes; a Linux tty in canonical mode takes
+	// 4095, bash with readline more. Negative means no limit.
+	MaxLine int
+	// MemoryTail is how many bytes of the raw and of the cleaned transcript
+	// (each) stay in memory; older bytes and their timestamps are spilled to
+	// an unlinked temporary file in TempDir and read back when needed, so
+	// that a console flood costs disk, not RAM. Zero means 8 MiB; negative
+	// keeps everything in memory. If the file cannot be created or written,
+	// the transcript stays in memory.
+	MemoryTail int
+	// TempDir is where the spill file goes. Empty means [os.TempDir].
+	TempDir string
 	// Log, when set, receives every complete line of cleaned output as it
 	// arrives, prefixed with its arrival time ([Console.WriteLog] format).
 	Log io.Writer
 	// Now replaces time.Now for timestamps (tests).
 	Now func() time.Time
-}
-
-// Errors that callers tell apart with [errors.Is] or [errors.As].
-var (
-	// ErrTimeout is matched by every [TimeoutError].
-	ErrTimeout = errors.New("console: timed out")
-	// ErrClosed is returned when the console was closed or its port failed
-	// or reached end of file before a pattern matched.
-	ErrClosed = errors.New("console: closed")
-	// ErrPort is wrapped by errors of the port itself: a write that failed.
-	ErrPort = errors.New("console: port failed")
-)
-
-// TimeoutError is returned by [Console.Expect] when the deadline passes
-// before any pattern matches. It wraps the context's error.
-type TimeoutError struct {
-	Console  string        // the console's name
-	Patterns []string      // what was awaited
-	Waited   time.Duration // how long
-	Tail     string        // the unmatched text after the cursor (its end, at most 2 KiB)
-	Err      error         // context.DeadlineExceeded or context.Canceled
-}
-
-func (e *TimeoutError) Error() string {
-	what := "timed out"
-	if errors.Is(e.Err, context.Canceled) {
-		what = "cancelled"
-	}
-	return fmt.Sprintf("console %s: %s after %s waiting for %s; %s", e.Console, what, e.Waited.Round(time.Millisecond), strings.Join(e.Patterns, " or "), describeTail(e.Tail))
-}
-
-// Unwrap returns the context's error.
-func (e *TimeoutError) Unwrap() error { return e.Err }
-
-// Is reports whether target is [ErrTimeout].
-func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }
-
-// WatchError is returned by [Console.Expect] when a watcher's pattern appeared
-// after the cursor before any awaited pattern did.
-type WatchError struct {
-	Console string
-	Watch   string // the watcher's name
-	Text    string // the text the watcher matched
-	Context string // the transcript around it
-	Offset  int    // where in the cleaned transcript it matched
-}
-
-func (e *WatchError) Error() string {
-	return fmt.Sprintf("console %s: watcher %q fired on %q at offset %d; output around it:\n%s", e.Console, e.Watch, e.Text, e.Offset, indent(e.Context))
-}
-
-// ClosedError is returned when the console ends before a pattern matches.
-type ClosedError struct {
-	Console string
-	Err     error // the port's error, or io.EOF
-	Tail    string
-}
-
-func (e *ClosedError) Error() string {
-	return fmt.Sprintf("console %s: port closed (%v) while waiting; %s", e.Console, e.Err, describeTail(e.Tail))
-}
-
-// Unwrap returns the port's error and [ErrClosed].
-func (e *ClosedError) Unwrap() []error { return []error{ErrClosed, e.Err} }
-
-func describeTail(tail string) string {
-	if tail == "" {
-		return "nothing arrived after the cursor"
-	}
-	return "unmatched output after the cursor:\n" + indent(tail)
-}
-
-func indent(s string) string {
-	s = strings.TrimRight(s, "\n")
-	return "\t| " + strings.ReplaceAll(s, "\n", "\n\t| ")
 }
 
 // Match is the result of a successful [Console.Expect].
@@ -160,7 +112,9 @@ type Mark struct {
 type watcher struct {
 	name  string
 	s     scan
-	after int // searches start here: the end of the last hit
+	after int       // searches start here: the end of the last hit
+	pos   int       // the text before pos has been searched
+	hit   *watchHit // its earliest hit at or after the cursor not yet passed
 }
 
 type watchHit struct {
@@ -168,9 +122,15 @@ type watchHit struct {
 	start, end int
 }
 
-type stamp struct {
-	clean, raw int // ends of the text that had arrived at t
-	t          time.Time
+// waiter is a pending [Console.Expect]: the reader goroutine searches new
+// text for its patterns and settles it.
+type waiter struct {
+	scans   []scan
+	pos     int // the text before pos has been searched
+	done    chan struct{}
+	settled bool
+	m       *Match
+	err     error
 }
 
 // Console is the transcript and expect cursor of one console port. Its
@@ -182,16 +142,17 @@ type Console struct {
 	opened time.Time
 
 	mu       sync.Mutex
-	raw      []byte
-	clean    []byte
+	raw      spool
+	clean    spool
+	stamps   spool // stampSize records
+	last     stamp // the last stamp, also the last record of stamps
+	nstamps  int
+	loc      *time.Location // of the timestamps read back from the spool
 	cl       cleaner
-	stamps   []stamp
-	changed  chan struct{} // closed and replaced on an append that someone waits for
-	waited   bool          // someone took changed to wait on it
-	readErr  error         // set once the reader stops
+	readErr  error // set once the reader stops
 	cursor   int
 	watchers []*watcher
-	hits     []watchHit
+	waiters  []*waiter
 	logged   int // clean offset up to which Options.Log has lines
 	logSeen  int // clean offset up to which the text was searched for a newline
 
@@ -202,6 +163,11 @@ type Console struct {
 	closeMu sync.Mutex
 	closed  bool
 }
+
+// stepMax bounds how much text one search step looks at: an expect that
+// starts behind a long backlog catches up in steps, letting the reader in
+// between them.
+const stepMax = 1 << 20
 
 // New starts draining port into a transcript and returns its console. The
 // console owns port: [Console.Close] closes it.
@@ -215,6 +181,16 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 	if opts.LineEnding == "" {
 		opts.LineEnding = "\n"
 	}
+	if opts.MaxLine == 0 {
+		opts.MaxLine = 1024
+	}
+	if opts.MemoryTail == 0 {
+		opts.MemoryTail = 8 << 20
+	}
+	if opts.MemoryTail > 0 {
+		// The tail kept after a spill must hold what a search looks back.
+		opts.MemoryTail = max(opts.MemoryTail, 8*opts.Window+2*stepMax)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -225,15 +201,27 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 		opts:    opts,
 		port:    port,
 		opened:  opts.Now(),
+		raw:     newSpool(opts.MemoryTail, 1, opts.TempDir),
+		clean:   newSpool(opts.MemoryTail, 1, opts.TempDir),
+		stamps:  newSpool(stampLimit(opts.MemoryTail), stampSize, opts.TempDir),
 		cl:      cleaner{stripANSI: !opts.KeepANSI, newlines: !opts.KeepCR},
-		changed: make(chan struct{}),
 		readerD: make(chan struct{}),
 		writes:  make(chan writeReq),
 		stop:    make(chan struct{}),
 	}
+	c.loc = c.opened.Location()
 	go c.read()
 	go c.writer()
 	return c
+}
+
+// stampLimit is the memory tail of the stamps: they are few (one per
+// millisecond of output at most) but a console printing for days makes many.
+func stampLimit(memoryTail int) int {
+	if memoryTail < 0 {
+		return -1
+	}
+	return max(memoryTail/64, 64*stampSize)
 }
 
 // Name returns the console's name.
@@ -253,8 +241,7 @@ func (c *Console) read() {
 				c.readErr = err
 			}
 			c.flushLogLocked(true)
-			c.waited = true
-			c.notifyLocked()
+			c.settleAllLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -265,54 +252,180 @@ func (c *Console) append(p []byte) {
 	now := c.opts.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.raw = append(grow(c.raw, len(p)), p...)
-	c.clean = c.cl.feed(grow(c.clean, len(p)), p)
+	c.raw.write(p)
+	c.clean.grow(len(p) + 1) // a CR held back from the last read may add a byte
+	c.clean.setTail(c.cl.feed(c.clean.tail(), p))
 	// One stamp per millisecond at most keeps the index small however the
 	// port chunks its output.
-	if n := len(c.stamps); n > 0 && now.Sub(c.stamps[n-1].t) < time.Millisecond {
-		c.stamps[n-1].clean, c.stamps[n-1].raw = len(c.clean), len(c.raw)
+	st := stamp{clean: c.clean.len(), raw: c.raw.len(), t: now}
+	if c.nstamps > 0 && now.Sub(c.last.t) < time.Millisecond {
+		st.t = c.last.t
+		putStamp(c.stamps.mem[len(c.stamps.mem)-stampSize:], st)
 	} else {
-		c.stamps = append(c.stamps, stamp{clean: len(c.clean), raw: len(c.raw), t: now})
+		var rec [stampSize]byte
+		putStamp(rec[:], st)
+		c.stamps.write(rec[:])
+		c.nstamps++
+		c.loc = now.Location()
 	}
+	c.last = st
 	c.scanWatchersLocked()
 	c.flushLogLocked(false)
-	c.notifyLocked()
+	c.settleAllLocked()
+}
+
+// settleAllLocked searches the new text for the pending expects and wakes
+// those that have a result.
+func (c *Console) settleAllLocked() {
+	if len(c.waiters) == 0 {
+		return
+	}
+	c.waiters = slices.DeleteFunc(c.waiters, func(w *waiter) bool {
+		return c.settleLocked(w, -1)
+	})
+}
+
+// viewLocked returns the cleaned text from lo (or later, see below) to hi,
+// and where it starts. Text still in memory comes without a copy; text
+// read back from the spill file is limited to what one search step may
+// look at: a line longer than that is seen in its end only.
+func (c *Console) viewLocked(lo, hi, back int) ([]byte, int) {
+	lo = max(lo, 0)
+	if lo < c.clean.base {
+		lo = max(lo, hi-stepMax-back)
+	}
+	return c.clean.view(lo, hi)
+}
+
+// searchLocked runs one scan up to end.
+func (c *Console) searchLocked(s *scan, cursor, end int, final bool) []int {
+	back := lookBack(s.p, c.opts.Window)
+	text, base := c.viewLocked(max(cursor, min(s.from, end)-back), end, back)
+	return s.find(text, base, cursor, end, c.opts.Window, final)
 }
 
 // scanWatchersLocked records the watchers' hits in the text that arrived.
 func (c *Console) scanWatchersLocked() {
+	end := c.clean.len()
 	for _, w := range c.watchers {
-		// A watcher may fire several times; each search resumes after its last hit.
-		for {
-			loc := w.s.find(c.clean, w.after, len(c.clean), c.opts.Window)
+		// A watcher may fire several times; each search resumes after its
+		// last hit. Only its first hit at or after the cursor can fail an
+		// expect (no match moves the cursor past it), so that is all it
+		// keeps.
+		for w.pos < end {
+			stepEnd := min(end, w.pos+stepMax)
+			loc := c.searchLocked(&w.s, w.after, stepEnd, stepEnd == end)
 			if loc == nil {
-				break
+				w.pos = stepEnd
+				continue
 			}
-			c.hits = append(c.hits, watchHit{name: w.name, start: loc[0], end: loc[1]})
-			w.after, w.s.from = loc[1], loc[1]
+			if loc[0] >= c.cursor && w.hit == nil {
+				w.hit = &watchHit{name: w.name, start: loc[0], end: loc[1]}
+			}
+			w.after, w.s.from, w.s.seen, w.pos = loc[1], loc[1], loc[1], loc[1]
+			if loc[1] == loc[0] {
+				w.pos = stepEnd // an empty match: do not find it again
+			}
 		}
 	}
 }
 
-// notifyLocked wakes the goroutines waiting for new text, if any.
-func (c *Console) notifyLocked() {
-	if c.waited {
-		close(c.changed)
-		c.changed = make(chan struct{})
-		c.waited = false
+// firstHitLocked returns the earliest watcher hit at or after the cursor.
+func (c *Console) firstHitLocked() *watchHit {
+	var first *watchHit
+	for _, w := range c.watchers {
+		if h := w.hit; h != nil && h.start >= c.cursor && (first == nil || h.start < first.start) {
+			first = h
+		}
+	}
+	return first
+}
+
+// settleLocked searches the text after w.pos, in steps of at most stepMax
+// bytes and at most budget of them (negative: all), and settles w when one
+// of its patterns matched, a watcher fired, or the port closed. It reports
+// whether w is settled; w.done is closed then.
+func (c *Console) settleLocked(w *waiter, budget int) bool {
+	for {
+		end := c.clean.len()
+		if w.pos < end {
+			stepEnd := min(end, w.pos+stepMax)
+			if m, err := c.searchStepLocked(w, stepEnd, stepEnd == end); m != nil || err != nil {
+				c.settle(w, m, err)
+				return true
+			}
+			w.pos = stepEnd
+		}
+		// Nothing matched before pos: a watcher's hit there wins, because a
+		// later match would end after it.
+		if h := c.firstHitLocked(); h != nil && h.start < w.pos {
+			c.settle(w, nil, c.watchErrorLocked(h))
+			return true
+		}
+		if w.pos >= end {
+			if c.readErr != nil {
+				c.settle(w, nil, &ClosedError{Console: c.opts.Name, Err: c.readErr, Tail: c.tailLocked(), Unmatched: end - c.cursor})
+				return true
+			}
+			return false
+		}
+		if budget--; budget == 0 {
+			return false
+		}
 	}
 }
 
-// grow makes room for n more bytes, doubling the capacity: a transcript of
-// N bytes costs at most 2N of allocations in all, not the 5N of append's
-// growth for large slices.
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) >= n {
-		return b
+func (c *Console) settle(w *waiter, m *Match, err error) {
+	w.m, w.err, w.settled = m, err, true
+	close(w.done)
+}
+
+// searchStepLocked searches the scans up to end and returns the earliest
+// match (moving the cursor past it) or a watcher's hit before it.
+func (c *Console) searchStepLocked(w *waiter, end int, final bool) (*Match, error) {
+	best, bestLoc := -1, []int(nil)
+	for i := range w.scans {
+		loc := c.searchLocked(&w.scans[i], c.cursor, end, final)
+		if loc != nil && (bestLoc == nil || loc[0] < bestLoc[0]) {
+			best, bestLoc = i, loc
+		}
 	}
-	nb := make([]byte, len(b), max(2*cap(b), len(b)+n, 64<<10))
-	copy(nb, b)
-	return nb
+	if bestLoc == nil {
+		return nil, nil
+	}
+	if h := c.firstHitLocked(); h != nil && h.start < bestLoc[1] {
+		return nil, c.watchErrorLocked(h)
+	}
+	m := &Match{Index: best, Start: bestLoc[0], End: bestLoc[1], Before: c.textLocked(c.cursor, bestLoc[0]), At: c.timeAtLocked(bestLoc[1] - 1)}
+	for g := 0; g+1 < len(bestLoc); g += 2 {
+		if bestLoc[g] < 0 {
+			m.Groups = append(m.Groups, "")
+			continue
+		}
+		m.Groups = append(m.Groups, c.textLocked(bestLoc[g], bestLoc[g+1]))
+	}
+	m.Text = m.Groups[0]
+	c.cursor = bestLoc[1]
+	return m, nil
+}
+
+func (c *Console) watchErrorLocked(h *watchHit) *WatchError {
+	end := c.clean.len()
+	lo, hi := max(0, h.start-contextBytes), min(end, h.end+contextBytes)
+	return &WatchError{Console: c.opts.Name, Watch: h.name, Text: c.textLocked(h.start, h.end), Offset: h.start, Context: c.textLocked(lo, hi)}
+}
+
+// textLocked returns the cleaned text [lo, hi) ("" if it cannot be read
+// back).
+func (c *Console) textLocked(lo, hi int) string {
+	if lo >= c.clean.base {
+		return string(c.clean.mem[lo-c.clean.base : hi-c.clean.base])
+	}
+	b, err := c.clean.copyRange(lo, hi)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // flushLogLocked writes the complete lines that arrived since the last call
@@ -321,20 +434,36 @@ func (c *Console) flushLogLocked(all bool) {
 	if c.opts.Log == nil {
 		return
 	}
-	end := len(c.clean)
+	end := c.clean.len()
 	if !all {
 		look := max(c.logged, c.logSeen)
-		i := bytes.LastIndexByte(c.clean[look:], '\n')
-		c.logSeen = len(c.clean)
+		text, base := c.clean.view(look, end)
+		i := lastIndexNL(text)
+		c.logSeen = end
 		if i < 0 {
 			return
 		}
-		end = look + i + 1
+		end = base + i + 1
 	}
 	if end > c.logged {
-		c.writeLogLocked(c.opts.Log, c.logged, end)
+		lf := logFormatter{c: c}
+		text, base := c.clean.view(c.logged, end)
+		b := lf.format(nil, text, base)
+		if lf.mid {
+			b = append(b, '\n')
+		}
+		_, _ = c.opts.Log.Write(b)
 		c.logged = end
 	}
+}
+
+func lastIndexNL(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			return i
+		}
+	}
+	return -1
 }
 
 // closeWait bounds how long Close waits for the reader after closing the
@@ -390,12 +519,14 @@ func (c *Console) Watch(name string, p Pattern) {
 	defer c.mu.Unlock()
 	// A watcher sees what the cursor has not passed yet, so one added
 	// right after New misses nothing.
-	w := &watcher{name: name, s: scan{p: p, from: c.cursor}, after: c.cursor}
+	w := &watcher{name: name, s: scan{p: p, from: c.cursor}, after: c.cursor, pos: c.cursor}
 	c.watchers = append(c.watchers, w)
 	c.scanWatchersLocked()
+	c.settleAllLocked()
 }
 
-// Unwatch removes the watchers named name.
+// Unwatch removes the watchers named name, with their hits that no expect
+// reported yet.
 func (c *Console) Unwatch(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -431,102 +562,85 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
 	began := time.Now()
-	scans := make([]scan, len(patterns))
+	w := &waiter{scans: make([]scan, len(patterns)), done: make(chan struct{})}
 	c.mu.Lock()
 	for i, p := range patterns {
-		scans[i] = scan{p: p, from: c.cursor}
+		w.scans[i] = scan{p: p, from: c.cursor}
+	}
+	w.pos = c.cursor
+	// Catch up with the text that arrived before, a few steps at a time, so
+	// that the reader is never kept waiting long; then leave the rest to the
+	// reader.
+	for !c.settleLocked(w, 4) && w.pos < c.clean.len() {
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			c.mu.Lock()
+			break
+		}
+		c.mu.Lock()
+	}
+	if !w.settled {
+		c.waiters = append(c.waiters, w)
 	}
 	c.mu.Unlock()
-	for {
-		m, changed, err := c.poll(scans)
-		if m != nil || err != nil {
-			return m, err
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			// Data may have arrived together with the deadline: look once more.
-			if m, _, err := c.poll(scans); m != nil || err != nil {
-				return m, err
-			}
-			c.mu.Lock()
-			err := &TimeoutError{Console: c.opts.Name, Waited: time.Since(began), Tail: c.tailLocked(), Err: ctx.Err()}
-			c.mu.Unlock()
-			for _, p := range patterns {
-				err.Patterns = append(err.Patterns, p.String())
-			}
-			return nil, err
-		}
+	select {
+	case <-w.done:
+		return w.m, w.err
+	case <-ctx.Done():
 	}
-}
-
-// poll evaluates the scans once. Without a result it returns the channel
-// that the next append closes.
-func (c *Console) poll(scans []scan) (*Match, <-chan struct{}, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, err := c.evalLocked(scans)
-	if m != nil || err != nil {
-		return m, nil, err
+	if w.settled {
+		// The result came together with the deadline: it counts, since the
+		// cursor may have moved.
+		return w.m, w.err
 	}
-	if c.readErr != nil {
-		return nil, nil, &ClosedError{Console: c.opts.Name, Err: c.readErr, Tail: c.tailLocked()}
+	c.waiters = slices.DeleteFunc(c.waiters, func(x *waiter) bool { return x == w })
+	err := &TimeoutError{Console: c.opts.Name, Waited: time.Since(began), Tail: c.tailLocked(), Unmatched: c.clean.len() - c.cursor, Err: ctx.Err()}
+	for _, p := range patterns {
+		err.Patterns = append(err.Patterns, p.String())
+		err.Sources = append(err.Sources, p.Source())
 	}
-	c.waited = true
-	return nil, c.changed, nil
+	return nil, err
 }
-
-// evalLocked searches the new text for the patterns and the watchers' hits.
-func (c *Console) evalLocked(scans []scan) (*Match, error) {
-	end := len(c.clean)
-	best, bestLoc := -1, []int(nil)
-	for i := range scans {
-		loc := scans[i].find(c.clean, c.cursor, end, c.opts.Window)
-		if loc != nil && (bestLoc == nil || loc[0] < bestLoc[0]) {
-			best, bestLoc = i, loc
-		}
-	}
-	for _, h := range c.hits {
-		if h.start >= c.cursor && (bestLoc == nil || h.start < bestLoc[1]) {
-			lo, hi := max(0, h.start-1024), min(end, h.end+1024)
-			return nil, &WatchError{Console: c.opts.Name, Watch: h.name, Text: string(c.clean[h.start:h.end]), Offset: h.start, Context: string(c.clean[lo:hi])}
-		}
-	}
-	if bestLoc == nil {
-		return nil, nil
-	}
-	m := &Match{Index: best, Start: bestLoc[0], End: bestLoc[1], Before: string(c.clean[c.cursor:bestLoc[0]]), Text: string(c.clean[bestLoc[0]:bestLoc[1]]), At: c.timeAtLocked(bestLoc[1] - 1)}
-	for g := 0; g+1 < len(bestLoc); g += 2 {
-		if bestLoc[g] < 0 {
-			m.Groups = append(m.Groups, "")
-			continue
-		}
-		m.Groups = append(m.Groups, string(c.clean[bestLoc[g]:bestLoc[g+1]]))
-	}
-	c.cursor = bestLoc[1]
-	return m, nil
-}
-
-const tailMax = 2 << 10
 
 func (c *Console) tailLocked() string {
-	t := c.clean[c.cursor:]
-	if len(t) > tailMax {
-		t = t[len(t)-tailMax:]
+	end := c.clean.len()
+	return c.textLocked(max(c.cursor, end-tailMax), end)
+}
+
+// stampAtLocked returns the i-th stamp.
+func (c *Console) stampAtLocked(i int) stamp {
+	if i == c.nstamps-1 {
+		return c.last
 	}
-	return string(t)
+	off := i * stampSize
+	if off >= c.stamps.base {
+		return getStamp(c.stamps.mem[off-c.stamps.base:], c.loc)
+	}
+	var rec [stampSize]byte
+	if err := c.stamps.readAt(rec[:], off); err != nil {
+		return c.last
+	}
+	return getStamp(rec[:], c.loc)
+}
+
+// stampIndexLocked returns the index of the first stamp covering the clean
+// byte at off (nstamps if none yet).
+func (c *Console) stampIndexLocked(off int) int {
+	return sort.Search(c.nstamps, func(i int) bool { return c.stampAtLocked(i).clean > off })
 }
 
 // timeAtLocked returns when the clean byte at offset off arrived.
 func (c *Console) timeAtLocked(off int) time.Time {
-	i := sort.Search(len(c.stamps), func(i int) bool { return c.stamps[i].clean > off })
-	if i == len(c.stamps) {
+	i := c.stampIndexLocked(off)
+	if i == c.nstamps {
 		if i == 0 {
 			return c.opened
 		}
-		return c.stamps[i-1].t
+		return c.last.t
 	}
-	return c.stamps[i].t
+	return c.stampAtLocked(i).t
 }
 
 // lastActivity returns when the last byte arrived, or when the console
@@ -534,8 +648,8 @@ func (c *Console) timeAtLocked(off int) time.Time {
 func (c *Console) lastActivity() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n := len(c.stamps); n > 0 {
-		return c.stamps[n-1].t
+	if c.nstamps > 0 {
+		return c.last.t
 	}
 	return c.opened
 }
@@ -552,35 +666,59 @@ func (c *Console) Cursor() int {
 func (c *Console) Discard() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cursor = len(c.clean)
+	c.cursor = c.clean.len()
+	for _, w := range c.watchers {
+		w.hit = nil
+	}
+	for _, w := range c.waiters {
+		w.pos = max(w.pos, c.cursor)
+	}
 }
 
 // Mark returns the current end of the transcript.
 func (c *Console) Mark() Mark {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Mark{Raw: len(c.raw), Clean: len(c.clean)}
+	return Mark{Raw: c.raw.len(), Clean: c.clean.len()}
 }
+
+// copyChunk is how much of the transcript the readers copy per hold of the
+// console's lock.
+const copyChunk = 256 << 10
 
 // Text returns a copy of the cleaned transcript between two marks; a zero
 // "to" means the end.
 func (c *Console) Text(from, to Mark) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	lo, hi := c.boundsLocked(from.Clean, to.Clean, len(c.clean))
-	return string(c.clean[lo:hi])
+	b, _ := c.copyOut(&c.clean, from.Clean, to.Clean)
+	return string(b)
 }
 
 // Raw returns a copy of the raw bytes between two marks; a zero "to" means
 // the end.
 func (c *Console) Raw(from, to Mark) []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	lo, hi := c.boundsLocked(from.Raw, to.Raw, len(c.raw))
-	return slices.Clone(c.raw[lo:hi])
+	b, _ := c.copyOut(&c.raw, from.Raw, to.Raw)
+	return b
 }
 
-func (c *Console) boundsLocked(lo, hi, n int) (int, int) {
+// copyOut copies [lo, hi) of s in chunks, taking the lock per chunk.
+func (c *Console) copyOut(s *spool, lo, hi int) ([]byte, error) {
+	c.mu.Lock()
+	lo, hi = boundsOf(lo, hi, s.len())
+	c.mu.Unlock()
+	out := make([]byte, hi-lo)
+	for off := lo; off < hi; off += copyChunk {
+		n := min(copyChunk, hi-off)
+		c.mu.Lock()
+		err := s.readAt(out[off-lo:off-lo+n], off)
+		c.mu.Unlock()
+		if err != nil {
+			return out[:off-lo], err
+		}
+	}
+	return out, nil
+}
+
+func boundsOf(lo, hi, n int) (int, int) {
 	if hi <= 0 || hi > n {
 		hi = n
 	}
@@ -588,39 +726,120 @@ func (c *Console) boundsLocked(lo, hi, n int) (int, int) {
 }
 
 // WriteRaw writes the raw bytes between two marks to w; a zero "to" means
-// the end.
+// the end. It copies a bounded chunk at a time and does not hold the
+// console's lock while w writes.
 func (c *Console) WriteRaw(w io.Writer, from, to Mark) error {
-	_, err := w.Write(c.Raw(from, to))
-	return err
+	c.mu.Lock()
+	lo, hi := boundsOf(from.Raw, to.Raw, c.raw.len())
+	c.mu.Unlock()
+	buf := make([]byte, min(copyChunk, hi-lo))
+	for off := lo; off < hi; off += copyChunk {
+		n := min(copyChunk, hi-off)
+		c.mu.Lock()
+		err := c.raw.readAt(buf[:n], off)
+		c.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("console %s: %w", c.opts.Name, err)
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteLog writes the cleaned text between two marks to w, one line per line
 // of output, each prefixed with the time its first byte arrived
-// ("15:04:05.000000 | text"); a zero "to" means the end.
+// ("15:04:05.000000 | text"); a zero "to" means the end. It formats a
+// bounded chunk at a time and does not hold the console's lock while w
+// writes, so a log of any size costs little memory.
 func (c *Console) WriteLog(w io.Writer, from, to Mark) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	lo, hi := c.boundsLocked(from.Clean, to.Clean, len(c.clean))
-	return c.writeLogLocked(w, lo, hi)
+	lo, hi := boundsOf(from.Clean, to.Clean, c.clean.len())
+	c.mu.Unlock()
+	lf := logFormatter{c: c}
+	chunk := make([]byte, min(copyChunk, hi-lo))
+	var out []byte
+	for off := lo; off < hi; off += copyChunk {
+		n := min(copyChunk, hi-off)
+		c.mu.Lock()
+		err := c.clean.readAt(chunk[:n], off)
+		if err == nil {
+			out = lf.format(out[:0], chunk[:n], off)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("console %s: %w", c.opts.Name, err)
+		}
+		if _, err := w.Write(out); err != nil {
+			return err
+		}
+	}
+	if lf.mid {
+		_, err := io.WriteString(w, "\n")
+		return err
+	}
+	return nil
 }
 
-func (c *Console) writeLogLocked(w io.Writer, lo, hi int) error {
-	var b strings.Builder
-	for lo < hi {
-		end := hi
-		if i := bytes.IndexByte(c.clean[lo:hi], '\n'); i >= 0 {
-			end = lo + i + 1
+// logFormatter turns cleaned text into timestamped log lines, piece by
+// piece: a line may span pieces.
+type logFormatter struct {
+	c   *Console
+	mid bool // the last piece ended inside a line
+	si  int  // stamp index search hint: stamps before it end at or before the text formatted
+	ok  bool // si is valid
+}
+
+const logLayout = "15:04:05.000000"
+
+// format appends the log lines of text, the cleaned transcript from base,
+// to dst. The console's lock must be held.
+func (lf *logFormatter) format(dst, text []byte, base int) []byte {
+	for i := 0; i < len(text); {
+		if !lf.mid {
+			dst = lf.timeAt(base+i).AppendFormat(dst, logLayout)
+			dst = append(dst, " | "...)
 		}
-		b.WriteString(c.timeAtLocked(lo).Format("15:04:05.000000"))
-		b.WriteString(" | ")
-		b.Write(c.clean[lo:end])
-		if c.clean[end-1] != '\n' {
-			b.WriteByte('\n')
+		j := indexNL(text[i:])
+		if j < 0 {
+			dst = append(dst, text[i:]...)
+			lf.mid = true
+			break
 		}
-		lo = end
+		dst = append(dst, text[i:i+j+1]...)
+		lf.mid = false
+		i += j + 1
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return dst
+}
+
+// timeAt is timeAtLocked for offsets that only grow: it walks the stamps
+// instead of searching them.
+func (lf *logFormatter) timeAt(off int) time.Time {
+	c := lf.c
+	if !lf.ok {
+		lf.si, lf.ok = c.stampIndexLocked(off), true
+	}
+	for lf.si < c.nstamps && c.stampAtLocked(lf.si).clean <= off {
+		lf.si++
+	}
+	if lf.si == c.nstamps {
+		if lf.si == 0 {
+			return c.opened
+		}
+		return c.last.t
+	}
+	return c.stampAtLocked(lf.si).t
+}
+
+func indexNL(b []byte) int {
+	for i, ch := range b {
+		if ch == '\n' {
+			return i
+		}
+	}
+	return -1
 }
 
 // Send writes s to the console, paced by [Options.CharDelay]. It fails when

@@ -24,11 +24,18 @@ import (
 //     Other regexps are searched eagerly in the line the new text continues,
 //     looking back at most [Options.Window] bytes, so they match prompts and
 //     text without a newline at once; one that can match a newline (`a\nb`,
-//     `(?s).`, `\s`) sees at most Window bytes before the new text.
+//     `(?s).`, `\s`) sees at most Window bytes before the new text. When
+//     every match contains a literal followed by a bounded rest (`panic\s+at`
+//     contains "at", `login: ?` contains "login:"), the regexp runs only
+//     when new text brings that literal; until then the text costs a
+//     streaming literal search. An eager regexp without such a literal and
+//     without a bounded length (`\d+`) is searched over up to a line (at
+//     most Window bytes) per read: prefer a literal, or `$`.
 //   - `\z` means the end of what has arrived: such a regexp, like [Prompt],
 //     matches only at the end of the received text.
 type Pattern struct {
 	src  string
+	desc string // what the pattern means, for messages; "" means src
 	lit  []byte
 	re   *regexp.Regexp
 	kind patternKind
@@ -37,6 +44,13 @@ type Pattern struct {
 	nl     bool // can match a newline: look back a window, not a line
 	begin  bool // anchored at a line start or word boundary: the region must start where the text does
 	maxLen int  // longest possible match in bytes, or -1 when unbounded
+
+	// need is a literal every match contains, followed by at most needTail
+	// bytes: a regexp runs only when new text brings a new occurrence of it,
+	// so text without one costs a streaming literal search, not a regexp
+	// run over the window.
+	need     []byte
+	needTail int
 }
 
 type patternKind uint8
@@ -66,6 +80,7 @@ func Regexp(re *regexp.Regexp) Pattern {
 	var tail bool
 	p.lines, p.nl, tail = analyse(ml.String())
 	p.begin, p.maxLen = bounds(ml.String())
+	p.need, p.needTail = required(ml.String())
 	if tail {
 		p.kind, p.lines = kindPrompt, false
 	}
@@ -89,7 +104,10 @@ func Prompt(expr string) (Pattern, error) {
 		return Pattern{}, fmt.Errorf("console: bad prompt pattern %q: %w", expr, err)
 	}
 	_, nl, _ := analyse(expr)
-	return Pattern{src: "prompt /" + expr + "/", re: re, kind: kindPrompt, nl: nl}, nil
+	p := Pattern{src: "prompt /" + expr + "/", re: re, kind: kindPrompt, nl: nl}
+	p.begin, p.maxLen = bounds(re.String())
+	p.need, p.needTail = required(re.String())
+	return p, nil
 }
 
 // MustPrompt is like [Prompt] but panics on a malformed expression.
@@ -101,8 +119,26 @@ func MustPrompt(expr string) Pattern {
 	return p
 }
 
-// String describes the pattern for messages.
-func (p Pattern) String() string { return p.src }
+// String describes the pattern for messages: its description when
+// [Pattern.Describe] gave it one, else its source.
+func (p Pattern) String() string {
+	if p.desc != "" {
+		return p.desc
+	}
+	return p.src
+}
+
+// Source returns the pattern as written: a quoted string, "/regexp/" or
+// "prompt /regexp/".
+func (p Pattern) Source() string { return p.src }
+
+// Describe returns a copy of p that messages (such as a [TimeoutError]'s)
+// call what, e.g. "the end of command \"ls\"" instead of the regexp that
+// finds it. The source stays available in [TimeoutError.Sources].
+func (p Pattern) Describe(what string) Pattern {
+	p.desc = what
+	return p
+}
 
 // analyse reports whether a regular expression is anchored at a line end,
 // whether it can match a newline, and whether it is anchored at the end of
@@ -196,111 +232,37 @@ func bounds(expr string) (begin bool, maxLen int) {
 	return begin, maxLen
 }
 
-// scan is one pattern's search state during one Expect call.
-type scan struct {
-	p    Pattern
-	from int // where the previous search ended (absolute clean offset)
-	seen int // for line-anchored patterns: text up to here has no newline after from
-}
-
-// find searches text[cursor:end] incrementally. It returns the match's
-// absolute submatch indexes (pairs; [0],[1] the whole match), or nil.
-func (s *scan) find(text []byte, cursor, end, window int) []int {
-	from := max(s.from, cursor)
-	switch {
-	case s.p.kind == kindString:
-		start := max(cursor, from-len(s.p.lit)+1)
-		s.from = end
-		i := bytes.Index(text[start:end], s.p.lit)
-		if i < 0 {
-			return nil
+// required returns the longest literal that every match of a regular
+// expression contains as one of its top-level pieces and that is followed by
+// a bounded rest, with that rest's longest length in bytes; nil when there is
+// none. A match that ends in new text then has an occurrence of the literal
+// ending at most tail bytes before the new text.
+func required(expr string) (lit []byte, tail int) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil, 0
+	}
+	pieces := []*syntax.Regexp{re}
+	if re.Op == syntax.OpConcat {
+		pieces = re.Sub
+	}
+	rest := 0 // longest length of pieces[i+1:]
+	for i := len(pieces) - 1; i >= 0 && rest >= 0; i-- {
+		r := pieces[i]
+		for r.Op == syntax.OpCapture {
+			r = r.Sub[0]
 		}
-		return []int{start + i, start + i + len(s.p.lit)}
-	case s.p.kind == kindPrompt:
-		s.from = end
-		start := max(cursor, lineStart(text, end, window))
-		if s.p.nl {
-			start = max(cursor, end-window)
+		if r.Op == syntax.OpLiteral && r.Flags&syntax.FoldCase == 0 {
+			b := []byte(string(r.Rune))
+			if len(b) > len(lit) {
+				lit, tail = b, rest
+			}
 		}
-		return offset(s.p.re.FindSubmatchIndex(text[start:end]), start)
-	case s.p.lines:
-		// Complete lines only, each searched once: from the end of the
-		// last searched line to the last newline, included.
-		// Look for a newline only in text not looked at before: a long line
-		// arriving byte by byte costs nothing until it ends.
-		look := max(from, s.seen)
-		nlAt := bytes.LastIndexByte(text[look:end], '\n')
-		s.seen = end
-		if nlAt < 0 {
-			return nil
+		_, n := bounds(pieces[i].String())
+		if n < 0 {
+			break
 		}
-		stop := look + nlAt + 1
-		start := from
-		if s.p.nl {
-			start = max(cursor, lineStart(text, max(cursor, from-window), window))
-		} else if start > cursor && text[start-1] != '\n' {
-			start = max(cursor, lineStart(text, start, window))
-		}
-		s.from = stop
-		loc := s.p.re.FindSubmatchIndex(text[start:stop])
-		if loc == nil || start+loc[0] == stop {
-			return nil // an empty match after the last newline is no line
-		}
-		return offset(loc, start)
+		rest += n
 	}
-	// A regexp without an end anchor is searched eagerly, so that it
-	// matches text still without a newline. A match not found before must
-	// end in the new text, which bounds how far back to look.
-	s.from = end
-	start := s.eagerStart(text, cursor, from, end, window)
-	if start < 0 {
-		return nil
-	}
-	return offset(s.p.re.FindSubmatchIndex(text[start:end]), start)
-}
-
-// eagerStart returns where to search an eager regexp whose last search ended
-// at from, or -1 when no new match is possible.
-func (s *scan) eagerStart(text []byte, cursor, from, end, window int) int {
-	// floor: a line start (or the cursor), at most a window back: the
-	// earliest any new match can start.
-	var floor int
-	if s.p.nl {
-		floor = max(cursor, lineStart(text, max(cursor, from-window), window))
-	} else {
-		floor = max(cursor, lineStart(text, from, window))
-	}
-	if s.p.maxLen < 0 {
-		return floor
-	}
-	start := max(floor, from-s.p.maxLen)
-	if !s.p.begin || start == floor {
-		return start
-	}
-	// Anchored at a line start: the region must begin at a true line start
-	// (or the cursor). Within reach of the old text there is none, so only
-	// lines that begin in the new text can match.
-	if i := bytes.IndexByte(text[from:end], '\n'); i >= 0 {
-		return from + i + 1
-	}
-	return -1
-}
-
-// lineStart returns the offset just after the last newline before pos,
-// looking back at most window bytes.
-func lineStart(text []byte, pos, window int) int {
-	lo := max(0, pos-window)
-	if i := bytes.LastIndexByte(text[lo:pos], '\n'); i >= 0 {
-		return lo + i + 1
-	}
-	return lo
-}
-
-func offset(loc []int, by int) []int {
-	for i := range loc {
-		if loc[i] >= 0 {
-			loc[i] += by
-		}
-	}
-	return loc
+	return lit, tail
 }

@@ -18,12 +18,8 @@ type Result struct {
 	Duration time.Duration // from sending the command to its end marker
 }
 
-// maxCommandLine stays under the 4096-byte line limit of a Linux tty in
-// canonical mode, with room for the markers.
-const maxCommandLine = 3800
-
-// ErrCommandTooLong is returned by [Console.Run] for a command longer than a
-// terminal line can carry.
+// ErrCommandTooLong is returned by [Console.Run] for a command whose framed
+// line is longer than the device's shell accepts ([Options.MaxLine]).
 var ErrCommandTooLong = errors.New("console: command too long for one terminal line")
 
 // Run runs cmd in the POSIX shell at the other end of the console and returns
@@ -40,37 +36,62 @@ var ErrCommandTooLong = errors.New("console: command too long for one terminal l
 // prompts full of escape codes all come back exactly. A non-zero exit code
 // is not an error; a timeout, watcher or closed console is. cmd must be one
 // line, must not read the terminal, and must not end in a comment or "&".
+//
+// The framed line must fit the shell's line buffer: a longer one is refused
+// at once, before anything is sent, with an error wrapping
+// [ErrCommandTooLong] that names its length and [Options.MaxLine]. The
+// markers are found by a streaming literal search, so Run's cost is linear
+// in the output however the port chunks it.
 func (c *Console) Run(ctx context.Context, cmd string) (Result, error) {
 	if strings.ContainsAny(cmd, "\r\n") {
-		return Result{}, fmt.Errorf("console %s: command %q spans several lines: join them with ';' or use sh -c", c.opts.Name, cmd)
+		return Result{}, fmt.Errorf("console %s: command %s spans several lines: join them with ';' or use sh -c", c.opts.Name, quoteCmd(cmd))
 	}
 	if strings.TrimSpace(cmd) == "" {
 		return Result{}, fmt.Errorf("console %s: empty command", c.opts.Name)
 	}
-	ctx, cancel := c.withDeadline(ctx)
-	defer cancel()
 	m1, m2 := newMarker()
 	line := fmt.Sprintf("printf '%%s%%s\\n' %s %s; %s; printf '\\n%%s%%s:%%d\\n' %s %s $?", m1, m2, cmd, m1, m2)
-	if len(line) > maxCommandLine {
-		return Result{}, fmt.Errorf("console %s: %w: %d bytes; put it in a script on the device", c.opts.Name, ErrCommandTooLong, len(cmd))
+	if n := len(line) + len(c.opts.LineEnding); c.opts.MaxLine > 0 && n > c.opts.MaxLine {
+		return Result{}, fmt.Errorf("console %s: run %s: %w: the framed line is %d bytes (the command's %d, the markers' %d), over the shell's limit of %d bytes (Options.MaxLine); put the command in a script on the device, or raise the limit if the shell takes longer lines",
+			c.opts.Name, quoteCmd(cmd), ErrCommandTooLong, n, len(cmd), n-len(cmd), c.opts.MaxLine)
 	}
+	ctx, cancel := c.withDeadline(ctx)
+	defer cancel()
 	start := time.Now()
 	if err := c.SendLine(ctx, line); err != nil {
-		return Result{}, fmt.Errorf("run %q: %w", cmd, err)
+		return Result{}, fmt.Errorf("run %s: %w", quoteCmd(cmd), err)
 	}
-	// \r* lets the markers match with Options.KeepCR too.
-	if _, err := c.Expect(ctx, RE(m1+m2+`\r*\n`)); err != nil {
-		return Result{}, fmt.Errorf("run %q: the shell did not start the command: %w", cmd, err)
+	// The start marker, then the rest of its line (CRs with Options.KeepCR).
+	if _, err := c.Expect(ctx, String(m1+m2).Describe("the shell's start marker for command "+quoteCmd(cmd))); err != nil {
+		return Result{}, fmt.Errorf("run %s: the shell did not start the command: %w", quoteCmd(cmd), err)
 	}
-	end, err := c.Expect(ctx, RE(`\r*\n`+m1+m2+`:(\d+)\r*\n`))
+	if _, err := c.Expect(ctx, String("\n").Describe("the end of the start marker's line for command "+quoteCmd(cmd))); err != nil {
+		return Result{}, fmt.Errorf("run %s: the shell did not start the command: %w", quoteCmd(cmd), err)
+	}
+	// The end marker follows the newline that ends the output.
+	end, err := c.Expect(ctx, String("\n"+m1+m2+":").Describe("the end of command "+quoteCmd(cmd)))
 	if err != nil {
-		return Result{}, fmt.Errorf("run %q: the command did not finish: %w", cmd, err)
+		return Result{}, fmt.Errorf("run %s: the command did not finish: %w", quoteCmd(cmd), err)
 	}
-	code, err := strconv.Atoi(end.Groups[1])
+	output := strings.TrimRight(end.Before, "\r")
+	status, err := c.Expect(ctx, String("\n").Describe("the exit code of command "+quoteCmd(cmd)))
 	if err != nil {
-		return Result{}, fmt.Errorf("run %q: bad exit code %q: %w", cmd, end.Groups[1], err)
+		return Result{}, fmt.Errorf("run %s: the command finished but its exit code did not arrive: %w", quoteCmd(cmd), err)
 	}
-	return Result{Output: end.Before, ExitCode: code, Duration: time.Since(start)}, nil
+	code, err := strconv.Atoi(strings.TrimRight(status.Before, "\r"))
+	if err != nil {
+		return Result{}, fmt.Errorf("run %s: bad exit code %q: %w", quoteCmd(cmd), status.Before, err)
+	}
+	return Result{Output: output, ExitCode: code, Duration: time.Since(start)}, nil
+}
+
+// quoteCmd quotes a command for messages, shortened when long.
+func quoteCmd(cmd string) string {
+	const max = 80
+	if len(cmd) <= max {
+		return strconv.Quote(cmd)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(cmd[:max]), len(cmd))
 }
 
 // newMarker returns the two halves of a random marker. Each half alone is
