@@ -312,4 +312,3 @@ func TestEagerRegexpWithRequiredLiteralStillMatchesAcrossChunks(t *testing.T) {
 		assert.Contains(t, []string{"login: r", "login: root"}, m.Text, "eager: matches as soon as it can")
 	}
 }
-
