@@ -42,16 +42,60 @@
 //     while a shell command runs is lost (the firmware discards it).
 //
 // The choice is automatic by firmware version and can be forced with
-// [Options.Transport] or DUTLINK_TRANSPORT=usb|shell.
+// [Options.Transport] or DUTLINK_TRANSPORT=usb|shell. The USB transport
+// exists only in builds with libusb (see Building). Whatever the build,
+// [Options.OpenUSB] (or [SetUSBOpener] for the registered driver) can
+// supply any [Controller], which is how the simulator in
+// testfixtures/dutlinksim stands in for a board.
 //
-// The USB transport talks to libusb through github.com/google/gousb, which
-// needs cgo and libusb-1.0 (Debian: libusb-1.0-0-dev). Built with
-// CGO_ENABLED=0, or with the build tag nolibusb, the package has no USB
-// access: the automatic choice is then the shell transport for every
-// firmware, and DUTLINK_TRANSPORT=usb fails with an error wrapping
-// [ErrNoUSB]. Whatever the build, [Options.OpenUSB] (or [SetUSBOpener]
-// for the registered driver) can supply any [Controller], which is how the
-// simulator in testfixtures/dutlinksim stands in for a board.
+// # Building
+//
+// The USB transport talks to libusb through github.com/google/gousb, a cgo
+// package. So a program that imports dutlink (a blank import for the
+// harness included, and the dut command) needs at build time, by default:
+//
+//   - cgo (CGO_ENABLED=1, the default for native builds when a C compiler
+//     is found);
+//   - a C compiler (gcc, or $CC);
+//   - pkg-config;
+//   - the libusb-1.0 headers and its pkg-config file, libusb-1.0.pc.
+//
+// On Debian or Ubuntu:
+//
+//	apt-get install libusb-1.0-0-dev pkg-config gcc
+//
+// The binary then needs the libusb-1.0 shared library at run time
+// (Debian: libusb-1.0-0, which libusb-1.0-0-dev pulls in; a machine that
+// only runs the binary needs just that). Without the headers, the build
+// stops in gousb with pkg-config's words, which nothing in this package
+// can change:
+//
+//	# github.com/google/gousb
+//	# [pkg-config --cflags  -- libusb-1.0]
+//	Package libusb-1.0 was not found in the pkg-config search path.
+//	Perhaps you should add the directory containing `libusb-1.0.pc'
+//	to the PKG_CONFIG_PATH environment variable
+//	Package 'libusb-1.0', required by 'virtual:world', not found
+//
+// Without pkg-config it stops with `github.com/google/gousb: exec:
+// "pkg-config": executable file not found in $PATH`. Without a C compiler
+// it does not stop: when neither CGO_ENABLED nor CC is set and no C
+// compiler is in PATH, go builds with cgo off, that is without libusb (as
+// below); with CC or CGO_ENABLED=1 set it stops with `cgo: C compiler
+// "gcc" not found`. A cross build (GOOS or GOARCH not the host's) has cgo
+// off by default too.
+//
+// To build without libusb, and without any C toolchain, use CGO_ENABLED=0
+// (CGO_ENABLED=0 go build ./cmd/dut) or the build tag nolibusb (go build
+// -tags nolibusb ./..., which leaves cgo on for other packages). Such a
+// build drives boards through the shell transport only: the automatic
+// choice is the shell for every firmware (0.08 and later too, so DUT
+// output that arrives while a shell command runs is lost, see Control
+// transports), and with DUTLINK_TRANSPORT=usb (or [Options.Transport]
+// [TransportUSB]) discovery leaves every board out, reporting it (dut
+// list: "Not usable") with an error wrapping [ErrNoUSB]: "this program was
+// built without cgo/libusb: rebuild with CGO_ENABLED=1 and
+// libusb-1.0-0-dev installed, or use DUTLINK_TRANSPORT=shell".
 //
 // # Storage
 //
