@@ -24,8 +24,10 @@ lint: qemu-deps
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) vet ./dutlink/...
 
+## unit: every test twice in a shuffled order (-count=2 -shuffle=on), so a test that cannot repeat,
+## or that depends on another's leftovers, fails here rather than in a user's -count run.
 unit: qemu-images
-	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -race -count=1 ./...
+	DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -race -count=2 -shuffle=on ./...
 
 ## tekton: the Tekton module's checks (tekton/, a module of its own): every YAML strictly decoded
 ## into Tekton's own types, defaulted and validated, broken copies rejected; the step script run
@@ -81,8 +83,9 @@ endef
 comma := ,
 EVIDENCE := dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts
 
-## main-job-sim: the examples against the simulated DUT (about 2 s).
-main-job-sim: images
+## main-job-sim: the examples against the simulated DUT (about 2 s). The examples import the
+## DUTlink driver, whose USB transport builds against libusb (cgo): qemu-deps installs it.
+main-job-sim: qemu-deps images
 	$(call run-examples,sim,$(OUT)/images/sim-$(MAIN_RELEASE).img,$(EVIDENCE)$(comma)dut.serial)
 
 ## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s),

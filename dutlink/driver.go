@@ -47,7 +47,7 @@ func (dr *Driver) options() (Options, error) {
 	if dr.fromEnv {
 		var err error
 		if o, err = OptionsFromEnv(); err != nil {
-			return Options{}, err
+			return Options{}, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 		}
 	}
 	return o.withDefaults(), nil

@@ -34,7 +34,11 @@ type Config struct {
 	AcquireTimeout time.Duration
 	// CleanupReserve is kept free before the test's deadline so that cleanup
 	// can power the DUT off before `go test -timeout` ends the binary
-	// (DUT_CLEANUP_RESERVE).
+	// (DUT_CLEANUP_RESERVE). Set, it is kept whole; zero means the default,
+	// 30 s but at most a quarter of the test's time, so that a short
+	// go test -timeout (an IDE's 30 s) still leaves most of it to the test.
+	// It is fixed when the DUT is acquired: a step started near the deadline
+	// does not eat into it.
 	CleanupReserve time.Duration
 	// StepTimeout bounds one power or storage step (DUT_STEP_TIMEOUT).
 	StepTimeout time.Duration
@@ -48,6 +52,15 @@ type Config struct {
 	User, Password string
 	// CharDelay paces console input for slow UARTs (DUT_CONSOLE_CHAR_DELAY).
 	CharDelay time.Duration
+	// Bmap is the bmap Flash uses (DUT_BMAP): empty looks for one beside the
+	// image (IMAGE.bmap, or foo.img.bmap beside foo.img.zst); "none" refuses
+	// one found there, so that every byte of the image is written, as
+	// bmaptool's --nobmap does; anything else is the bmap's path.
+	Bmap string
+	// SkipHoles makes Flash leave the holes of a sparse raw image without a
+	// bmap as they were on the target, instead of making the target
+	// byte-identical to the image (DUT_FLASH_SKIP_HOLES).
+	SkipHoles bool
 	// Watches are extra console watchers: output matching one fails the
 	// pending expect at once.
 	Watches []Watch
@@ -74,11 +87,12 @@ var DefaultWatches = []Watch{
 // Env names the environment variables the harness reads.
 var Env = struct {
 	Driver, Name, Tags, Image, Require, LockDir, AcquireTimeout, CleanupReserve,
-	StepTimeout, FlashTimeout, BootTimeout, CommandTimeout, User, Password, CharDelay string
+	StepTimeout, FlashTimeout, BootTimeout, CommandTimeout, User, Password, CharDelay,
+	Bmap, SkipHoles string
 }{
 	"DUT_DRIVER", "DUT_NAME", "DUT_TAGS", "DUT_IMAGE", "DUT_REQUIRE", "DUT_LOCK_DIR", "DUT_ACQUIRE_TIMEOUT",
 	"DUT_CLEANUP_RESERVE", "DUT_STEP_TIMEOUT", "DUT_FLASH_TIMEOUT", "DUT_BOOT_TIMEOUT", "DUT_COMMAND_TIMEOUT",
-	"DUT_USER", "DUT_PASSWORD", "DUT_CONSOLE_CHAR_DELAY",
+	"DUT_USER", "DUT_PASSWORD", "DUT_CONSOLE_CHAR_DELAY", "DUT_BMAP", "DUT_FLASH_SKIP_HOLES",
 }
 
 // DefaultLockDir is the lock directory when DUT_LOCK_DIR is unset: one per
@@ -99,6 +113,7 @@ func ConfigFromEnv() (Config, error) {
 		LockDir:  os.Getenv(Env.LockDir),
 		User:     os.Getenv(Env.User),
 		Password: os.Getenv(Env.Password),
+		Bmap:     strings.TrimSpace(os.Getenv(Env.Bmap)),
 	}.WithDefaults()
 	var errs []error
 	tags, err := driver.ParseTags(os.Getenv(Env.Tags))
@@ -106,12 +121,17 @@ func ConfigFromEnv() (Config, error) {
 		errs = append(errs, fmt.Errorf("%s: %w", Env.Tags, err))
 	}
 	c.Tags = tags
-	if v := strings.TrimSpace(os.Getenv(Env.Require)); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: want 1, true, 0 or false", Env.Require, v))
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{Env.Require, &c.Require}, {Env.SkipHoles, &c.SkipHoles}} {
+		if v := strings.TrimSpace(os.Getenv(b.name)); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: want 1, true, 0 or false", b.name, v))
+			}
+			*b.dst = on
 		}
-		c.Require = b
 	}
 	for _, d := range []struct {
 		name string
@@ -140,7 +160,8 @@ func ConfigFromEnv() (Config, error) {
 }
 
 // WithDefaults returns c with every unset field at its default: timeouts
-// (acquire 5m, cleanup reserve 30s, step 1m, flash 30m, boot 5m, command 2m),
+// (acquire 5m, step 1m, flash 30m, boot 5m, command 2m; the cleanup reserve
+// stays zero, which means 30 s but at most a quarter of the test's time),
 // the lock directory ([DefaultLockDir]), the user (root) and the watchers
 // ([DefaultWatches]). [Open] applies it, so a Config built in code needs only
 // what it selects.
@@ -151,7 +172,6 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	def(&c.AcquireTimeout, 5*time.Minute)
-	def(&c.CleanupReserve, 30*time.Second)
 	def(&c.StepTimeout, time.Minute)
 	def(&c.FlashTimeout, 30*time.Minute)
 	def(&c.BootTimeout, 5*time.Minute)
@@ -215,6 +235,14 @@ func WithStepTimeout(d time.Duration) Option { return func(c *Config) { c.StepTi
 // WithFlashTimeout bounds one flash, as DUT_FLASH_TIMEOUT does.
 func WithFlashTimeout(d time.Duration) Option { return func(c *Config) { c.FlashTimeout = d } }
 
+// WithBmap sets the bmap Flash uses, as DUT_BMAP does: a path, or "none"
+// to write every byte of the image even when a bmap lies beside it.
+func WithBmap(path string) Option { return func(c *Config) { c.Bmap = path } }
+
+// SkippingHoles makes Flash leave the holes of a sparse raw image without a
+// bmap as they were on the target, as DUT_FLASH_SKIP_HOLES=1 does.
+func SkippingHoles() Option { return func(c *Config) { c.SkipHoles = true } }
+
 // WithCredentials sets the console login, as DUT_USER and DUT_PASSWORD do.
 func WithCredentials(user, password string) Option {
 	return func(c *Config) { c.User, c.Password = user, password }
@@ -226,4 +254,17 @@ func WithCharDelay(d time.Duration) Option { return func(c *Config) { c.CharDela
 // WithWatch adds a console watcher.
 func WithWatch(w Watch) Option {
 	return func(c *Config) { c.Watches = append(append([]Watch(nil), c.Watches...), w) }
+}
+
+// defaultCleanupReserve is the cleanup reserve when none is set.
+const defaultCleanupReserve = 30 * time.Second
+
+// cleanupReserve is the time kept for cleanup before deadline dl, decided
+// once, when the DUT is acquired: cfg.CleanupReserve when set, whole;
+// otherwise 30 s but at most a quarter of the time left.
+func cleanupReserve(dl time.Time, cfg Config) time.Duration {
+	if cfg.CleanupReserve > 0 {
+		return cfg.CleanupReserve
+	}
+	return min(defaultCleanupReserve, time.Until(dl)/4)
 }

@@ -373,7 +373,6 @@ func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
 	simEnv(t)
 	im := buildImages(t)
 	t.Setenv("DUT_IMAGE", im.a)
-	t.Setenv("DUT_CLEANUP_RESERVE", "30s")
 	f := faketb.New(t)
 	f.Until = time.Now().Add(20 * time.Second) // an IDE's short go test -timeout
 	f.Run(func(tb testing.TB) {
@@ -382,7 +381,49 @@ func TestShortTestTimeoutKeepsMostTimeForTheTest(t *testing.T) {
 		dut.PowerOn()
 		dut.Login()
 	})
-	require.False(t, f.Failed(), "a 30 s reserve must not eat a 20 s test: %s", f.Message())
+	require.False(t, f.Failed(), "the default 30 s reserve must not eat a 20 s test: %s", f.Message())
+}
+
+// TestAnExplicitCleanupReserveIsKeptWhole: a reserve the user set is not
+// silently capped; one that leaves the test no time is their mistake, said
+// at once.
+func TestAnExplicitCleanupReserveIsKeptWhole(t *testing.T) {
+	simEnv(t)
+	t.Setenv("DUT_CLEANUP_RESERVE", "30s")
+	f := faketb.New(t)
+	f.Until = time.Now().Add(20 * time.Second)
+	start := time.Now()
+	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
+	require.True(t, f.Failed())
+	assert.Less(t, time.Since(start), 5*time.Second, "said at once, not at the deadline")
+	assert.Contains(t, f.Message(), "DUT_CLEANUP_RESERVE=30s leaves nothing")
+	v, _ := f.AttrValue(harness.AttrFailure)
+	assert.Equal(t, harness.FailureConfiguration, v)
+
+	// Set to 5 s of a 12 s test, the steps end 5 s before the deadline:
+	// an expect that cannot match fails near 7 s, and cleanup still powers
+	// the DUT off within the reserve.
+	t.Setenv("DUT_CLEANUP_RESERVE", "5s")
+	t.Setenv("DUT_COMMAND_TIMEOUT", "10m")
+	t.Setenv("DUT_IMAGE", buildImages(t).a)
+	f = faketb.New(t)
+	f.Until = time.Now().Add(12 * time.Second)
+	var dev *sim.Device
+	start = time.Now()
+	f.Run(func(tb testing.TB) {
+		dut := harness.Acquire(tb)
+		dev = simDevice(t, dut)
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+		dut.Console().ExpectString("a line that never comes")
+	})
+	took := time.Since(start)
+	require.True(t, f.Failed())
+	assert.Greater(t, took, 6*time.Second, "the step runs until the deadline less the reserve")
+	assert.Less(t, took, 11*time.Second, "cleanup ends before the deadline")
+	assert.Contains(t, f.Message(), "lower DUT_CLEANUP_RESERVE (5s, set by you)")
+	assert.Equal(t, sim.PowerState("off"), dev.PowerState())
 }
 
 type brokenDriver struct{}

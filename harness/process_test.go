@@ -43,6 +43,11 @@ func TestHelperProcess(t *testing.T) {
 		dut.Login()
 		fmt.Println("POWERED")
 		panic("the test panicked")
+	case "envfile":
+		dut.Flash()
+		dut.PowerOn()
+		out := dut.Login().Run("cat /etc/dut-release")
+		fmt.Printf("ENVFILE name=%s image=%s release=%s\n", dut.Name(), dut.Session().Config().Image, strings.TrimSpace(out))
 	case "hang":
 		dut.Flash()
 		dut.PowerOn()
@@ -57,7 +62,9 @@ func TestHelperProcess(t *testing.T) {
 func child(t *testing.T, role string, args ...string) (*exec.Cmd, *bufio.Reader, io.WriteCloser, *strings.Builder) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestHelperProcess$", "-test.v"}, args...)...)
-	cmd.Env = append(os.Environ(), helperRole+"="+role)
+	// Its own TMPDIR: a killed child leaves its temporary folders there,
+	// not in the machine's.
+	cmd.Env = append(os.Environ(), helperRole+"="+role, "TMPDIR="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	stdin, err := cmd.StdinPipe()

@@ -100,6 +100,9 @@ func selectAndLock(ctx context.Context, cfg Config, who Holder, logf func(string
 			// drivers, one that cannot run here (no QEMU binary, say) must
 			// not hide the devices of the others.
 			if cfg.Driver != "" {
+				if errors.Is(err, driver.ErrBadConfig) {
+					return nil, nil, &ConfigError{Step: "discover " + d.Name() + " devices", Err: err}
+				}
 				return nil, nil, &InfraError{Step: "discover " + d.Name() + " devices", Err: err}
 			}
 			logf("discover: driver %s skipped: %v", d.Name(), err)
@@ -114,6 +117,11 @@ func selectAndLock(ctx context.Context, cfg Config, who Holder, logf func(string
 	}
 	candidates, err := driver.Select(all, cfg.Name, cfg.Tags)
 	if err != nil {
+		// Devices were found, but none is the one asked for: the name or
+		// tags are the user's to fix. No device at all is the lab's.
+		if len(all) > 0 {
+			return nil, nil, &ConfigError{Step: "select", Err: fmt.Errorf("%w (check %s and %s)", err, Env.Name, Env.Tags)}
+		}
 		return nil, nil, &InfraError{Step: "select", Err: err}
 	}
 	keys := make([]string, len(candidates))

@@ -60,15 +60,24 @@ type Session struct {
 
 	infraWatches map[string]bool
 	poweredAt    time.Time
-	bootSeconds  string // power-on to login prompt of the last Login, for properties
+	on           bool           // the harness powered the DUT on and has not powered it off since
+	loggedIn     bool           // Login succeeded since the last power on
+	unclean      *uncleanRecord // the previous holder could not power the DUT off
+	bootSeconds  string         // power-on to login prompt of the last Login, for properties
 	flashed      *flash.Report
 }
 
 // Open selects a DUT as cfg says, locks it (waiting up to cfg.AcquireTimeout
 // and ctx), puts it into a known state (power off, storage off) and opens its
 // console. logf, when not nil, receives one line per hardware step with its
-// arguments and duration. Every failure after the configuration checks is an
-// [*InfraError]; Open leaves nothing locked or powered when it fails.
+// arguments and duration. A configuration mistake (a bad image, a name or
+// tags that match none of the devices found) is a [*ConfigError] or wraps
+// [ErrBadConfig]; every other failure is an [*InfraError]. Open leaves
+// nothing locked or powered when it fails.
+//
+// When the DUT's previous holder could not power it off, Open says so in the
+// log and powers it off before anything else; if that fails too, the DUT is
+// left marked and Open fails naming both.
 func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)) (*Session, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -79,7 +88,7 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	}
 	if cfg.Image != "" {
 		if _, err := flash.CheckImage(cfg.Image); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrBadConfig, Env.Image, err)
+			return nil, &ConfigError{Step: "acquire", Err: fmt.Errorf("%s: %w", Env.Image, err)}
 		}
 	}
 	lease, dev, err := selectAndLock(ctx, cfg, who, logf)
@@ -87,6 +96,10 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 		return nil, err
 	}
 	s := &Session{cfg: cfg, lease: lease, dev: dev, logf: logf, infraWatches: map[string]bool{}}
+	s.unclean = readUnclean(lease.Path())
+	if s.unclean != nil {
+		logf("%s: its previous holder (%s) could not power it off at cleanup (%s): powering it off first", dev.Name(), s.unclean.Holder, s.unclean.Error)
+	}
 	if err := s.open(ctx); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -120,7 +133,14 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisec
 // open puts the DUT in a known state and opens its console.
 func (s *Session) open(ctx context.Context) error {
 	if err := s.off(ctx); err != nil {
+		if s.unclean != nil {
+			return fmt.Errorf("%w (its previous holder, %s, could not power it off either: %s)", err, s.unclean.Holder, s.unclean.Error)
+		}
 		return err
+	}
+	if s.unclean != nil {
+		clearUnclean(s.lease.Path())
+		s.unclean = nil
 	}
 	if mux, ok := s.dev.(driver.StorageMux); ok {
 		if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
@@ -186,12 +206,16 @@ func (s *Session) LockPath() string { return s.lease.Path() }
 // storage: it checks the image, powers the DUT off, connects the storage to
 // the host, writes and syncs, and disconnects the storage again, also when
 // the write fails.
+//
+// Without a bmap the target ends byte-identical to the image; cfg.Bmap and
+// cfg.SkipHoles ask otherwise. A missing, unreadable or corrupt image (or
+// bmap) is a [*ConfigError]; a failure of the storage is an [*InfraError].
 func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Progress)) (flash.Report, error) {
 	if path == "" {
 		path = s.cfg.Image
 	}
 	if _, err := flash.CheckImage(path); err != nil {
-		return flash.Report{Image: path}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
+		return flash.Report{Image: path}, &ConfigError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
 	mux, err := driver.As[driver.StorageMux](s.dev)
 	if err != nil {
@@ -215,13 +239,13 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
 	defer cancel()
-	opts := flash.Options{Progress: progress}
-	if tc, ok := s.dev.(driver.TargetChecker); ok {
-		opts.CheckTarget = tc.CheckTarget
-	}
+	opts := s.flashOptions(progress)
 	rep, err := flash.Write(fctx, path, target, opts)
 	if err != nil {
 		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
+		if IsConfiguration(err) {
+			return rep, &ConfigError{Step: "flash", Device: s.dev.Name(), Err: err}
+		}
 		return rep, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
 	cached := ""
@@ -260,7 +284,34 @@ func (s *Session) PowerOn(ctx context.Context) error {
 		s.con.Discard()
 	}
 	s.poweredAt = time.Now()
-	return s.step(ctx, "power on", pw.PowerOn)
+	s.loggedIn = false
+	if err := s.step(ctx, "power on", pw.PowerOn); err != nil {
+		return err
+	}
+	s.on = true
+	return nil
+}
+
+// poweredOff reports whether the harness powered the DUT off (or never on):
+// then no new console output can come.
+func (s *Session) poweredOff() bool {
+	_, hasPower := s.dev.(driver.Power)
+	return hasPower && !s.on
+}
+
+// needShell says why there is no logged-in shell to run commands in, or nil.
+func (s *Session) needShell() error {
+	if s.con == nil {
+		_, err := s.Console()
+		return err
+	}
+	switch {
+	case s.poweredOff():
+		return fmt.Errorf("%s has no shell: it is powered off; call dut.PowerOn() and dut.Login() first", s.dev.Name())
+	case !s.loggedIn:
+		return fmt.Errorf("%s has no logged-in shell: call dut.Login() after dut.PowerOn() first (it waits for the login prompt and logs in); if the test logs in by itself through dut.Console(), run commands with dut.Session().Run", s.dev.Name())
+	}
+	return nil
 }
 
 // PoweredAt returns when the DUT was last powered on.
@@ -271,6 +322,14 @@ func (s *Session) PoweredAt() time.Time { return s.poweredAt }
 func (s *Session) PowerOff(ctx context.Context) error { return s.off(ctx) }
 
 func (s *Session) off(ctx context.Context) error {
+	err := s.cutPower(ctx)
+	if err == nil {
+		s.on, s.loggedIn = false, false
+	}
+	return err
+}
+
+func (s *Session) cutPower(ctx context.Context) error {
 	pw, hasPower := s.dev.(driver.Power)
 	fp, hasForce := s.dev.(driver.ForcePower)
 	if !hasPower && !hasForce {
@@ -295,14 +354,15 @@ func (s *Session) Login(ctx context.Context) (console.LoginResult, error) {
 	if err != nil {
 		return console.LoginResult{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.BootTimeout, errBootTimeout)
 	defer cancel()
 	start := time.Now()
 	res, err := con.Login(ctx, console.LoginOptions{User: s.cfg.User, Password: s.cfg.Password})
 	if err != nil {
 		s.logf("%s: login as %s failed after %s", s.dev.Name(), s.cfg.User, since(start))
-		return res, s.classify("login", err)
+		return res, s.classify("login", explainTimeout(ctx, err, s.cfg))
 	}
+	s.loggedIn = true
 	s.logf("%s: logged in as %s (%s)", s.dev.Name(), s.cfg.User, since(start))
 	return res, nil
 }
@@ -326,11 +386,11 @@ func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
 	if err != nil {
 		return console.Result{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.CommandTimeout, errCommandTimeout)
 	defer cancel()
 	res, err := con.Run(ctx, cmd)
 	if err != nil {
-		return res, s.classify("run", err)
+		return res, s.classify("run", explainTimeout(ctx, err, s.cfg))
 	}
 	return res, nil
 }
@@ -343,6 +403,13 @@ func (s *Session) Close(ctx context.Context) error {
 	if s.dev != nil {
 		if err := s.off(ctx); err != nil {
 			errs = append(errs, err)
+			// The lock is released below (the kernel would release it at
+			// exit anyway); the next holder must not take the DUT for off.
+			if s.lease != nil {
+				if merr := markUnclean(s.lease.Path(), s.lease.Holder(), err); merr != nil {
+					errs = append(errs, merr)
+				}
+			}
 		}
 		if mux, ok := s.dev.(driver.StorageMux); ok {
 			if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
@@ -374,4 +441,22 @@ func (s *Session) Close(ctx context.Context) error {
 // the host, the command line and the time the lock was obtained.
 func holderFor(test string) Holder {
 	return Holder{Test: test, PID: os.Getpid()}
+}
+
+// flashOptions are the flash engine's options for this DUT: the progress
+// callback, the driver's target check, and the bmap choice.
+func (s *Session) flashOptions(progress func(flash.Progress)) flash.Options {
+	opts := flash.Options{Progress: progress}
+	if tc, ok := s.dev.(driver.TargetChecker); ok {
+		opts.CheckTarget = tc.CheckTarget
+	}
+	switch s.cfg.Bmap {
+	case "":
+	case "none":
+		opts.NoBmap = true
+	default:
+		opts.Bmap = s.cfg.Bmap
+	}
+	opts.SkipHoles = s.cfg.SkipHoles
+	return opts
 }

@@ -51,12 +51,12 @@ func (dr *Driver) Discover(ctx context.Context) ([]driver.Device, error) {
 	if dr.fromEnv {
 		var err error
 		if o, err = optionsFromEnv(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 		}
 	}
 	o = o.withDefaults()
 	if err := o.check(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 	}
 	if _, err := lookBinary(o.Binary); err != nil {
 		return nil, err

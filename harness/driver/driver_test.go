@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -82,8 +83,12 @@ type fakeDriver struct{ name string }
 func (d fakeDriver) Name() string                                      { return d.name }
 func (d fakeDriver) Discover(context.Context) ([]driver.Device, error) { return lab, nil }
 
+// registerFake registers the registry test's driver once per test binary:
+// the registry is process-wide, and -count runs TestRegistry again.
+var registerFake = sync.OnceFunc(func() { driver.Register(fakeDriver{"registry-test"}) })
+
 func TestRegistry(t *testing.T) {
-	driver.Register(fakeDriver{"registry-test"})
+	registerFake()
 	d, err := driver.Lookup("registry-test")
 	require.NoError(t, err)
 	assert.Equal(t, "registry-test", d.Name())

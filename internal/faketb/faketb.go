@@ -6,6 +6,7 @@ package faketb
 import (
 	"context"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ type TB struct {
 	failed   bool
 	skipped  bool
 	messages []string
+	logs     strings.Builder
 	attrs    map[string]string
 	counts   map[string]int
 	cleanups []func()
@@ -61,8 +63,34 @@ func (f *TB) Skipf(format string, a ...any)  { f.Skip(fmt.Sprintf(format, a...))
 func (f *TB) SkipNow()                       { f.Skip("SkipNow") }
 func (f *TB) Context() context.Context       { return f.TB.Context() }
 func (f *TB) Deadline() (time.Time, bool)    { return f.Until, !f.Until.IsZero() }
-func (f *TB) Logf(format string, a ...any)   { f.TB.Logf("fake: "+format, a...) }
-func (f *TB) Log(a ...any)                   { f.TB.Log(append([]any{"fake:"}, a...)...) }
+func (f *TB) Logf(format string, a ...any) {
+	f.mu.Lock()
+	fmt.Fprintf(&f.logs, format+"\n", a...)
+	f.mu.Unlock()
+	f.TB.Logf("fake: "+format, a...)
+}
+func (f *TB) Log(a ...any) {
+	f.mu.Lock()
+	fmt.Fprintln(&f.logs, a...)
+	f.mu.Unlock()
+	f.TB.Log(append([]any{"fake:"}, a...)...)
+}
+
+// Output returns a writer into the fake test's log (see [TB.Logs]), which
+// also goes to the real test's output.
+func (f *TB) Output() io.Writer { return logWriter{f} }
+
+type logWriter struct{ f *TB }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.f.mu.Lock()
+	w.f.logs.Write(p)
+	w.f.mu.Unlock()
+	return w.f.TB.Output().Write(p)
+}
+
+// Logs returns everything logged through Logf, Log and Output.
+func (f *TB) Logs() string { f.mu.Lock(); defer f.mu.Unlock(); return f.logs.String() }
 
 // Failed reports whether the fake test failed.
 func (f *TB) Failed() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.failed }

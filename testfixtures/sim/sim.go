@@ -189,12 +189,12 @@ func (dr *Driver) Discover(ctx context.Context) ([]driver.Device, error) {
 	if dr.fromEnv {
 		var err error
 		if o, err = optionsFromEnv(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 		}
 	}
 	o = o.withDefaults()
 	if err := o.check(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sim: creating the disk directory (%s): %w", EnvDir, err)
