@@ -21,9 +21,10 @@ import (
 
 // flashOpts are the flags of dut flash.
 type flashOpts struct {
-	bmap     string
-	noBmap   bool
-	noVerify bool
+	bmap      string
+	noBmap    bool
+	skipHoles bool
+	noVerify  bool
 }
 
 func (a *app) flashCmd() *cobra.Command {
@@ -32,19 +33,31 @@ func (a *app) flashCmd() *cobra.Command {
 		Use:   "flash DEV [IMAGE]",
 		Short: "Write an OS image onto the DUT's storage",
 		Long: `Write IMAGE (default $DUT_IMAGE) onto the DUT's storage with the harness's
-flash engine: raw, gzip, xz, zstd or bzip2 by content, a bmap when given or
-found beside the image (IMAGE.bmap), holes skipped, every write read back and
-compared unless --no-verify.
+flash engine: raw, gzip, xz, zstd or bzip2 by content, every write read back
+and compared unless --no-verify.
 
---nobmap ignores any bmap (IMAGE.bmap beside the image, or --bmap) and
-writes every byte of the image, as bmaptool copy --nobmap does.
+What the storage holds afterwards:
+
+  - with a bmap (--bmap FILE, or IMAGE.bmap found beside the image): the
+    bmap's mapped ranges, each checked against its checksum; the rest of
+    the storage is left as it was;
+  - without one: the image byte for byte. The holes of a sparse raw image
+    are not read but zeroed on the storage (by the device where it
+    guarantees zeros, else by writing them) and checked to read as zeros;
+  - --nobmap ignores any bmap, IMAGE.bmap beside the image too, so the
+    storage ends byte-identical to the image (as bmaptool copy --nobmap);
+  - --skip-holes leaves the storage under the holes of a sparse raw image
+    without a bmap as it was, writing only the image's data: faster, but
+    whatever was flashed before stays there (an old file system's
+    signature in an empty partition). It changes nothing with a bmap, or
+    for a compressed image, whose zeros are written.
 
 The DUT is powered off first; the storage is switched to this machine for the
 write and switched off afterwards, also when the write fails or is
 interrupted, so the DUT ends powered off with its storage disconnected (power
 it on with dut power on). A progress bar is drawn on a terminal, plain
-progress lines otherwise; at the end the report: bytes, bytes written,
-MB/s, verify time and the image's SHA-256.
+progress lines otherwise; at the end the report: bytes, bytes written (and
+zeroed), what the storage holds, MB/s, verify time and the image's SHA-256.
 
 On a sim or qemu device the image stays on its disk file, but its power ends
 with each dut command (dut prints a note saying so): boot and watch it with
@@ -52,6 +65,7 @@ dut console DEV --power-on, or use it from a test.`,
 		Example: `  dut flash bench-1 debian-arm64.img.zst
   dut flash bench-1 os.img.xz --bmap os.img.bmap
   dut flash bench-1 os.img --nobmap
+  dut flash bench-1 sparse.img --skip-holes
   DUT_IMAGE=os.img dut flash bench-1 --no-verify`,
 		Args: positional([]string{"DEV"}, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -89,7 +103,8 @@ dut console DEV --power-on, or use it from a test.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.bmap, "bmap", "", "the bmap file (default IMAGE.bmap when it exists)")
-	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap and write every byte of the image (like bmaptool --nobmap)")
+	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap (IMAGE.bmap beside the image too): the storage ends byte-identical to the image, as with bmaptool copy --nobmap")
+	cmd.Flags().BoolVar(&o.skipHoles, "skip-holes", false, "leave the storage under a sparse raw image's holes as it was (no bmap): faster, but old data stays there")
 	cmd.Flags().BoolVar(&o.noVerify, "no-verify", false, "do not read the written ranges back")
 	return cmd
 }
@@ -139,7 +154,7 @@ func (a *app) flash(ctx context.Context, cfg harness.Config, d driver.Device, im
 	fctx, cancel := context.WithTimeout(ctx, cfg.FlashTimeout)
 	defer cancel()
 	pr := newProgress(a.stderr)
-	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoBmap: o.noBmap, NoVerify: o.noVerify}
+	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoBmap: o.noBmap, SkipHoles: o.skipHoles, NoVerify: o.noVerify}
 	if tc, ok := d.(driver.TargetChecker); ok {
 		opts.CheckTarget = tc.CheckTarget
 	}
@@ -176,13 +191,27 @@ func writeReport(w io.Writer, d driver.Device, r flash.Report) {
 	fmt.Fprintf(w, "flashed %s (%s) onto %s (%s)\n", r.Image, r.Format, d.Name(), r.Target)
 	fmt.Fprintf(w, "  bytes    %d (%s)\n", r.Bytes, bytesize.Format(r.Bytes))
 	mapped := fmt.Sprintf("%.0f%% of the image", r.MappedFraction*100)
+	if r.MappedFraction > 0 && r.MappedFraction < 0.005 {
+		mapped = "<1% of the image" // not "0%" for a little data
+	}
 	switch {
-	case r.Bmap != "":
+	case r.Mode == flash.ModeBmap || r.Bmap != "":
 		mapped += ", bmap " + r.Bmap
-	case r.Sparse:
+	case r.Mode == flash.ModeSkipHoles || r.Sparse:
 		mapped += ", holes skipped"
 	}
 	fmt.Fprintf(w, "  written  %d (%s)\n", r.MappedBytes, mapped)
+	if r.ZeroedBytes > 0 {
+		fmt.Fprintf(w, "  zeroed   %d (%s, the image's holes, by %s)\n", r.ZeroedBytes, bytesize.Format(r.ZeroedBytes), r.ZeroedBy)
+	}
+	switch r.Mode {
+	case flash.ModeFull:
+		fmt.Fprintf(w, "  storage  byte-identical to the image\n")
+	case flash.ModeBmap:
+		fmt.Fprintf(w, "  storage  the bmap's mapped ranges; the rest left as it was (--nobmap: all of the image)\n")
+	case flash.ModeSkipHoles:
+		fmt.Fprintf(w, "  storage  the image's data; under its holes left as it was (--skip-holes)\n")
+	}
 	fmt.Fprintf(w, "  rate     %.1f MB/s (%s)\n", r.MBps(), r.Duration.Round(time.Millisecond))
 	if r.Verified {
 		fmt.Fprintf(w, "  verify   +%s (read back and matched)\n", r.VerifyDuration.Round(time.Millisecond))

@@ -231,6 +231,11 @@ func TestEphemeralFlashHint(t *testing.T) {
 
 	var board strings.Builder
 	writeReport(&board, bareDevice{}, flashReportFor(t))
+	little := flashReportFor(t)
+	little.Bytes, little.MappedBytes, little.MappedFraction = 1<<30, 4096, 4096.0/(1<<30)
+	var small strings.Builder
+	writeReport(&small, bareDevice{}, little)
+	assert.Contains(t, small.String(), "  written  4096 (<1% of the image)\n")
 	assert.Contains(t, board.String(), "\nbare-0 is powered off with its storage disconnected; boot it with: dut power on bare-0\n")
 	assert.NotContains(t, board.String(), "dut console")
 }
