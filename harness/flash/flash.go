@@ -912,6 +912,11 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		if rerr == io.EOF {
 			break
 		}
+		if err := ctx.Err(); err != nil {
+			// The decoder command was killed by the cancel: not the
+			// image's fault.
+			return rep, stopped(err)
+		}
 		if st, err := file.Stat(); err == nil && !sameFile(before, st) {
 			return fail(errChanged(imagePath))
 		}
@@ -961,6 +966,9 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		select {
 		case hs = <-sumc:
 		case <-ctx.Done():
+			return rep, fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", imagePath, target, rep.MappedBytes, ctx.Err())
+		}
+		if hs.err != nil && ctx.Err() != nil {
 			return rep, fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", imagePath, target, rep.MappedBytes, ctx.Err())
 		}
 		if hs.err != nil {

@@ -24,9 +24,14 @@ func loopDevice(t *testing.T, size int) (dev, backing string) {
 		t.Skip("needs root and losetup for a loop block device")
 	}
 	backing = prefilled(t, filepath.Join(t.TempDir(), "backing"), size)
-	out, err := exec.Command(losetup, "--find", "--show", backing).CombinedOutput()
+	// The device's name is on stdout; a warning (a file under 512 bytes)
+	// goes to stderr.
+	var stderr strings.Builder
+	cmd := exec.Command(losetup, "--find", "--show", backing)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Skipf("cannot attach a loop device: %v: %s", err, out)
+		t.Skipf("cannot attach a loop device: %v: %s%s", err, out, stderr.String())
 	}
 	dev = strings.TrimSpace(string(out))
 	t.Cleanup(func() {
@@ -162,4 +167,28 @@ func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
 		require.ErrorIs(t, err, ErrVerify)
 		assert.Contains(t, err.Error(), "byte 1048576 reads back as 0xff")
 	})
+}
+
+// blockClassCases are the classification cases that need a block device.
+func blockClassCases() []classCase {
+	img := func(t *testing.T, dir string, n int) string {
+		return writeFile(t, filepath.Join(dir, "os.img"), bytes.Repeat([]byte{1}, n))
+	}
+	return []classCase{
+		{"block device too small", imageClass, "too big for this DUT's disk", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
+			dev, _ := loopDevice(t, 1<<20)
+			return img(t, dir, 2<<20), dev, Options{}
+		}},
+		{"block device without its medium (0 bytes)", targetClass, "no medium in the reader", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
+			dev, _ := loopDevice(t, 0)
+			return img(t, dir, 1<<20), dev, Options{}
+		}},
+		{"block device claimed by the kernel", targetClass, "in use by the system", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
+			dev, _ := loopDevice(t, 2<<20)
+			claim, err := os.OpenFile(dev, os.O_RDONLY|os.O_EXCL, 0)
+			require.NoError(t, err)
+			t.Cleanup(func() { claim.Close() })
+			return img(t, dir, 1<<20), dev, Options{}
+		}},
+	}
 }

@@ -98,21 +98,51 @@ func describeFormat(f Format) string {
 	return fmt.Sprintf("%s-compressed", f)
 }
 
+// decoderCmd is a system command that unpacks a format from stdin to
+// stdout: args are what it is run with, label what [Report.Decoder] shows
+// after its path.
+type decoderCmd struct {
+	name  string
+	args  []string
+	label string
+}
+
+// systemDecoders are the commands tried, in order, for a format; the first
+// on PATH that starts unpacks the image. xz: liblzma, several times faster
+// than the built-in decoder, and on every core for a multi-block file (as
+// `xz -T0` writes them). bzip2: lbzip2 unpacks any bzip2 file on every core
+// (it finds the blocks itself), pbzip2 only the multi-stream files it
+// writes (others on one core), bzip2 on one core; each is several times
+// faster than the built-in decoder (about 6.5 MB/s).
+var systemDecoders = map[Format][]decoderCmd{
+	Xz: {{"xz", []string{"-d", "-c", "-q", "-T0"}, "-d -T0"}},
+	Bzip2: {
+		{"lbzip2", []string{"-d", "-c"}, "-d"},
+		{"pbzip2", []string{"-d", "-c"}, "-d"},
+		{"bzip2", []string{"-d", "-c", "-q"}, "-d"},
+	},
+}
+
 // openDecoder returns a streaming reader of the image's content for the
-// file f (positioned at its start) and says what unpacks it. An xz image is
-// unpacked by the xz command when one is on PATH and pureGo is false: liblzma
-// is several times faster than the built-in decoder and unpacks a
-// multi-block file (as `xz -T0` writes them) on every core. ctx bounds the
-// command; closeFn stops it.
+// file f (positioned at its start) and says what unpacks it: for xz and
+// bzip2 the first of systemDecoders found on PATH unless pureGo is set,
+// else (or when none starts) the built-in decoder. ctx bounds the command
+// (it is killed when ctx ends); closeFn stops it. The command shares f's
+// offset, so how far it has read tells the progress.
 func openDecoder(ctx context.Context, f *os.File, format Format, pureGo bool) (r io.Reader, by string, closeFn func(), err error) {
-	if format == Xz && !pureGo {
-		if path, err := exec.LookPath("xz"); err == nil {
-			pr, err := startCommand(ctx, f, path, "-d", "-c", "-q", "-T0")
-			if err != nil {
-				return nil, "", nil, err
-			}
-			return pr, path + " -d -T0", pr.close, nil
+	for _, d := range systemDecoders[format] {
+		if pureGo {
+			break
 		}
+		path, err := exec.LookPath(d.name)
+		if err != nil {
+			continue
+		}
+		pr, err := startCommand(ctx, f, path, d.args...)
+		if err != nil {
+			continue // cannot run here (exec format, resources): the next one
+		}
+		return pr, path + " " + d.label, pr.close, nil
 	}
 	r, _, closeFn, err = decoder(f)
 	return r, "built-in", closeFn, err
@@ -139,7 +169,7 @@ func startCommand(ctx context.Context, stdin *os.File, path string, args ...stri
 	}
 	// xz writes 8 KiB at a time: a big pipe saves most of the context
 	// switches between it and the reader (on 2 cores the difference is
-	// about 1.8x for a 1 GiB image).
+	// about 1.8x for a 1 GiB image; the bzip2 decoders gain too).
 	setPipeSize(pw, 1<<20)
 	cmd.Stdout = pw
 	p.out = pr

@@ -32,7 +32,9 @@ PKGS=(
   # the flash engine's tests against real tools, and make bench-flash (internal/cmd/flashbench)
   bmap-tools      # bmaptool create / copy
   gzip
-  bzip2
+  bzip2           # bzip2 (the flash engine's last system decoder of .bz2 images)
+  lbzip2          # lbzip2 -dc: what the flash engine unpacks .bz2 images with, on every core
+  pbzip2          # pbzip2: the engine's second .bz2 decoder, multi-stream test images; bmaptool's .bz2 decoder
   xz-utils        # xz (also what the flash engine unpacks .xz images with, when present)
   # the DUTlink driver's USB transport (github.com/google/gousb, cgo)
   libusb-1.0-0-dev

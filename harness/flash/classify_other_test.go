@@ -1,0 +1,5 @@
+//go:build !linux
+
+package flash
+
+func blockClassCases() []classCase { return nil }
