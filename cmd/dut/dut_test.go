@@ -375,6 +375,16 @@ func TestUnknownDeviceAndMissingCapability(t *testing.T) {
 	r = dut(t, "power", "on", "sim-0")
 	assert.Equal(t, exitUsage, r.code)
 	assert.Contains(t, r.stderr, `DUT_ACQUIRE_TIMEOUT="soon"`)
+	t.Setenv("DUT_ACQUIRE_TIMEOUT", "10s")
+
+	// A driver's bad variable is a usage error too, whether or not its
+	// driver was asked for by name.
+	t.Setenv("DUT_SIM_DEVICES", "many")
+	for _, args := range [][]string{{"--driver", "sim", "power", "on", "sim-0"}, {"power", "on", "sim-0"}} {
+		r = dut(t, args...)
+		assert.Equal(t, exitUsage, r.code, args)
+		assert.Contains(t, r.stderr, `DUT_SIM_DEVICES="many"`, args)
+	}
 }
 
 func TestBusyDeviceTimesOutNamingTheHolder(t *testing.T) {
@@ -701,6 +711,7 @@ func TestExitCodes(t *testing.T) {
 		{live, usagef("x"), exitUsage},
 		{live, fmt.Errorf("x: %w", harness.ErrBadConfig), exitUsage},
 		{live, fmt.Errorf("x: %w", driver.ErrUnsupported), exitUsage},
+		{live, fmt.Errorf("discover: %w", driver.ErrBadConfig), exitUsage},
 		{cancelled, fmt.Errorf("x: %w", context.Canceled), exitInterrupted},
 		{live, fmt.Errorf("x: %w", context.Canceled), exitFailure},
 		{live, flash.ErrImage, exitFailure},

@@ -52,6 +52,9 @@ What the storage holds afterwards:
     signature in an empty partition). It changes nothing with a bmap, or
     for a compressed image, whose zeros are written.
 
+As in a test's Flash, DUT_BMAP (a bmap's path, or none for --nobmap) and
+DUT_FLASH_SKIP_HOLES=1 stand in for the flags not given.
+
 The DUT is powered off first; the storage is switched to this machine for the
 write and switched off afterwards, also when the write fails or is
 interrupted, so the DUT ends powered off with its storage disconnected (power
@@ -76,6 +79,11 @@ dut console DEV --power-on, or use it from a test.`,
 			if image == "" {
 				return cmdLinef("dut flash: missing IMAGE: give IMAGE or set %s", harness.Env.Image)
 			}
+			cfg, err := a.config(cmd)
+			if err != nil {
+				return err
+			}
+			o := o.withEnv(cmd, cfg)
 			if o.noBmap && o.bmap != "" {
 				return cmdLinef("dut flash: --nobmap and --bmap %s contradict each other: give one of them", o.bmap)
 			}
@@ -88,6 +96,9 @@ dut console DEV --power-on, or use it from a test.`,
 			}
 			if o.bmap != "" {
 				if _, err := os.Stat(o.bmap); err != nil {
+					if !cmd.Flags().Changed("bmap") {
+						return usagef("%s: %w", harness.Env.Bmap, err)
+					}
 					return cmdLinef("--bmap: %w", err)
 				}
 			}
@@ -102,9 +113,9 @@ dut console DEV --power-on, or use it from a test.`,
 			})
 		},
 	}
-	cmd.Flags().StringVar(&o.bmap, "bmap", "", "the bmap file (default IMAGE.bmap when it exists)")
-	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap (IMAGE.bmap beside the image too): the storage ends byte-identical to the image, as with bmaptool copy --nobmap")
-	cmd.Flags().BoolVar(&o.skipHoles, "skip-holes", false, "leave the storage under a sparse raw image's holes as it was (no bmap): faster, but old data stays there")
+	cmd.Flags().StringVar(&o.bmap, "bmap", "", "the bmap file (default $DUT_BMAP, else IMAGE.bmap when it exists)")
+	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap (IMAGE.bmap beside the image too): the storage ends byte-identical to the image, as with bmaptool copy --nobmap (default: DUT_BMAP=none)")
+	cmd.Flags().BoolVar(&o.skipHoles, "skip-holes", false, "leave the storage under a sparse raw image's holes as it was (no bmap): faster, but old data stays there (default $DUT_FLASH_SKIP_HOLES)")
 	cmd.Flags().BoolVar(&o.noVerify, "no-verify", false, "do not read the written ranges back")
 	return cmd
 }
@@ -113,6 +124,26 @@ dut console DEV --power-on, or use it from a test.`,
 func isFile(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode().IsRegular()
+}
+
+// withEnv returns o with the harness's DUT_BMAP and DUT_FLASH_SKIP_HOLES
+// (as cfg holds them) standing in for the flags not given, as a test's
+// Flash reads them.
+func (o flashOpts) withEnv(cmd *cobra.Command, cfg harness.Config) flashOpts {
+	flags := cmd.Flags()
+	if !flags.Changed("bmap") && !flags.Changed("nobmap") {
+		switch cfg.Bmap {
+		case "":
+		case "none":
+			o.noBmap = true
+		default:
+			o.bmap = cfg.Bmap
+		}
+	}
+	if !flags.Changed("skip-holes") {
+		o.skipHoles = cfg.SkipHoles
+	}
+	return o
 }
 
 // flash writes image onto d's storage: power off, storage to the host,

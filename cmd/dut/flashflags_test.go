@@ -152,3 +152,53 @@ func TestFlashNoBmap(t *testing.T) {
 		assert.Contains(t, strings.SplitN(r.stdout, "Usage:", 2)[0], "  - "+flag+" ", "the long help explains it")
 	}
 }
+
+// TestFlashEnvDefaults: DUT_BMAP and DUT_FLASH_SKIP_HOLES stand in for the
+// flags, as they do for a test's Flash; a flag given wins.
+func TestFlashEnvDefaults(t *testing.T) {
+	env(t)
+	img := writeImage(t, 1<<20)
+	data, err := os.ReadFile(img)
+	require.NoError(t, err)
+	beside := img + ".bmap"
+	writeBmap(t, beside, data, 16) // the first 64 KiB
+	other := filepath.Join(t.TempDir(), "other.bmap")
+	writeBmap(t, other, data, 32) // the first 128 KiB
+
+	t.Setenv("DUT_BMAP", "none")
+	r := dut(t, "flash", "sim-0", img)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "  written  1048576 (100% of the image)\n", "DUT_BMAP=none is --nobmap")
+	r = dut(t, "flash", "sim-0", img, "--bmap", beside)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "  written  65536 (6% of the image, bmap "+beside+")\n", "--bmap wins over DUT_BMAP")
+
+	t.Setenv("DUT_BMAP", other)
+	r = dut(t, "flash", "sim-0", img)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "  written  131072 (12% of the image, bmap "+other+")\n", "DUT_BMAP names the bmap")
+	r = dut(t, "flash", "sim-0", img, "--nobmap")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "  written  1048576 (100% of the image)\n", "--nobmap wins over DUT_BMAP")
+
+	t.Setenv("DUT_BMAP", filepath.Join(t.TempDir(), "missing.bmap"))
+	r = dut(t, "flash", "sim-0", img)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, "dut: DUT_BMAP: ")
+	assert.Contains(t, r.stderr, "missing.bmap")
+
+	t.Setenv("DUT_BMAP", "")
+	sparse, _ := sparseImage(t)
+	t.Setenv("DUT_FLASH_SKIP_HOLES", "1")
+	r = dut(t, "flash", "sim-0", sparse)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "(--skip-holes)\n", "DUT_FLASH_SKIP_HOLES=1 is --skip-holes")
+	r = dut(t, "flash", "sim-0", sparse, "--skip-holes=false")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "\n  storage  byte-identical to the image\n", "the flag wins")
+
+	t.Setenv("DUT_FLASH_SKIP_HOLES", "maybe")
+	r = dut(t, "flash", "sim-0", sparse)
+	assert.Equal(t, exitUsage, r.code)
+	assert.Contains(t, r.stderr, `DUT_FLASH_SKIP_HOLES="maybe"`)
+}

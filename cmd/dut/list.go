@@ -22,6 +22,8 @@ type problem struct {
 	Driver string `json:"driver"`
 	Where  string `json:"where"`
 	Reason string `json:"reason"`
+	// err is the driver's error, for a problem of the whole driver.
+	err error
 }
 
 // discovery is what the drivers found.
@@ -58,14 +60,14 @@ func discover(ctx context.Context, cfg harness.Config) (discovery, error) {
 					out.problems = append(out.problems, problem{Driver: name, Where: p.Where, Reason: p.Err.Error()})
 				}
 			} else {
-				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error()})
+				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error(), err: err})
 			}
 		} else {
 			devs, err := dr.Discover(dctx)
 			if err == nil {
 				out.devs = append(out.devs, devs...)
 			} else {
-				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error()})
+				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error(), err: err})
 			}
 		}
 		cancel()

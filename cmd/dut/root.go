@@ -75,7 +75,7 @@ func exitCode(ctx context.Context, err error) int {
 		return exitNoDevice
 	case errors.As(err, new(usageError)), isCommandLineError(err),
 		errors.Is(err, harness.ErrBadConfig), errors.Is(err, harness.ErrNotConfigured),
-		errors.Is(err, driver.ErrUnknownDriver), errors.Is(err, driver.ErrBadTags),
+		errors.Is(err, driver.ErrUnknownDriver), errors.Is(err, driver.ErrBadTags), errors.Is(err, driver.ErrBadConfig),
 		errors.Is(err, driver.ErrUnsupported), errors.Is(err, dutlink.ErrBadConfig):
 		return exitUsage
 	}
@@ -127,7 +127,8 @@ device a test holds makes dut wait (up to --timeout) and then name the test.
 DEV is a device's name or serial. --driver and --tags narrow the selection
 (a device must carry all the tags). The DUT_* variables are read as the
 harness reads them (DUT_DRIVER, DUT_TAGS, DUT_LOCK_DIR, DUT_ACQUIRE_TIMEOUT,
-DUT_STEP_TIMEOUT, DUT_FLASH_TIMEOUT, DUT_IMAGE); the flags override them.
+DUT_STEP_TIMEOUT, DUT_FLASH_TIMEOUT, DUT_IMAGE, DUT_BMAP,
+DUT_FLASH_SKIP_HOLES); the flags override them.
 
 Devices of the qemu and sim drivers live in the process that found them:
 their power, storage mux, pins, console and config end with each dut command
@@ -247,13 +248,22 @@ func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Con
 		// DUTlink driver cannot read its name while its tty is held.
 		found, _ := discover(ctx, cfg)
 		var unusable []string
+		var misconfigured []error
 		for _, p := range found.problems {
-			if p.Where != "driver" {
+			switch {
+			case p.Where != "driver":
 				unusable = append(unusable, p.Driver+" "+p.Where+": "+p.Reason)
+			case errors.Is(p.err, driver.ErrBadConfig):
+				misconfigured = append(misconfigured, fmt.Errorf("driver %s: %w", p.Driver, p.err))
 			}
 		}
 		if len(unusable) > 0 {
 			err = fmt.Errorf("%w; found but not usable now: %s", err, strings.Join(unusable, "; "))
+		}
+		if len(misconfigured) > 0 {
+			// The device may well be there, behind the driver's bad
+			// variable: that is what to fix (a usage error, exit code 2).
+			err = fmt.Errorf("%v; a driver could not look for devices: %w", err, errors.Join(misconfigured...))
 		}
 	}
 	if err != nil {
