@@ -108,7 +108,9 @@ func (s *spool) readAt(p []byte, off int) error {
 		}
 		p, off = p[n:], off+n
 	}
-	copy(p, s.mem[off-s.base:])
+	if len(p) > 0 {
+		copy(p, s.mem[off-s.base:])
+	}
 	return nil
 }
 
