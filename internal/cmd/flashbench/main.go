@@ -10,16 +10,34 @@
 //   - sparse.img: a raw image of the same size with about 20 % mapped (1 MiB
 //     of data every 5 MiB, the holes made by seeking) and sparse.img.bmap
 //     made by `bmaptool create`;
-//   - dense.img.zst, sparse.img.zst (`zstd -T0 -3`) and dense.img.xz,
-//     sparse.img.xz (`xz -T0 -1`).
+//   - dense.img.zst, sparse.img.zst (`zstd -T0 -3`), dense.img.xz,
+//     sparse.img.xz (`xz -T0 -1`) and dense.img.bz2, sparse.img.bz2
+//     (`lbzip2 -9`: standard single-stream bzip2).
+//
+// The cases, each saying which rule of the engine it measures (the
+// report's Mode, checked on every flash):
+//
+//   - dense raw, zst, xz, bz2: the whole image (mode full);
+//   - sparse raw, zst, xz, bz2 + bmap: the bmap's mapped ranges (mode bmap);
+//     bmaptool copy --bmap;
+//   - sparse raw, no bmap: the engine's default without a bmap (mode full:
+//     the target ends byte-identical to the image, its holes zeroed on the
+//     target by punch-hole or BLKZEROOUT, and read back as zeros), run with
+//     -nobmap so that sparse.img.bmap beside it is refused; against dd and
+//     bmaptool copy --nobmap, which write every byte;
+//   - sparse raw, skip-holes: Options.SkipHoles (mode skip-holes: the holes
+//     left as they were on the target); against `dd conv=sparse`, which
+//     also leaves the target under all-zero blocks as it was.
 //
 // For each image it flashes a regular file (and with -loop a loop device
 // over a file, when losetup works) with each tool, -runs times, in a
 // rotating order, dropping the page cache before each flash when allowed
 // (`echo 3 > /proc/sys/vm/drop_caches`). The peers are dd (for compressed
-// images `zstd -dc | dd ...`, resp. `xz -dc | dd ...`) and `bmaptool copy`
-// (which decompresses itself; given --bmap for the sparse images and
-// --nobmap for the dense ones). Our engine runs with read-back verification
+// images `zstd -dc | dd ...`, `xz -dc | dd ...`, and for bzip2 both
+// `bzip2 -dc | dd ...` and `lbzip2 -dc | dd ...`, the parallel decoder the
+// engine itself runs) and `bmaptool copy` (which decompresses itself, bzip2
+// with pbzip2 when installed; given --bmap for the bmap cases and --nobmap
+// for the others). Our engine runs with read-back verification
 // on, in a child process (`flashbench -write-one IMAGE TARGET`) so that its
 // peak RSS can be read from the child's rusage; it reports its write time
 // and verify time apart, and the table shows both the verified total and
@@ -31,16 +49,19 @@
 //
 // The table gives per case and tool the median seconds, MB/s (10^6 bytes of
 // the unpacked image per second, holes included, as bmaptool counts) and
-// peak RSS, then the ratios and informational pass/fail goal lines: dense
-// at least as fast as dd; sparse at least 1.5x faster than bmaptool;
-// compressed faster than both the dd pipeline and bmaptool.
+// peak RSS, then per peer its time over ours (above 1: we are faster) and
+// informational pass/fail goal lines: dense at least as fast as dd; sparse
+// with a bmap at least 1.5x faster than bmaptool; sparse without a bmap
+// faster than dd and bmaptool --nobmap; skip-holes at least as fast as dd
+// conv=sparse; compressed faster than every peer.
 //
-// It needs bmaptool (apt-get install bmap-tools), zstd, xz, dd and sh; -loop
-// needs root and losetup. Run it from the repository root:
+// It needs bmaptool (apt-get install bmap-tools), zstd, xz, bzip2, lbzip2,
+// dd and sh (testfixtures/qemuimage/deps.sh installs them); -loop needs
+// root and losetup. Run it from the repository root:
 //
-//	go run ./internal/cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop]
+//	go run ./internal/cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-only CASE]
 //
-// Scratch space is about 4 times -size (5 with -loop); it is removed at the
+// Scratch space is about 5 times -size (6 with -loop); it is removed at the
 // end, also on Ctrl-C. Every step is bounded by a context deadline
 // (-step-timeout) and the whole run by -timeout. Times are wall-clock on a
 // shared machine: expect noise, look at the medians over several runs.
@@ -79,9 +100,10 @@ func main() {
 		loop        = flag.Bool("loop", false, "also flash a loop device over a file (needs root and losetup)")
 		timeout     = flag.Duration("timeout", 90*time.Minute, "bound on the whole run")
 		stepTimeout = flag.Duration("step-timeout", 10*time.Minute, "bound on each step (making an image, one flash)")
+		only        = flag.String("only", "", "run only the cases whose name contains this (e.g. bz2, \"no bmap\")")
 	)
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-only CASE]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -97,7 +119,7 @@ func main() {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	b := &bench{size: size, runs: *runs, step: *stepTimeout, out: os.Stdout}
+	b := &bench{size: size, runs: *runs, step: *stepTimeout, out: os.Stdout, only: *only}
 	err = b.run(ctx, *dir, *loop)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "flashbench:", err)
@@ -142,17 +164,19 @@ func writeOne(args []string) int {
 	fs := flag.NewFlagSet("write-one", flag.ContinueOnError)
 	bmap := fs.String("bmap", "", "bmap file")
 	noVerify := fs.Bool("noverify", false, "skip the read-back")
+	noBmap := fs.Bool("nobmap", false, "refuse any bmap (Options.NoBmap)")
+	skipHoles := fs.Bool("skip-holes", false, "leave the target under a raw image's holes as it was (Options.SkipHoles)")
 	hashCache := fs.String("hash-cache", "", "remember image hashes in this directory (default: compute every time)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the flash")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
-		fmt.Fprintln(os.Stderr, "usage: flashbench -write-one [-bmap B] [-noverify] IMAGE TARGET")
+		fmt.Fprintln(os.Stderr, "usage: flashbench -write-one [-bmap B] [-nobmap] [-skip-holes] [-noverify] IMAGE TARGET")
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := flash.Write(ctx, fs.Arg(0), fs.Arg(1), flash.Options{Bmap: *bmap, NoVerify: *noVerify, HashCacheDir: *hashCache, NoHashCache: *hashCache == ""})
+	rep, err := flash.Write(ctx, fs.Arg(0), fs.Arg(1), flash.Options{Bmap: *bmap, NoBmap: *noBmap, SkipHoles: *skipHoles, NoVerify: *noVerify, HashCacheDir: *hashCache, NoHashCache: *hashCache == ""})
 	res := oneResult{Report: rep}
 	if err != nil {
 		res.Error = err.Error()
@@ -170,6 +194,7 @@ type bench struct {
 	runs int
 	step time.Duration
 	out  io.Writer
+	only string // a filter on the case names
 	self string
 	// hashCache is the hash cache directory of toolOursCached.
 	hashCache string
@@ -180,14 +205,23 @@ type bench struct {
 // image is one case: a file to flash and how each tool is told about it.
 type image struct {
 	name, path, bmap string
-	kind             string // "dense", "sparse" (goal classes); compressed when comp != ""
-	comp             string // "", "zstd", "xz"
+	// kind is the goal class: "dense", "sparse" (with a bmap), "full"
+	// (sparse, no bmap: byte-identical), "skip-holes"; compressed when
+	// comp != "".
+	kind string
+	comp string // "", "zstd", "xz", "bzip2"
+	// mode is the flash.Mode our engine must report for this case.
+	mode flash.Mode
+	// peers are the other tools flashed, by label (see peerCmd).
+	peers []string
 }
 
 // sample is one flash by one tool.
 type sample struct {
 	wall, write, verify time.Duration
 	maxRSS              int64 // KiB
+	// how says what our engine did: its mode, and how much it zeroed.
+	how string
 }
 
 const (
@@ -197,7 +231,9 @@ const (
 	// test suite flashes one image many times.
 	toolOursCached = "ours-cached"
 	toolDD         = "dd"
-	toolBmap       = "bmaptool"
+	toolDDSparse   = "dd conv=sparse"
+	toolLbzip2DD   = "lbzip2 -dc | dd" // the parallel peer of bzip2 -dc | dd
+	toolBmap       = "bmaptool copy"
 )
 
 func (b *bench) run(ctx context.Context, parent string, loop bool) error {
@@ -206,9 +242,9 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 		return err
 	}
 	b.self = self
-	for _, t := range []string{"bmaptool", "zstd", "xz", "dd", "sh"} {
+	for _, t := range []string{"bmaptool", "zstd", "xz", "bzip2", "lbzip2", "dd", "sh"} {
 		if _, err := exec.LookPath(t); err != nil {
-			return fmt.Errorf("%s not found (apt-get install -y bmap-tools zstd xz-utils coreutils): %w", t, err)
+			return fmt.Errorf("%s not found (testfixtures/qemuimage/deps.sh, or apt-get install -y bmap-tools zstd xz-utils bzip2 lbzip2 coreutils): %w", t, err)
 		}
 	}
 	dir, err := os.MkdirTemp(parent, "flashbench-")
@@ -243,7 +279,7 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "case\ttool\tmedian s\tMB/s\twrite s\tverify s\tpeak RSS MiB\t")
 		rw := tabwriter.NewWriter(&ratios, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(rw, "case\tour/dd\tour/dd write-only\tour/dd cached\tbmaptool/our\tbmaptool/our write-only\tbmaptool/our cached\t")
+		fmt.Fprintln(rw, "case\tpeer\tpeer/ours\tpeer/ours write-only\tpeer/ours cached\t")
 		var goals []string
 		for _, img := range images {
 			res := map[string][]sample{}
@@ -256,10 +292,11 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 			if _, err := b.flashOnce(ctx, toolOursCached, img, t.path); err != nil {
 				return fmt.Errorf("%s %s on %s: %w", toolOursCached, img.name, t.name, err)
 			}
+			tools := append([]string{toolOurs}, img.peers...)
+			tools = append(tools, toolOursCached)
 			for r := 0; r < b.runs; r++ {
-				order := []string{toolOurs, toolDD, toolBmap, toolOursCached}
-				k := r % len(order)
-				order = append(order[k:], order[:k]...)
+				k := r % len(tools)
+				order := append(slices.Clone(tools[k:]), tools[:k]...)
 				for _, tool := range order {
 					if t.backing == "" { // a fresh sparse file for each flash
 						if err := freshFile(t.path, b.size); err != nil {
@@ -273,22 +310,25 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 					res[tool] = append(res[tool], s)
 				}
 			}
-			ours, dd, bm, cached := median(res[toolOurs]), median(res[toolDD]), median(res[toolBmap]), median(res[toolOursCached])
+			ours, cached := median(res[toolOurs]), median(res[toolOursCached])
 			mbps := func(d time.Duration) string { return fmt.Sprintf("%.0f", float64(b.size)/1e6/d.Seconds()) }
 			mib := func(k int64) string { return fmt.Sprintf("%.1f", float64(k)/1024) }
-			fmt.Fprintf(tw, "%s\tours (verified)\t%.2f\t%s\t%.2f\t%.2f\t%s\t\n", img.name, ours.wall.Seconds(), mbps(ours.wall), ours.write.Seconds(), ours.verify.Seconds(), mib(ours.maxRSS))
+			fmt.Fprintf(tw, "%s\tours (verified) [%s]\t%.2f\t%s\t%.2f\t%.2f\t%s\t\n", img.name, ours.how, ours.wall.Seconds(), mbps(ours.wall), ours.write.Seconds(), ours.verify.Seconds(), mib(ours.maxRSS))
 			fmt.Fprintf(tw, "%s\tours (write only)\t%.2f\t%s\t\t\t\t\n", img.name, ours.write.Seconds(), mbps(ours.write))
 			fmt.Fprintf(tw, "%s\tours, hash cached (verified)\t%.2f\t%s\t%.2f\t%.2f\t%s\t\n", img.name, cached.wall.Seconds(), mbps(cached.wall), cached.write.Seconds(), cached.verify.Seconds(), mib(cached.maxRSS))
-			fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t\t\t%s\t\n", img.name, ddLabel(img), dd.wall.Seconds(), mbps(dd.wall), mib(dd.maxRSS))
-			fmt.Fprintf(tw, "%s\tbmaptool copy\t%.2f\t%s\t\t\t%s\t\n", img.name, bm.wall.Seconds(), mbps(bm.wall), mib(bm.maxRSS))
-			fmt.Fprintf(rw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", img.name,
-				ratio(ours.wall, dd.wall), ratio(ours.write, dd.wall), ratio(cached.wall, dd.wall),
-				ratio(bm.wall, ours.wall), ratio(bm.wall, ours.write), ratio(bm.wall, cached.wall))
-			goals = append(goals, goalLines(img, ours, cached, dd, bm, &fails)...)
+			peers := map[string]sample{}
+			for _, p := range img.peers {
+				m := median(res[p])
+				peers[p] = m
+				fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\t\t\t%s\t\n", img.name, peerLabel(p, img), m.wall.Seconds(), mbps(m.wall), mib(m.maxRSS))
+				fmt.Fprintf(rw, "%s\t%s\t%.2f\t%.2f\t%.2f\t\n", img.name, peerLabel(p, img),
+					ratio(m.wall, ours.wall), ratio(m.wall, ours.write), ratio(m.wall, cached.wall))
+			}
+			goals = append(goals, goalLines(img, ours, cached, peers, &fails)...)
 		}
 		tw.Flush()
 		rw.Flush()
-		fmt.Fprintf(b.out, "\nratios (ours = wall time of the child, verified, hash computed; write-only = its write time; cached = verified, image hash from the cache):\n%s", ratios.String())
+		fmt.Fprintf(b.out, "\npeer time / our time (above 1: ours is faster; ours = wall time of the child, verified, hash computed; write-only = its write time; cached = verified, image hash from the cache):\n%s", ratios.String())
 		ratios.Reset()
 		fmt.Fprintln(b.out, "\ngoals (informational; verified with the hash computed, [write-only], {verified, hash cached}):")
 		for _, g := range goals {
@@ -299,11 +339,21 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 	return nil
 }
 
-func ddLabel(img image) string {
-	if img.comp != "" {
-		return img.comp + " -dc | dd"
+// peerLabel names a peer tool for img in the tables.
+func peerLabel(tool string, img image) string {
+	switch tool {
+	case toolDD:
+		if img.comp != "" {
+			return img.comp + " -dc | dd"
+		}
+		return "dd"
+	case toolBmap:
+		if img.bmap != "" {
+			return "bmaptool copy --bmap"
+		}
+		return "bmaptool copy --nobmap"
 	}
-	return "dd"
+	return tool
 }
 
 func ratio(a, b time.Duration) float64 {
@@ -315,19 +365,39 @@ func ratio(a, b time.Duration) float64 {
 
 // goalLines returns the pass/fail lines of one case and counts the goals
 // missed by our verified flash with the hash computed.
-func goalLines(img image, ours, cached, dd, bm sample, fails *int) []string {
+func goalLines(img image, ours, cached sample, peers map[string]sample, fails *int) []string {
 	var meets func(time.Duration) bool
 	var what string
+	faster := func(tools ...string) {
+		var names []string
+		for _, t := range tools {
+			names = append(names, fmt.Sprintf("%s (%.2fs)", peerLabel(t, img), peers[t].wall.Seconds()))
+		}
+		meets = func(d time.Duration) bool {
+			for _, t := range tools {
+				if d >= peers[t].wall {
+					return false
+				}
+			}
+			return true
+		}
+		what = "faster than " + strings.Join(names, " and ")
+	}
 	switch {
 	case img.comp != "":
-		meets = func(d time.Duration) bool { return d < dd.wall && d < bm.wall }
-		what = fmt.Sprintf("faster than %s (%.2fs) and bmaptool (%.2fs)", ddLabel(img), dd.wall.Seconds(), bm.wall.Seconds())
+		faster(img.peers...)
 	case img.kind == "dense":
-		meets = func(d time.Duration) bool { return d <= dd.wall }
-		what = fmt.Sprintf("at least as fast as dd (%.2fs)", dd.wall.Seconds())
+		meets = func(d time.Duration) bool { return d <= peers[toolDD].wall }
+		what = fmt.Sprintf("at least as fast as dd (%.2fs)", peers[toolDD].wall.Seconds())
+	case img.kind == "full":
+		faster(toolDD, toolBmap)
+	case img.kind == "skip-holes":
+		meets = func(d time.Duration) bool { return d <= peers[toolDDSparse].wall }
+		what = fmt.Sprintf("at least as fast as dd conv=sparse (%.2fs)", peers[toolDDSparse].wall.Seconds())
 	default:
-		meets = func(d time.Duration) bool { return ratio(bm.wall, d) >= 1.5 }
-		what = fmt.Sprintf("at least 1.5x faster than bmaptool (%.2fs)", bm.wall.Seconds())
+		bm := peers[toolBmap].wall
+		meets = func(d time.Duration) bool { return ratio(bm, d) >= 1.5 }
+		what = fmt.Sprintf("at least 1.5x faster than bmaptool (%.2fs)", bm.Seconds())
 	}
 	pf := func(d time.Duration) string {
 		if meets(d) {
@@ -338,7 +408,7 @@ func goalLines(img image, ours, cached, dd, bm sample, fails *int) []string {
 	if !meets(ours.wall) {
 		*fails++
 	}
-	return []string{fmt.Sprintf("%-16s %s: %s [%s] {%s}", img.name, what, pf(ours.wall), pf(ours.write), pf(cached.wall))}
+	return []string{fmt.Sprintf("%-22s %s: %s [%s] {%s}", img.name, what, pf(ours.wall), pf(ours.write), pf(cached.wall))}
 }
 
 // median returns the per-field medians of the samples.
@@ -362,6 +432,7 @@ func median(s []sample) sample {
 		write:  time.Duration(pick(func(x sample) int64 { return int64(x.write) })),
 		verify: time.Duration(pick(func(x sample) int64 { return int64(x.verify) })),
 		maxRSS: pick(func(x sample) int64 { return x.maxRSS }),
+		how:    s[0].how,
 	}
 }
 
@@ -374,29 +445,43 @@ func (b *bench) flashOnce(ctx context.Context, tool string, img image, target st
 	ctx, cancel := context.WithTimeout(ctx, b.step)
 	defer cancel()
 	var cmd *exec.Cmd
+	dd := "dd bs=4M oflag=direct conv=fsync status=none of=" + shq(target)
+	pipe := func(decoder string) *exec.Cmd {
+		return shell(ctx, "(set -o pipefail) 2>/dev/null && set -o pipefail; "+decoder+" -dc "+shq(img.path)+" | "+dd)
+	}
 	switch tool {
 	case toolOurs, toolOursCached:
 		args := []string{"-write-one", "-timeout", b.step.String()}
 		if tool == toolOursCached {
 			args = append(args, "-hash-cache", b.hashCache)
 		}
-		if img.bmap != "" {
+		switch {
+		case img.bmap != "":
 			args = append(args, "-bmap", img.bmap)
+		case img.mode == flash.ModeSkipHoles:
+			args = append(args, "-nobmap", "-skip-holes")
+		default:
+			args = append(args, "-nobmap") // e.g. sparse.img.bmap beside sparse.img
 		}
 		cmd = exec.CommandContext(ctx, b.self, append(args, img.path, target)...)
 	case toolDD:
-		dd := "dd bs=4M oflag=direct conv=fsync status=none of=" + shq(target)
 		if img.comp == "" {
 			cmd = shell(ctx, dd+" if="+shq(img.path))
 		} else {
-			cmd = shell(ctx, "(set -o pipefail) 2>/dev/null && set -o pipefail; "+img.comp+" -dc "+shq(img.path)+" | "+dd)
+			cmd = pipe(img.comp)
 		}
+	case toolDDSparse:
+		cmd = shell(ctx, "dd bs=4M oflag=direct conv=sparse,fsync status=none if="+shq(img.path)+" of="+shq(target))
+	case toolLbzip2DD:
+		cmd = pipe("lbzip2")
 	case toolBmap:
 		args := []string{"copy", "--nobmap"}
 		if img.bmap != "" {
 			args = []string{"copy", "--bmap", img.bmap}
 		}
 		cmd = exec.CommandContext(ctx, "bmaptool", append(args, img.path, target)...)
+	default:
+		return sample{}, fmt.Errorf("unknown tool %q", tool)
 	}
 	setGroup(cmd)
 	var stdout, stderr strings.Builder
@@ -425,7 +510,17 @@ func (b *bench) flashOnce(ctx context.Context, tool string, img image, target st
 		if res.Report.Bytes != b.size {
 			return sample{}, fmt.Errorf("our engine wrote an image of %d bytes, want %d", res.Report.Bytes, b.size)
 		}
+		if res.Report.Mode != img.mode {
+			return sample{}, fmt.Errorf("our engine flashed %s in mode %q, this case measures %q", img.name, res.Report.Mode, img.mode)
+		}
 		s.write, s.verify = res.Report.Duration, res.Report.VerifyDuration
+		s.how = fmt.Sprintf("%s, %.0f%% written", res.Report.Mode, 100*res.Report.MappedFraction)
+		if res.Report.ZeroedBytes > 0 {
+			s.how += fmt.Sprintf(", %.0f%% zeroed by %s", 100*float64(res.Report.ZeroedBytes)/float64(res.Report.Bytes), res.Report.ZeroedBy)
+		}
+		if d := res.Report.Decoder; d != "none" && d != "" {
+			s.how += ", " + filepath.Base(d)
+		}
 	}
 	return s, nil
 }
@@ -501,22 +596,38 @@ func (b *bench) makeImages(ctx context.Context, dir string) ([]image, error) {
 		{"zstd", "-q", "-T0", "-3", "-k", "-f", sparse},
 		{"xz", "-T0", "-1", "-k", "-f", dense},
 		{"xz", "-T0", "-1", "-k", "-f", sparse},
+		{"lbzip2", "-9", "-k", "-f", dense},
+		{"lbzip2", "-9", "-k", "-f", sparse},
 	}
 	for _, s := range steps {
 		if err := b.runStep(ctx, s...); err != nil {
 			return nil, err
 		}
 	}
+	std := []string{toolDD, toolBmap}
+	bz := []string{toolDD, toolLbzip2DD, toolBmap}
 	imgs := []image{
-		{name: "dense raw", path: dense, kind: "dense"},
-		{name: "sparse raw+bmap", path: sparse, bmap: bmap, kind: "sparse"},
-		{name: "dense zst", path: dense + ".zst", kind: "dense", comp: "zstd"},
-		{name: "sparse zst+bmap", path: sparse + ".zst", bmap: bmap, kind: "sparse", comp: "zstd"},
-		{name: "dense xz", path: dense + ".xz", kind: "dense", comp: "xz"},
-		{name: "sparse xz+bmap", path: sparse + ".xz", bmap: bmap, kind: "sparse", comp: "xz"},
+		{name: "dense raw", path: dense, kind: "dense", mode: flash.ModeFull, peers: std},
+		{name: "sparse raw+bmap", path: sparse, bmap: bmap, kind: "sparse", mode: flash.ModeBmap, peers: std},
+		{name: "sparse raw, no bmap", path: sparse, kind: "full", mode: flash.ModeFull, peers: std},
+		{name: "sparse raw, skip-holes", path: sparse, kind: "skip-holes", mode: flash.ModeSkipHoles, peers: []string{toolDDSparse}},
+		{name: "dense zst", path: dense + ".zst", kind: "dense", comp: "zstd", mode: flash.ModeFull, peers: std},
+		{name: "sparse zst+bmap", path: sparse + ".zst", bmap: bmap, kind: "sparse", comp: "zstd", mode: flash.ModeBmap, peers: std},
+		{name: "dense xz", path: dense + ".xz", kind: "dense", comp: "xz", mode: flash.ModeFull, peers: std},
+		{name: "sparse xz+bmap", path: sparse + ".xz", bmap: bmap, kind: "sparse", comp: "xz", mode: flash.ModeBmap, peers: std},
+		{name: "dense bz2", path: dense + ".bz2", kind: "dense", comp: "bzip2", mode: flash.ModeFull, peers: bz},
+		{name: "sparse bz2+bmap", path: sparse + ".bz2", bmap: bmap, kind: "sparse", comp: "bzip2", mode: flash.ModeBmap, peers: bz},
+	}
+	if b.only != "" {
+		imgs = slices.DeleteFunc(imgs, func(im image) bool { return !strings.Contains(im.name, b.only) })
 	}
 	fmt.Fprintf(b.out, "images made in %.1fs:", time.Since(start).Seconds())
+	shown := map[string]bool{}
 	for _, im := range imgs {
+		if shown[im.path] {
+			continue
+		}
+		shown[im.path] = true
 		if st, err := os.Stat(im.path); err == nil {
 			fmt.Fprintf(b.out, " %s %.0f MiB;", filepath.Base(im.path), float64(st.Size())/(1<<20))
 		}
