@@ -82,6 +82,12 @@ type Options struct {
 	// keeps everything in memory. If the file cannot be created or written,
 	// the transcript stays in memory.
 	MemoryTail int
+	// MaxBefore bounds [Match.Before]: of longer text between the cursor and
+	// a match (a flood before a login prompt) Before keeps the end, and
+	// [Match.BeforeCut] says how much it left out; [Console.Text] has all
+	// of it. [Console.Run]'s output is never cut. Zero means 1 MiB;
+	// negative means no limit.
+	MaxBefore int
 	// TempDir is where the spill file goes. Empty means [os.TempDir].
 	TempDir string
 	// Log, when set, receives every complete line of cleaned output as it
@@ -93,13 +99,17 @@ type Options struct {
 
 // Match is the result of a successful [Console.Expect].
 type Match struct {
-	Index  int       // which of the patterns matched
-	Text   string    // the matched text
-	Groups []string  // capture groups of a regexp; Groups[0] == Text
-	Before string    // the text between the cursor and the match
-	Start  int       // offset of the match in the cleaned transcript
-	End    int       // offset just after the match; the new cursor
-	At     time.Time // when the match's last byte arrived
+	Index  int      // which of the patterns matched
+	Text   string   // the matched text
+	Groups []string // capture groups of a regexp; Groups[0] == Text
+	Before string   // the text between the cursor and the match (its end, see BeforeCut)
+	// BeforeCut is how many bytes of the text between the cursor and the
+	// match Before leaves out at its start, when that text is longer than
+	// [Options.MaxBefore]; the cursor was at Start-len(Before)-BeforeCut.
+	BeforeCut int
+	Start     int       // offset of the match in the cleaned transcript
+	End       int       // offset just after the match; the new cursor
+	At        time.Time // when the match's last byte arrived
 }
 
 // Mark is a position in both forms of the transcript, for slicing logs
@@ -183,6 +193,9 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 	}
 	if opts.MaxLine == 0 {
 		opts.MaxLine = 1024
+	}
+	if opts.MaxBefore == 0 {
+		opts.MaxBefore = 1 << 20
 	}
 	if opts.MemoryTail == 0 {
 		opts.MemoryTail = 8 << 20
@@ -396,7 +409,11 @@ func (c *Console) searchStepLocked(w *waiter, end int, final bool) (*Match, erro
 	if h := c.firstHitLocked(); h != nil && h.start < bestLoc[1] {
 		return nil, c.watchErrorLocked(h)
 	}
-	m := &Match{Index: best, Start: bestLoc[0], End: bestLoc[1], Before: c.textLocked(c.cursor, bestLoc[0]), At: c.timeAtLocked(bestLoc[1] - 1)}
+	from := c.cursor
+	if n := bestLoc[0] - from; c.opts.MaxBefore > 0 && n > c.opts.MaxBefore {
+		from = bestLoc[0] - c.opts.MaxBefore
+	}
+	m := &Match{Index: best, Start: bestLoc[0], End: bestLoc[1], Before: c.textLocked(from, bestLoc[0]), BeforeCut: from - c.cursor, At: c.timeAtLocked(bestLoc[1] - 1)}
 	for g := 0; g+1 < len(bestLoc); g += 2 {
 		if bestLoc[g] < 0 {
 			m.Groups = append(m.Groups, "")

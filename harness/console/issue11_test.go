@@ -312,3 +312,23 @@ func TestEagerRegexpWithRequiredLiteralStillMatchesAcrossChunks(t *testing.T) {
 		assert.Contains(t, []string{"login: r", "login: root"}, m.Text, "eager: matches as soon as it can")
 	}
 }
+
+func TestMaxBeforeKeepsTheEndButRunOutputIsWhole(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{MaxBefore: 100})
+		p.EmitString(strings.Repeat("x", 900) + strings.Repeat("y", 100) + "END")
+		m, err := c.Expect(t.Context(), String("END"))
+		require.NoError(t, err)
+		assert.Equal(t, strings.Repeat("y", 100), m.Before)
+		assert.Equal(t, 900, m.BeforeCut)
+		assert.Equal(t, 0, m.Start-len(m.Before)-m.BeforeCut)
+
+		big := strings.Repeat("0123456789\n", 500)
+		go fakeShell(p, func(string) (string, int) { return big, 3 })
+		p.EmitString(coloredPrompt)
+		res, err := c.Run(t.Context(), "cat big")
+		require.NoError(t, err)
+		assert.Equal(t, big, res.Output)
+		assert.Equal(t, 3, res.ExitCode)
+	})
+}

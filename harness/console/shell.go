@@ -65,7 +65,8 @@ func (c *Console) Run(ctx context.Context, cmd string) (Result, error) {
 	if _, err := c.Expect(ctx, String(m1+m2).Describe("the shell's start marker for command "+quoteCmd(cmd))); err != nil {
 		return Result{}, fmt.Errorf("run %s: the shell did not start the command: %w", quoteCmd(cmd), err)
 	}
-	if _, err := c.Expect(ctx, String("\n").Describe("the end of the start marker's line for command "+quoteCmd(cmd))); err != nil {
+	started, err := c.Expect(ctx, String("\n").Describe("the end of the start marker's line for command "+quoteCmd(cmd)))
+	if err != nil {
 		return Result{}, fmt.Errorf("run %s: the shell did not start the command: %w", quoteCmd(cmd), err)
 	}
 	// The end marker follows the newline that ends the output.
@@ -73,7 +74,12 @@ func (c *Console) Run(ctx context.Context, cmd string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("run %s: the command did not finish: %w", quoteCmd(cmd), err)
 	}
-	output := strings.TrimRight(end.Before, "\r")
+	output := end.Before
+	if end.BeforeCut > 0 {
+		// Longer than Options.MaxBefore: the output is never cut.
+		output = c.Text(Mark{Clean: started.End}, Mark{Clean: end.Start})
+	}
+	output = strings.TrimRight(output, "\r")
 	status, err := c.Expect(ctx, String("\n").Describe("the exit code of command "+quoteCmd(cmd)))
 	if err != nil {
 		return Result{}, fmt.Errorf("run %s: the command finished but its exit code did not arrive: %w", quoteCmd(cmd), err)
