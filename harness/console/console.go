@@ -85,8 +85,9 @@ type Options struct {
 	// MaxBefore bounds [Match.Before]: of longer text between the cursor and
 	// a match (a flood before a login prompt) Before keeps the end, and
 	// [Match.BeforeCut] says how much it left out; [Console.Text] has all
-	// of it. [Console.Run]'s output is never cut. Zero means 1 MiB;
-	// negative means no limit.
+	// of it. [Console.Run]'s output is never cut. Zero means 64 KiB (a
+	// copy of the text before every match is what an expect costs beyond
+	// the search); negative means no limit.
 	MaxBefore int
 	// TempDir is where the spill file goes. Empty means [os.TempDir].
 	TempDir string
@@ -195,7 +196,7 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 		opts.MaxLine = 1024
 	}
 	if opts.MaxBefore == 0 {
-		opts.MaxBefore = 1 << 20
+		opts.MaxBefore = 64 << 10
 	}
 	if opts.MemoryTail == 0 {
 		opts.MemoryTail = 8 << 20
@@ -283,8 +284,12 @@ func (c *Console) append(p []byte) {
 	}
 	c.last = st
 	c.scanWatchersLocked()
-	c.flushLogLocked(false)
 	c.settleAllLocked()
+	c.flushLogLocked(false)
+	// Spill last: a pending expect is woken before the file is written.
+	c.raw.maybeSpill()
+	c.clean.maybeSpill()
+	c.stamps.maybeSpill()
 }
 
 // settleAllLocked searches the new text for the pending expects and wakes
@@ -293,9 +298,14 @@ func (c *Console) settleAllLocked() {
 	if len(c.waiters) == 0 {
 		return
 	}
-	c.waiters = slices.DeleteFunc(c.waiters, func(w *waiter) bool {
-		return c.settleLocked(w, -1)
-	})
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !c.settleLocked(w, -1) {
+			kept = append(kept, w)
+		}
+	}
+	clear(c.waiters[len(kept):])
+	c.waiters = kept
 }
 
 // viewLocked returns the cleaned text from lo (or later, see below) to hi,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -37,10 +38,13 @@ func (s *spool) len() int { return s.base + len(s.mem) }
 // setTail.
 func (s *spool) tail() []byte { return s.mem }
 
-// setTail stores the memory part after an in-place append and spills when
-// it grew past the limit.
-func (s *spool) setTail(b []byte) {
-	s.mem = b
+// setTail stores the memory part after an in-place append. The caller
+// spills with maybeSpill when it is done with the new bytes: a pending
+// expect is woken before the file is written.
+func (s *spool) setTail(b []byte) { s.mem = b }
+
+// maybeSpill spills when the memory part grew past the limit.
+func (s *spool) maybeSpill() {
 	if s.limit > 0 && s.err == nil && len(s.mem) > s.limit {
 		s.spill()
 	}
@@ -57,14 +61,12 @@ func (s *spool) grow(n int) {
 	if s.limit > 0 {
 		c = max(min(c, s.limit+64<<10), len(s.mem)+n) // spills keep it below the limit
 	}
-	nb := make([]byte, len(s.mem), c)
-	copy(nb, s.mem)
-	s.mem = nb
+	s.mem = slices.Grow(s.mem, c-len(s.mem)) // no zeroing of what is copied
 }
 
 func (s *spool) write(p []byte) {
 	s.grow(len(p))
-	s.setTail(append(s.mem, p...))
+	s.mem = append(s.mem, p...)
 }
 
 // spill moves all but the last half of the limit to the file.

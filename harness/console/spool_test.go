@@ -20,6 +20,7 @@ func TestSpoolReadsBackWhatWasWritten(t *testing.T) {
 			p[i] = byte(r.IntN(256))
 		}
 		s.write(p)
+		s.maybeSpill()
 		want = append(want, p...)
 		require.Equal(t, len(want), s.len())
 		assert.LessOrEqual(t, len(s.mem), 1000+300, "memory stays bounded")
@@ -44,6 +45,7 @@ func TestSpoolKeepsWholeRecords(t *testing.T) {
 		var rec [stampSize]byte
 		putStamp(rec[:], stamp{clean: i, raw: 2 * i})
 		s.write(rec[:])
+		s.maybeSpill()
 		require.Zero(t, s.base%stampSize)
 	}
 	for _, i := range []int{0, 1, 500, 998, 999} {
