@@ -167,10 +167,15 @@ func TestHangingBootIsCaughtByTheDeadline(t *testing.T) {
 		dut := harness.Acquire(tb, harness.WithBootTimeout(20*time.Second))
 		dut.FlashImage(img)
 		dut.PowerOn()
+		// Firmware and boot loader take from 2 s to over 20 s on a loaded
+		// machine (QEMU without KVM): the 20 s Login gets starts once the
+		// initramfs runs, and the hang comes after it.
+		dut.Console().Within(3 * time.Minute).ExpectString("stage1: Jumpstarter QEMU DUT initramfs")
 		dut.Login()
 	})
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), "timed out")
+	assert.Contains(t, f.Message(), "DUT_BOOT_TIMEOUT=20s", "the failure names the setting that bounded it")
 	assert.Contains(t, f.Message(), "switching to the root file system", "the failure shows where the boot stopped")
 }
 
