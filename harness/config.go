@@ -52,6 +52,11 @@ type Config struct {
 	User, Password string
 	// CharDelay paces console input for slow UARTs (DUT_CONSOLE_CHAR_DELAY).
 	CharDelay time.Duration
+	// MaxLine is the longest command line, in bytes, the DUT's shell takes
+	// (DUT_CONSOLE_MAX_LINE): Run refuses a longer one at once, naming the
+	// limit, instead of timing out. Zero means 1024 (busybox ash); bash
+	// takes about 4095.
+	MaxLine int
 	// Bmap is the bmap Flash uses (DUT_BMAP): empty looks for one beside the
 	// image (IMAGE.bmap, or foo.img.bmap beside foo.img.zst); "none" refuses
 	// one found there, so that every byte of the image is written, as
@@ -88,11 +93,12 @@ var DefaultWatches = []Watch{
 var Env = struct {
 	Driver, Name, Tags, Image, Require, LockDir, AcquireTimeout, CleanupReserve,
 	StepTimeout, FlashTimeout, BootTimeout, CommandTimeout, User, Password, CharDelay,
-	Bmap, SkipHoles string
+	Bmap, SkipHoles, MaxLine string
 }{
 	"DUT_DRIVER", "DUT_NAME", "DUT_TAGS", "DUT_IMAGE", "DUT_REQUIRE", "DUT_LOCK_DIR", "DUT_ACQUIRE_TIMEOUT",
 	"DUT_CLEANUP_RESERVE", "DUT_STEP_TIMEOUT", "DUT_FLASH_TIMEOUT", "DUT_BOOT_TIMEOUT", "DUT_COMMAND_TIMEOUT",
 	"DUT_USER", "DUT_PASSWORD", "DUT_CONSOLE_CHAR_DELAY", "DUT_BMAP", "DUT_FLASH_SKIP_HOLES",
+	"DUT_CONSOLE_MAX_LINE",
 }
 
 // DefaultLockDir is the lock directory when DUT_LOCK_DIR is unset: one per
@@ -152,6 +158,13 @@ func ConfigFromEnv() (Config, error) {
 			continue
 		}
 		*d.dst = dur
+	}
+	if v := strings.TrimSpace(os.Getenv(Env.MaxLine)); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 64 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a number of bytes of at least 64, e.g. 4095 for bash", Env.MaxLine, v))
+		}
+		c.MaxLine = n
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("%w: %w", ErrBadConfig, err)
@@ -250,6 +263,10 @@ func WithCredentials(user, password string) Option {
 
 // WithCharDelay paces console input, as DUT_CONSOLE_CHAR_DELAY does.
 func WithCharDelay(d time.Duration) Option { return func(c *Config) { c.CharDelay = d } }
+
+// WithMaxLine sets the longest command line the DUT's shell takes, as
+// DUT_CONSOLE_MAX_LINE does.
+func WithMaxLine(n int) Option { return func(c *Config) { c.MaxLine = n } }
 
 // WithWatch adds a console watcher.
 func WithWatch(w Watch) Option {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/faketb"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
 )
@@ -295,4 +296,30 @@ func TestADUTThatCouldNotBePoweredOffIsNotHandedOnAsOff(t *testing.T) {
 	assert.Contains(t, g.Logs(), "powering it off first")
 	marks, _ = filepath.Glob(filepath.Join(os.Getenv("DUT_LOCK_DIR"), "*.unclean"))
 	assert.Empty(t, marks, "powered off now: the mark is gone")
+}
+
+// TestACommandTooLongForTheShellFailsAtOnce: the sim's shell is busybox-like
+// (1024 bytes a line by default); a longer command fails at once naming the
+// limit and its setting, and the next command still runs.
+func TestACommandTooLongForTheShellFailsAtOnce(t *testing.T) {
+	simEnv(t)
+	t.Setenv("DUT_IMAGE", buildImages(t).a)
+	f := faketb.New(t)
+	var next string
+	start := time.Now()
+	f.Run(func(tb testing.TB) {
+		d := harness.Acquire(tb)
+		d.Flash()
+		d.PowerOn()
+		sh := d.Login()
+		_, err := d.Session().Run(tb.Context(), "echo "+strings.Repeat("x", 1100))
+		assert.ErrorIs(t, err, console.ErrCommandTooLong)
+		next = sh.Run("echo next")
+		sh.Run("echo " + strings.Repeat("y", 1100))
+	})
+	require.True(t, f.Failed())
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.Equal(t, "next\n", next)
+	assert.Contains(t, f.Message(), "1024")
+	assert.Contains(t, f.Message(), "DUT_CONSOLE_MAX_LINE")
 }

@@ -156,7 +156,7 @@ func (s *Session) open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.con = console.New(rw, console.Options{Name: s.dev.Name(), CharDelay: s.cfg.CharDelay, DefaultTimeout: s.cfg.CommandTimeout})
+		s.con = console.New(rw, console.Options{Name: s.dev.Name(), CharDelay: s.cfg.CharDelay, DefaultTimeout: s.cfg.CommandTimeout, MaxLine: s.cfg.MaxLine})
 		for _, w := range s.cfg.Watches {
 			re, err := regexp.Compile(w.Pattern)
 			if err != nil {
@@ -389,6 +389,9 @@ func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.CommandTimeout, errCommandTimeout)
 	defer cancel()
 	res, err := con.Run(ctx, cmd)
+	if errors.Is(err, console.ErrCommandTooLong) {
+		return res, fmt.Errorf("%w\n(%s sets the longest line the DUT's shell takes: raise it if this shell takes longer ones, or put the command in a script on the DUT)", err, Env.MaxLine)
+	}
 	if err != nil {
 		return res, s.classify("run", explainTimeout(ctx, err, s.cfg))
 	}
