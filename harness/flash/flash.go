@@ -31,7 +31,8 @@
 // # Holes and bmaps
 //
 // Without a bmap the target ends byte-identical to the image ([ModeFull]):
-// every byte of its first [Report.Bytes] is the image's. The holes of a
+// each of its first [Report.Bytes] bytes is the image's (what lies past the
+// image's end is left as it was). The holes of a
 // sparse raw image (mapped as `bmaptool create` maps them: 4 KiB blocks
 // without data) are not read; they are made zero on the target by the
 // device where it guarantees zeros (fallocate PUNCH_HOLE, else ZERO_RANGE,

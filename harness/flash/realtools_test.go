@@ -97,3 +97,29 @@ func mustRead(t *testing.T, path string) []byte {
 	require.NoError(t, err)
 	return b
 }
+
+// TestNoBmapFlashesLikeBmaptoolCopyNobmap flashes a sparse image without
+// its bmap with our engine (the holes zeroed) and with `bmaptool copy
+// --nobmap` (every byte written) onto targets full of a pattern: both
+// must end byte-identical to the image.
+func TestNoBmapFlashesLikeBmaptoolCopyNobmap(t *testing.T) {
+	bmaptool := needTool(t, "bmaptool", "bmap-tools")
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "os.img")
+	const size = 8<<20 + 1234
+	img := sparseImage(t, raw, size, [][2]int64{{0, 5000}, {1 << 20, 3<<20 + 17}, {6 << 20, 6<<20 + 1}})
+	holesSupported(t, raw)
+	// A bmap beside the image, which both are told to refuse.
+	out, err := exec.Command(bmaptool, "create", "-o", raw+".bmap", raw).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	theirs := filled(t, filepath.Join(dir, "theirs"), size, 0xa5)
+	mine := filled(t, filepath.Join(dir, "mine"), size, 0xa5)
+	out, err = exec.Command(bmaptool, "copy", "--nobmap", raw, theirs).CombinedOutput()
+	require.NoError(t, err, "bmaptool copy: %s", out)
+	rep, err := Write(context.Background(), raw, mine, Options{NoBmap: true})
+	require.NoError(t, err)
+	assert.Equal(t, ModeFull, rep.Mode)
+	assert.Positive(t, rep.ZeroedBytes)
+	requireImage(t, theirs, img, 0)
+	requireImage(t, mine, img, 0)
+}

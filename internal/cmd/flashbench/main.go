@@ -33,7 +33,7 @@
 // over a file, when losetup works) with each tool, -runs times, in a
 // rotating order, dropping the page cache before each flash when allowed
 // (`echo 3 > /proc/sys/vm/drop_caches`). The peers are dd (for compressed
-// images `zstd -dc | dd ...`, `xz -dc | dd ...`, and for bzip2 both
+// images `zstd -dc | dd iflag=fullblock ...`, `xz -dc | dd ...`, and for bzip2 both
 // `bzip2 -dc | dd ...` and `lbzip2 -dc | dd ...`, the parallel decoder the
 // engine itself runs) and `bmaptool copy` (which decompresses itself, bzip2
 // with pbzip2 when installed; given --bmap for the bmap cases and --nobmap
@@ -447,7 +447,9 @@ func (b *bench) flashOnce(ctx context.Context, tool string, img image, target st
 	var cmd *exec.Cmd
 	dd := "dd bs=4M oflag=direct conv=fsync status=none of=" + shq(target)
 	pipe := func(decoder string) *exec.Cmd {
-		return shell(ctx, "(set -o pipefail) 2>/dev/null && set -o pipefail; "+decoder+" -dc "+shq(img.path)+" | "+dd)
+		// iflag=fullblock: from a pipe dd reads short, and without it
+		// writes each short read as it came (64 KiB O_DIRECT writes).
+		return shell(ctx, "(set -o pipefail) 2>/dev/null && set -o pipefail; "+decoder+" -dc "+shq(img.path)+" | "+dd+" iflag=fullblock")
 	}
 	switch tool {
 	case toolOurs, toolOursCached:
