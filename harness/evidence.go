@@ -39,6 +39,11 @@ const (
 	AttrFlashWritten       = "dut.flash_written_bytes"
 	AttrFlashVerifySeconds = "dut.flash_verify_seconds"
 	AttrFlashReport        = "dut.flash_report"
+	// AttrFlashMode is what the storage holds besides what was written
+	// (flash.Mode: "full", the image byte for byte; "bmap"; "skip-holes");
+	// AttrFlashZeroed how many bytes were zeroed rather than written.
+	AttrFlashMode   = "dut.flash_mode"
+	AttrFlashZeroed = "dut.flash_zeroed_bytes"
 	// AttrPowerW, AttrPowerV and AttrPowerA are the DUT's power draw, from
 	// the board's meter (where it has one), read at the end of a test that
 	// powered the DUT, or by [DUT.ReadPower].
@@ -84,6 +89,8 @@ func (d *DUT) recordFlash(rep flash.Report) {
 	d.attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
 	d.attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
 	d.attr(AttrFlashWritten, strconv.FormatInt(rep.MappedBytes, 10))
+	d.attr(AttrFlashMode, string(rep.Mode))
+	d.attr(AttrFlashZeroed, strconv.FormatInt(rep.ZeroedBytes, 10))
 	d.attr(AttrFlashVerifySeconds, strconv.FormatFloat(rep.VerifyDuration.Seconds(), 'f', 3, 64))
 }
 
@@ -97,6 +104,9 @@ type flashReport struct {
 	Target         string  `json:"target"`
 	Bmap           string  `json:"bmap,omitempty"`
 	Sparse         bool    `json:"sparse,omitempty"`
+	Mode           string  `json:"mode"`
+	ZeroedBytes    int64   `json:"zeroed_bytes,omitempty"`
+	ZeroedBy       string  `json:"zeroed_by,omitempty"`
 	Bytes          int64   `json:"bytes"`
 	WrittenBytes   int64   `json:"written_bytes"`
 	MappedFraction float64 `json:"mapped_fraction"`
@@ -113,7 +123,8 @@ type flashReport struct {
 func (d *DUT) writeFlashReport(rep flash.Report, err error) {
 	r := flashReport{
 		Image: rep.Image, SHA256: rep.SHA256, SHA256Cached: rep.SHA256Cached, Format: string(rep.Format),
-		Decoder: rep.Decoder, Target: rep.Target, Bmap: rep.Bmap, Sparse: rep.Sparse, Bytes: rep.Bytes,
+		Decoder: rep.Decoder, Target: rep.Target, Bmap: rep.Bmap, Sparse: rep.Sparse, Mode: string(rep.Mode),
+		ZeroedBytes: rep.ZeroedBytes, ZeroedBy: rep.ZeroedBy, Bytes: rep.Bytes,
 		WrittenBytes: rep.MappedBytes, MappedFraction: rep.MappedFraction, Direct: rep.Direct,
 		WriteSeconds: rep.Duration.Seconds(), MBps: rep.MBps(), Verified: rep.Verified,
 		VerifySeconds: rep.VerifyDuration.Seconds(),

@@ -252,7 +252,11 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	if rep.SHA256Cached {
 		cached = " (from the hash cache)"
 	}
-	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %.0f%% mapped, in %s (%.1f MB/s), verified %v (+%s), sha256 %s%s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedFraction*100, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), rep.SHA256, cached)
+	zeroed := ""
+	if rep.ZeroedBytes > 0 {
+		zeroed = fmt.Sprintf(", %d zeroed (%s)", rep.ZeroedBytes, rep.ZeroedBy)
+	}
+	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %d written%s, mode %s, in %s (%.1f MB/s), verified %v (+%s), sha256 %s%s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedBytes, zeroed, rep.Mode, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), rep.SHA256, cached)
 	s.flashed = &rep
 	return rep, nil
 }

@@ -133,7 +133,8 @@ func TestBlankImageIsAnInfrastructureFailure(t *testing.T) {
 	good, img := image(t, qemuimage.DUT("1.0.0")+".zst"), image(t, qemuimage.Blank)
 	f := failing(t, func(tb testing.TB) {
 		dut := harness.Acquire(tb)
-		// A good image first: the blank one must really replace it.
+		// A good image first: the blank one (all hole, no bmap) must really
+		// replace it, byte for byte.
 		dut.FlashImage(good)
 		dut.FlashImage(img)
 		dut.PowerOn()

@@ -17,7 +17,9 @@
 #
 #   dut-1.0.0.img, dut-2.0.0.img   bootable releases; /etc/dut-release holds "<version>\n"
 #   dut-*.img.zst, dut-1.0.0.img.gz  the same bytes compressed (zstd -19, gzip -9 -n)
-#   blank.img      all zeros, written out (not sparse): SeaBIOS prints "No bootable device."
+#   blank.img      all zeros, one hole (sparse, no bmap): flashed, it replaces the previous image
+#                  byte for byte (the flash engine zeroes a sparse image's holes); SeaBIOS prints
+#                  "No bootable device."
 #   corrupt.img    good boot partition, garbage root partition: stage1 prints
 #                  "stage1: ERROR: no bootable rootfs: ..." and starts a rescue shell ("rescue# ")
 #   panic.img      the root file system's init exits: "Kernel panic - not syncing: Attempted to
@@ -448,11 +450,12 @@ build_image() { # NAME KIND VERSION HASH
   log "building $name"
   case $kind in
     blank)
-      # Zeros written out, not a sparse file: the flash engine writes only
-      # a sparse image's data (as bmaptool does), so a sparse blank image
-      # would leave the previously flashed image in place.
+      # All hole: without a bmap the flash engine makes the target
+      # byte-identical to the image, so this must wipe the image flashed
+      # before it (qemu/e2e's TestBlankImageIsAnInfrastructureFailure
+      # flashes a good one first).
       rm -f "$tmp"
-      dd if=/dev/zero of="$tmp" bs=1M count="$DISK_MIB" status=none ;;
+      truncate -s "${DISK_MIB}M" "$tmp" ;;
     corrupt)
       build_bootfs
       # A root partition with garbage where the superblock and inode tables belong, zeros after.
