@@ -43,6 +43,7 @@ func TestWriteRemembersTheImageHashUntilTheFileChanges(t *testing.T) {
 	img := writeFile(t, filepath.Join(dir, "os.img"), data)
 	target := writeFile(t, filepath.Join(dir, "disk"), make([]byte, 4<<20))
 	o := Options{HashCacheDir: filepath.Join(dir, "cache"), BufferSize: 256 << 10}
+	skipWithoutFileKeys(t, img)
 
 	rep, err := Write(context.Background(), img, target, o)
 	require.NoError(t, err)
@@ -298,5 +299,21 @@ func TestAFileChangedJustNowIsNotRemembered(t *testing.T) {
 		rep, err := Write(context.Background(), img, target, o)
 		require.NoError(t, err)
 		assert.False(t, rep.SHA256Cached, "times within a clock tick of a rewrite prove nothing")
+	}
+}
+
+// skipWithoutFileKeys skips a test of the hash cache on a file system that
+// cannot tell an inode's generation (overlayfs, as in containers and this
+// project's new-machine CI chroot): the cache then remembers nothing, by
+// design.
+func skipWithoutFileKeys(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	require.NoError(t, err)
+	if fileKey(f, fi) == "" {
+		t.Skipf("the file system of %s gives no inode generation, so the hash cache remembers nothing here", path)
 	}
 }
