@@ -22,8 +22,9 @@
 // wakes the expect only when it has a result (see [Pattern] for what each
 // kind of pattern looks at). The transcript's memory is bounded: the last
 // [Options.MemoryTail] bytes of the raw and the cleaned output stay in
-// memory, older bytes (and their timestamps) go to an unlinked temporary
-// file, from which [Console.Text], [Console.Raw] and the logs read them
+// memory, in blocks that never move; older blocks (and their timestamps)
+// are written by a background goroutine, never under the console's lock, to
+// an unlinked temporary file, from which [Console.Text], [Console.Raw] and the logs read them
 // back. [Console.WriteLog] and [Console.WriteRaw] stream in bounded chunks.
 //
 // Error messages quote at most 20 lines (2 KiB) of output and say how much
@@ -96,6 +97,10 @@ type Options struct {
 	Log io.Writer
 	// Now replaces time.Now for timestamps (tests).
 	Now func() time.Time
+
+	// blockSize is the size of the transcript's blocks in memory (tests,
+	// to cross block boundaries often); zero means the default.
+	blockSize int
 }
 
 // Match is the result of a successful [Console.Expect].
@@ -155,17 +160,21 @@ type Console struct {
 	mu       sync.Mutex
 	raw      spool
 	clean    spool
-	stamps   spool // stampSize records
-	last     stamp // the last stamp, also the last record of stamps
+	stamps   spool // stampSize records of all stamps but the last
+	last     stamp // the last stamp, extended by each read until the next one starts
 	nstamps  int
-	loc      *time.Location // of the timestamps read back from the spool
-	cl       cleaner
-	readErr  error // set once the reader stops
-	cursor   int
-	watchers []*watcher
-	waiters  []*waiter
-	logged   int // clean offset up to which Options.Log has lines
-	logSeen  int // clean offset up to which the text was searched for a newline
+	lastMono time.Duration // when the last stamp started, since opened (real clock only)
+	// realClock: Options.Now is time.Now, so a read within a millisecond
+	// of the last stamp needs only a monotonic clock reading.
+	realClock bool
+	loc       *time.Location // of the timestamps read back from the spool
+	cl        cleaner
+	readErr   error // set once the reader stops
+	cursor    int
+	watchers  []*watcher
+	waiters   []*waiter
+	logged    int // clean offset up to which Options.Log has lines
+	logSeen   int // clean offset up to which the text was searched for a newline
 
 	sendMu  sync.Mutex
 	writes  chan writeReq
@@ -205,23 +214,25 @@ func New(port io.ReadWriteCloser, opts Options) *Console {
 		// The tail kept after a spill must hold what a search looks back.
 		opts.MemoryTail = max(opts.MemoryTail, 8*opts.Window+2*stepMax)
 	}
-	if opts.Now == nil {
+	realClock := opts.Now == nil
+	if realClock {
 		opts.Now = time.Now
 	}
 	if opts.Name == "" {
 		opts.Name = "console"
 	}
 	c := &Console{
-		opts:    opts,
-		port:    port,
-		opened:  opts.Now(),
-		raw:     newSpool(opts.MemoryTail, 1, opts.TempDir),
-		clean:   newSpool(opts.MemoryTail, 1, opts.TempDir),
-		stamps:  newSpool(stampLimit(opts.MemoryTail), stampSize, opts.TempDir),
-		cl:      cleaner{stripANSI: !opts.KeepANSI, newlines: !opts.KeepCR},
-		readerD: make(chan struct{}),
-		writes:  make(chan writeReq),
-		stop:    make(chan struct{}),
+		opts:      opts,
+		realClock: realClock,
+		port:      port,
+		opened:    opts.Now(),
+		raw:       newSpool(opts.MemoryTail, 1, opts.TempDir, opts.blockSize),
+		clean:     newSpool(opts.MemoryTail, 1, opts.TempDir, opts.blockSize),
+		stamps:    newSpool(stampLimit(opts.MemoryTail), stampSize, opts.TempDir, opts.blockSize),
+		cl:        cleaner{stripANSI: !opts.KeepANSI, newlines: !opts.KeepCR},
+		readerD:   make(chan struct{}),
+		writes:    make(chan writeReq),
+		stop:      make(chan struct{}),
 	}
 	c.loc = c.opened.Location()
 	go c.read()
@@ -248,6 +259,10 @@ func (c *Console) read() {
 		n, err := c.port.Read(buf)
 		if n > 0 {
 			c.append(buf[:n])
+			// Spilled blocks go to the file writers outside the lock.
+			c.raw.sendPending()
+			c.clean.sendPending()
+			c.stamps.sendPending()
 		}
 		if err != nil {
 			c.mu.Lock()
@@ -257,39 +272,71 @@ func (c *Console) read() {
 			c.flushLogLocked(true)
 			c.settleAllLocked()
 			c.mu.Unlock()
+			c.raw.closeSpill()
+			c.clean.closeSpill()
+			c.stamps.closeSpill()
 			return
 		}
 	}
 }
 
 func (c *Console) append(p []byte) {
-	now := c.opts.Now()
+	// One stamp per millisecond at most keeps the index small however the
+	// port chunks its output: a read within a millisecond of the last
+	// stamp extends it, and costs one monotonic clock reading.
+	var now time.Time
+	var mono time.Duration
+	var fresh bool
+	if c.realClock {
+		mono = time.Since(c.opened)
+		if fresh = c.nstamps == 0 || mono-c.lastMono >= time.Millisecond; fresh {
+			now = time.Now()
+			mono = now.Sub(c.opened)
+		}
+	} else {
+		now = c.opts.Now()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.realClock {
+		fresh = c.nstamps == 0 || now.Sub(c.last.t) >= time.Millisecond
+	}
 	c.raw.write(p)
-	c.clean.grow(len(p) + 1) // a CR held back from the last read may add a byte
-	c.clean.setTail(c.cl.feed(c.clean.tail(), p))
-	// One stamp per millisecond at most keeps the index small however the
-	// port chunks its output.
-	st := stamp{clean: c.clean.len(), raw: c.raw.len(), t: now}
-	if c.nstamps > 0 && now.Sub(c.last.t) < time.Millisecond {
-		st.t = c.last.t
-		putStamp(c.stamps.mem[len(c.stamps.mem)-stampSize:], st)
-	} else {
-		var rec [stampSize]byte
-		putStamp(rec[:], st)
-		c.stamps.write(rec[:])
+	// A CR held back from the last read may add a byte.
+	c.clean.commit(c.cl.feed(c.clean.reserve(len(p)+1), p))
+	if fresh {
+		if c.nstamps > 0 {
+			var rec [stampSize]byte
+			putStamp(rec[:], c.last)
+			c.stamps.write(rec[:])
+		}
+		c.last = stamp{t: now}
 		c.nstamps++
 		c.loc = now.Location()
+		c.lastMono = mono
 	}
-	c.last = st
+	c.last.clean, c.last.raw = c.clean.len(), c.raw.len()
 	c.scanWatchersLocked()
 	c.settleAllLocked()
 	c.flushLogLocked(false)
-	// Spill last: a pending expect is woken before the file is written.
 	c.raw.maybeSpill()
 	c.clean.maybeSpill()
 	c.stamps.maybeSpill()
+}
+
+// stepEndLocked returns where a search step from pos ends (at most end):
+// at most stepMax bytes on, and within pos's block of the transcript, so
+// that the step's text is contiguous in memory; a step that starts close
+// after a block boundary stops soon, so that only the text it looks back at
+// across the boundary is copied.
+func (c *Console) stepEndLocked(pos, end int) int {
+	stepEnd := min(end, pos+stepMax, c.clean.stepEnd(pos))
+	if pos >= c.clean.base && pos < end {
+		if b := c.clean.blocks[c.clean.blockAt(pos)]; b.start > 0 && pos-b.start < 4*c.opts.Window {
+			stepEnd = min(stepEnd, pos+4*c.opts.Window)
+		}
+	}
+	return stepEnd
 }
 
 // settleAllLocked searches the new text for the pending expects and wakes
@@ -336,7 +383,7 @@ func (c *Console) scanWatchersLocked() {
 		// expect (no match moves the cursor past it), so that is all it
 		// keeps.
 		for w.pos < end {
-			stepEnd := min(end, w.pos+stepMax)
+			stepEnd := c.stepEndLocked(w.pos, end)
 			loc := c.searchLocked(&w.s, w.after, stepEnd, stepEnd == end)
 			if loc == nil {
 				w.pos = stepEnd
@@ -372,7 +419,7 @@ func (c *Console) settleLocked(w *waiter, budget int) bool {
 	for {
 		end := c.clean.len()
 		if w.pos < end {
-			stepEnd := min(end, w.pos+stepMax)
+			stepEnd := c.stepEndLocked(w.pos, end)
 			if m, err := c.searchStepLocked(w, stepEnd, stepEnd == end); m != nil || err != nil {
 				c.settle(w, m, err)
 				return true
@@ -446,7 +493,8 @@ func (c *Console) watchErrorLocked(h *watchHit) *WatchError {
 // back).
 func (c *Console) textLocked(lo, hi int) string {
 	if lo >= c.clean.base {
-		return string(c.clean.mem[lo-c.clean.base : hi-c.clean.base])
+		v, _ := c.clean.view(lo, hi)
+		return string(v)
 	}
 	b, err := c.clean.copyRange(lo, hi)
 	if err != nil {
@@ -642,9 +690,6 @@ func (c *Console) stampAtLocked(i int) stamp {
 		return c.last
 	}
 	off := i * stampSize
-	if off >= c.stamps.base {
-		return getStamp(c.stamps.mem[off-c.stamps.base:], c.loc)
-	}
 	var rec [stampSize]byte
 	if err := c.stamps.readAt(rec[:], off); err != nil {
 		return c.last

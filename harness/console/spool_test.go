@@ -11,7 +11,7 @@ import (
 )
 
 func TestSpoolReadsBackWhatWasWritten(t *testing.T) {
-	s := newSpool(1000, 1, t.TempDir())
+	s := newSpool(1000, 1, t.TempDir(), 0)
 	r := rand.New(rand.NewPCG(1, 2))
 	var want []byte
 	for range 500 {
@@ -21,11 +21,14 @@ func TestSpoolReadsBackWhatWasWritten(t *testing.T) {
 		}
 		s.write(p)
 		s.maybeSpill()
+		s.sendPending()
+		s.waitSpilled()
+		s.reclaim()
 		want = append(want, p...)
 		require.Equal(t, len(want), s.len())
-		assert.LessOrEqual(t, len(s.mem), 1000+300, "memory stays bounded")
+		assert.LessOrEqual(t, s.inMemory(), 1000+2*s.bsize+300, "memory stays bounded")
 	}
-	require.NoError(t, s.err)
+	require.NoError(t, s.spillErr())
 	require.Greater(t, s.base, 0, "it spilled")
 	for range 2000 {
 		lo := r.IntN(len(want))
@@ -40,12 +43,17 @@ func TestSpoolReadsBackWhatWasWritten(t *testing.T) {
 }
 
 func TestSpoolKeepsWholeRecords(t *testing.T) {
-	s := newSpool(100, stampSize, t.TempDir())
+	s := newSpool(100, stampSize, t.TempDir(), 0)
 	for i := range 1000 {
 		var rec [stampSize]byte
 		putStamp(rec[:], stamp{clean: i, raw: 2 * i})
 		s.write(rec[:])
 		s.maybeSpill()
+		s.sendPending()
+		if i%100 == 0 {
+			s.waitSpilled()
+		}
+		s.reclaim()
 		require.Zero(t, s.base%stampSize)
 	}
 	for _, i := range []int{0, 1, 500, 998, 999} {
@@ -54,5 +62,49 @@ func TestSpoolKeepsWholeRecords(t *testing.T) {
 		st := getStamp(b, time.UTC)
 		assert.Equal(t, i, st.clean)
 		assert.Equal(t, 2*i, st.raw)
+	}
+}
+
+// TestSpoolViewsAcrossBlocks reads random ranges, growing and shifting as a
+// search's would, of a spool of small blocks, some spilled, some queued.
+func TestSpoolViewsAcrossBlocks(t *testing.T) {
+	for _, bsize := range []int{1, 16, 100} {
+		s := newSpool(300, 1, t.TempDir(), bsize)
+		r := rand.New(rand.NewPCG(uint64(bsize), 3))
+		var want []byte
+		lo := 0
+		for i := range 3000 {
+			p := make([]byte, r.IntN(40))
+			for i := range p {
+				p[i] = byte(r.IntN(256))
+			}
+			s.commit(append(s.reserve(len(p)), p...))
+			want = append(want, p...)
+			s.maybeSpill()
+			s.sendPending()
+			if i%50 == 0 {
+				s.waitSpilled()
+			}
+			if r.IntN(20) == 0 {
+				lo = r.IntN(len(want) + 1)
+			}
+			lo = max(lo, len(want)-r.IntN(200)-1, 0)
+			v, base := s.view(lo, len(want))
+			require.Equal(t, lo, base)
+			require.True(t, bytes.Equal(want[lo:], v), "bsize %d: [%d,%d) with base %d", bsize, lo, len(want), s.base)
+			if s.base <= lo {
+				end := s.stepEnd(lo)
+				require.Greater(t, end, min(lo, len(want)-1))
+				v, _ := s.view(lo, end)
+				require.True(t, bytes.Equal(want[lo:end], v))
+			}
+		}
+		require.NoError(t, s.spillErr())
+		s.waitSpilled()
+		s.maybeSpill()
+		require.Greater(t, s.base, 0, "it spilled")
+		got, err := s.copyRange(0, len(want))
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(want, got))
 	}
 }
