@@ -109,3 +109,30 @@ func BenchmarkLongLines(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCleanerFeed cleans boot-log-like lines (CRLF, no escape codes)
+// in 64-byte and 4 KiB reads: plain text must cost about a copy, and each
+// read a small fixed cost.
+//
+//	go test -run '^$' -bench CleanerFeed ./harness/console/
+func BenchmarkCleanerFeed(b *testing.B) {
+	line := "[   12.345678] usb 1-1: new high-speed USB device number 2 using xhci_hcd\r\n"
+	data := []byte(strings.Repeat(line, 1000))
+	for _, chunk := range []int{64, 4096} {
+		b.Run(fmt.Sprintf("chunk=%d", chunk), func(b *testing.B) {
+			cl := cleaner{stripANSI: true, newlines: true}
+			dst := make([]byte, 0, len(data)+1)
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				dst = dst[:0]
+				for rest := data; len(rest) > 0; {
+					k := min(chunk, len(rest))
+					dst = cl.feed(dst, rest[:k])
+					rest = rest[k:]
+				}
+			}
+			reads := (len(data) + chunk - 1) / chunk
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(reads), "ns/read")
+		})
+	}
+}

@@ -87,6 +87,12 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 			if i = stop; i == len(p) {
 				break
 			}
+			// The common line break, "\r\n", without the state machine.
+			if c.newlines && p[i] == '\r' && i+1 < len(p) && p[i+1] == '\n' {
+				dst = append(dst, '\n')
+				i += 2
+				continue
+			}
 		}
 		dst = c.step(dst, p[i])
 		i++

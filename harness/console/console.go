@@ -330,11 +330,17 @@ func (c *Console) append(p []byte) {
 // after a block boundary stops soon, so that only the text it looks back at
 // across the boundary is copied.
 func (c *Console) stepEndLocked(pos, end int) int {
-	stepEnd := min(end, pos+stepMax, c.clean.stepEnd(pos))
-	if pos >= c.clean.base && pos < end {
-		if b := c.clean.blocks[c.clean.blockAt(pos)]; b.start > 0 && pos-b.start < 4*c.opts.Window {
-			stepEnd = min(stepEnd, pos+4*c.opts.Window)
-		}
+	stepEnd := min(end, pos+stepMax)
+	if pos < c.clean.base || pos >= end {
+		return stepEnd
+	}
+	if last := c.clean.blocks[len(c.clean.blocks)-1]; pos-last.start >= 4*c.opts.Window {
+		return stepEnd // the common case: well inside the last block
+	}
+	b := c.clean.blocks[c.clean.blockAt(pos)]
+	stepEnd = min(stepEnd, b.end())
+	if b.start > 0 && pos-b.start < 4*c.opts.Window {
+		stepEnd = min(stepEnd, pos+4*c.opts.Window)
 	}
 	return stepEnd
 }
@@ -369,7 +375,7 @@ func (c *Console) viewLocked(lo, hi, back int) ([]byte, int) {
 
 // searchLocked runs one scan up to end.
 func (c *Console) searchLocked(s *scan, cursor, end int, final bool) []int {
-	back := lookBack(s.p, c.opts.Window)
+	back := lookBack(&s.p, c.opts.Window)
 	text, base := c.viewLocked(max(cursor, min(s.from, end)-back), end, back)
 	return s.find(text, base, cursor, end, c.opts.Window, final)
 }

@@ -129,7 +129,10 @@ func (s *scan) eagerStart(text []byte, base, lo, from, end, window int) int {
 
 // lookBack is how far before the text it has not searched yet a pattern may
 // look: lineStart looks a window back from a point up to a window back.
-func lookBack(p Pattern, window int) int {
+func lookBack(p *Pattern, window int) int {
+	if p.kind == kindString {
+		return len(p.lit) // the overlap with the text searched before
+	}
 	return 2*window + len(p.lit) + len(p.need) + max(p.needTail, 0)
 }
 

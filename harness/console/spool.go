@@ -134,8 +134,13 @@ func (s *spool) newBlock(size int) *block {
 // followed by at least limit bytes. The caller sends the queued blocks with
 // sendPending once it has released the console's lock.
 func (s *spool) maybeSpill() {
-	s.reclaim()
-	if s.limit <= 0 || (s.w != nil && s.w.failed.Load()) {
+	if s.queued > 0 {
+		s.reclaim()
+	}
+	if s.limit <= 0 || s.queued >= len(s.blocks)-1 || s.n-s.blocks[s.queued].end() < s.limit {
+		return // the common case: nothing to do
+	}
+	if s.w != nil && s.w.failed.Load() {
 		return
 	}
 	for s.queued < len(s.blocks)-1 && s.n-s.blocks[s.queued].end() >= s.limit {
