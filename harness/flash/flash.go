@@ -145,6 +145,7 @@ type Options struct {
 	InFlight int
 	// Bmap is the bmap file to use. When empty, IMAGE.bmap is used if it
 	// exists, and for a compressed image foo.img.zst also foo.img.bmap.
+	// NoBmap wins over it.
 	Bmap string
 	// NoBmap refuses every bmap, like `bmaptool copy --nobmap`: neither
 	// IMAGE.bmap beside the image nor [Options.Bmap] is read, and the
@@ -1011,14 +1012,18 @@ func errChanged(imagePath string) error {
 
 // writeFailed describes a failed write to the target at offset at.
 func writeFailed(target string, at int64, err error) error {
-	hint := ""
+	return fmt.Errorf("%w: write %s at offset %d failed%s; the target is incomplete and must be flashed again: %w", ErrTarget, target, at, failHint(err), err)
+}
+
+// failHint says what a failed write or zeroing of the target means.
+func failHint(err error) string {
 	switch {
 	case errors.Is(err, syscall.EIO), errors.Is(err, syscall.ENODEV), errors.Is(err, syscall.ENXIO):
-		hint = ": the disk went away or failed (unplugged, storage mux switched, or a bad medium): check it and its connection"
+		return ": the disk went away or failed (unplugged, storage mux switched, or a bad medium): check it and its connection"
 	case errors.Is(err, syscall.ENOSPC):
-		hint = ": the target is full"
+		return ": the target is full"
 	}
-	return fmt.Errorf("%w: write %s at offset %d failed%s; the target is incomplete and must be flashed again: %w", ErrTarget, target, at, hint, err)
+	return ""
 }
 
 // sumResult is the image file's SHA-256 (hex) or why it could not be taken.

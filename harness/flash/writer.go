@@ -244,5 +244,5 @@ func (m zeroMethod) String() string {
 
 // zeroFailed describes a failed zeroing of the target.
 func zeroFailed(target string, at, n int64, err error) error {
-	return fmt.Errorf("%w: zeroing %d bytes of %s at offset %d (a hole of the image) failed; the target is incomplete and must be flashed again: %w", ErrTarget, n, target, at, err)
+	return fmt.Errorf("%w: zeroing %d bytes of %s at offset %d (a hole of the image) failed%s; the target is incomplete and must be flashed again: %w", ErrTarget, n, target, at, failHint(err), err)
 }
