@@ -108,7 +108,9 @@ bench-qemu: qemu-images
 	$(GO) run ./internal/cmd/bootbench -images $(QEMU_IMAGES)
 
 ## bench-flash: the flash engine (verified, write-only, hash cached) against dd and bmaptool copy on 1 GiB dense,
-## sparse, zstd and xz images, on a file and a loop device (needs bmap-tools, zstd, xz; -loop needs root).
+## sparse (with a bmap, without one: byte-identical, and skip-holes), zstd, xz and bzip2 images (against
+## bzip2 -dc | dd and lbzip2 -dc | dd too), on a file and a loop device (needs bmap-tools, zstd, xz, lbzip2;
+## -loop needs root; scratch space about 6x -size). About 2 hours on this project's 2-core machine.
 bench-flash:
 	$(GO) run ./internal/cmd/flashbench -size 1GiB -runs 5 -loop
 
