@@ -254,11 +254,15 @@ func (c *Console) Name() string { return c.opts.Name }
 
 func (c *Console) read() {
 	defer close(c.readerD)
-	buf := make([]byte, 32<<10)
+	// The port reads straight into the raw transcript's last block, past
+	// its end: nobody else looks there, and the block never moves.
+	c.mu.Lock()
+	buf := c.raw.reserve(readSize)
+	c.mu.Unlock()
 	for {
-		n, err := c.port.Read(buf)
+		n, err := c.port.Read(buf[len(buf) : len(buf)+readSize])
 		if n > 0 {
-			c.append(buf[:n])
+			buf = c.append(buf[:len(buf)+n], n)
 			// Spilled blocks go to the file writers outside the lock.
 			c.raw.sendPending()
 			c.clean.sendPending()
@@ -280,7 +284,13 @@ func (c *Console) read() {
 	}
 }
 
-func (c *Console) append(p []byte) {
+// readSize is how much one read of the port asks for.
+const readSize = 32 << 10
+
+// append adds the n bytes that the port read to the end of raw, the raw
+// transcript's last block, and returns the block to read into next.
+func (c *Console) append(raw []byte, n int) []byte {
+	p := raw[len(raw)-n:]
 	// One stamp per millisecond at most keeps the index small however the
 	// port chunks its output: a read within a millisecond of the last
 	// stamp extends it, and costs one monotonic clock reading.
@@ -301,7 +311,7 @@ func (c *Console) append(p []byte) {
 	if !c.realClock {
 		fresh = c.nstamps == 0 || now.Sub(c.last.t) >= time.Millisecond
 	}
-	c.raw.write(p)
+	c.raw.commit(raw)
 	// A CR held back from the last read may add a byte.
 	c.clean.commit(c.cl.feed(c.clean.reserve(len(p)+1), p))
 	if fresh {
@@ -322,6 +332,7 @@ func (c *Console) append(p []byte) {
 	c.raw.maybeSpill()
 	c.clean.maybeSpill()
 	c.stamps.maybeSpill()
+	return c.raw.reserve(readSize)
 }
 
 // stepEndLocked returns where a search step from pos ends (at most end):

@@ -134,11 +134,18 @@ func (s *spool) newBlock(size int) *block {
 // followed by at least limit bytes. The caller sends the queued blocks with
 // sendPending once it has released the console's lock.
 func (s *spool) maybeSpill() {
+	// The common case, inlined: nothing queued, nothing to queue.
+	if s.queued > 0 || (s.limit > 0 && len(s.blocks) > 1 && s.n-s.blocks[0].end() >= s.limit) {
+		s.spill()
+	}
+}
+
+func (s *spool) spill() {
 	if s.queued > 0 {
 		s.reclaim()
 	}
 	if s.limit <= 0 || s.queued >= len(s.blocks)-1 || s.n-s.blocks[s.queued].end() < s.limit {
-		return // the common case: nothing to do
+		return
 	}
 	if s.w != nil && s.w.failed.Load() {
 		return
