@@ -1,6 +1,9 @@
 package console
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // cleaner turns the raw byte stream of a console into the text that patterns
 // are matched against. It is a streaming state machine: an escape sequence or
@@ -61,19 +64,16 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 	if !c.stripANSI && !c.newlines {
 		return append(dst, p...)
 	}
-	// Runs of plain text are copied whole: the next CR, ESC and NUL are
-	// found with bytes.IndexByte and remembered, so each byte of the input
-	// is looked at a constant number of times.
-	nextCR, nextESC, nextNUL := -1, -1, -1
+	// Runs of plain text are copied whole: the next ESC and NUL are found
+	// with bytes.IndexByte and remembered, and the CRs of the text before
+	// them one line at a time, so each byte of the input is looked at a
+	// constant number of times.
+	nextESC, nextNUL := -1, -1
 	for i := 0; i < len(p); {
-		if c.state == escNone && !c.pendingCR {
-			stop := len(p)
-			if c.newlines {
-				if nextCR < i {
-					nextCR = indexFrom(p, i, '\r')
-				}
-				stop = nextCR
-			}
+		if c.state == escNone && !c.pendingCR && c.newlines {
+			// The common case: lines of plain text ending in "\r\n",
+			// copied line by line into dst's spare room.
+			lim := len(p)
 			if c.stripANSI {
 				if nextESC < i {
 					nextESC = indexFrom(p, i, esc)
@@ -81,17 +81,42 @@ func (c *cleaner) feed(dst, p []byte) []byte {
 				if nextNUL < i {
 					nextNUL = indexFrom(p, i, 0)
 				}
-				stop = min(stop, nextESC, nextNUL)
+				lim = min(nextESC, nextNUL)
 			}
+			dst = slices.Grow(dst, lim-i)
+			out, n := dst[:cap(dst)], len(dst)
+			for i < lim {
+				j := bytes.IndexByte(p[i:lim], '\r')
+				if j < 0 {
+					n += copy(out[n:], p[i:lim])
+					i = lim
+					break
+				}
+				n += copy(out[n:], p[i:i+j])
+				if i += j; i+1 < lim && p[i+1] == '\n' {
+					out[n] = '\n'
+					n++
+					i += 2
+					continue
+				}
+				break // a CR the state machine resolves
+			}
+			dst = out[:n]
+			if i == len(p) {
+				break
+			}
+		} else if c.state == escNone && !c.newlines {
+			// stripANSI only: text up to the next ESC or NUL.
+			if nextESC < i {
+				nextESC = indexFrom(p, i, esc)
+			}
+			if nextNUL < i {
+				nextNUL = indexFrom(p, i, 0)
+			}
+			stop := min(nextESC, nextNUL)
 			dst = append(dst, p[i:stop]...)
 			if i = stop; i == len(p) {
 				break
-			}
-			// The common line break, "\r\n", without the state machine.
-			if c.newlines && p[i] == '\r' && i+1 < len(p) && p[i+1] == '\n' {
-				dst = append(dst, '\n')
-				i += 2
-				continue
 			}
 		}
 		dst = c.step(dst, p[i])
