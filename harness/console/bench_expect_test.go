@@ -140,7 +140,7 @@ func (p *pipePort) Close() error                { _ = p.w.Close(); return p.r.Cl
 // the iterations (wake-p50-µs, wake-p90-µs), for the console and the
 // reference matcher. Goal: under 1 ms.
 //
-//	go test -run '^$' -bench WakeAfterBurst -benchtime 50x -count 5 ./harness/console/
+//	go test -run '^$' -bench WakeAfterBurst -benchtime 100x -count 5 ./harness/console/
 func BenchmarkWakeAfterBurst(b *testing.B) {
 	line := "[   12.345678] usb 1-1: new high-speed USB device number 2 using xhci_hcd\r\n"
 	burst := []byte(strings.Repeat(line, (1<<20)/len(line)) + "<done>\r\n")

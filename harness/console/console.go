@@ -23,9 +23,10 @@
 // kind of pattern looks at). The transcript's memory is bounded: the last
 // [Options.MemoryTail] bytes of the raw and the cleaned output stay in
 // memory, in blocks that never move; older blocks (and their timestamps)
-// are written by a background goroutine, never under the console's lock, to
-// an unlinked temporary file, from which [Console.Text], [Console.Raw] and the logs read them
-// back. [Console.WriteLog] and [Console.WriteRaw] stream in bounded chunks.
+// are written by a background goroutine, never under the console's lock,
+// to an unlinked temporary file, from which [Console.Text], [Console.Raw]
+// and the logs read them back. [Console.WriteLog] and [Console.WriteRaw]
+// stream in bounded chunks.
 //
 // Error messages quote at most 20 lines (2 KiB) of output and say how much
 // they left out; the errors' fields keep more, and the console log has all.
@@ -81,7 +82,10 @@ type Options struct {
 	// an unlinked temporary file in TempDir and read back when needed, so
 	// that a console flood costs disk, not RAM. Zero means 8 MiB; negative
 	// keeps everything in memory. If the file cannot be created or written,
-	// the transcript stays in memory.
+	// the transcript stays in memory. The file is written in blocks (1 MiB,
+	// at most a quarter of the tail) by a goroutine of its own; while it
+	// catches up, up to 10 more blocks of each stay in memory, and a disk
+	// slower than the console slows the reading of the port.
 	MemoryTail int
 	// MaxBefore bounds [Match.Before]: of longer text between the cursor and
 	// a match (a flood before a login prompt) Before keeps the end, and
