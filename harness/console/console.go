@@ -37,6 +37,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +147,8 @@ type watchHit struct {
 // text for its patterns and settles it.
 type waiter struct {
 	scans   []scan
-	pos     int // the text before pos has been searched
+	strings bool // all scans are of strings
+	pos     int  // the text before pos has been searched
 	done    chan struct{}
 	settled bool
 	m       *Match
@@ -437,6 +439,9 @@ func (c *Console) firstHitLocked() *watchHit {
 // of its patterns matched, a watcher fired, or the port closed. It reports
 // whether w is settled; w.done is closed then.
 func (c *Console) settleLocked(w *waiter, budget int) bool {
+	if c.noStringMatchLocked(w) {
+		return false
+	}
 	for {
 		end := c.clean.len()
 		if w.pos < end {
@@ -464,6 +469,30 @@ func (c *Console) settleLocked(w *waiter, budget int) bool {
 			return false
 		}
 	}
+}
+
+// noStringMatchLocked is the reader's common case, the new text of one
+// read and an expect of strings without watchers: when none of the strings
+// is in the new text (with its overlap), it moves w past it, as the search
+// steps would, and reports true. Otherwise it changes nothing.
+func (c *Console) noStringMatchLocked(w *waiter) bool {
+	end := c.clean.len()
+	if !w.strings || len(c.watchers) > 0 || c.readErr != nil || w.pos >= end || end-w.pos > stepMax || w.pos < c.clean.base {
+		return false
+	}
+	b := c.clean.blocks[len(c.clean.blocks)-1]
+	for i := range w.scans {
+		s := &w.scans[i]
+		start := max(c.cursor, min(s.from, end)-len(s.p.lit)+1)
+		if start < b.start || bytes.Index(b.data[start-b.start:end-b.start], s.p.lit) >= 0 {
+			return false
+		}
+	}
+	for i := range w.scans {
+		w.scans[i].from = end
+	}
+	w.pos = end
+	return true
 }
 
 func (c *Console) settle(w *waiter, m *Match, err error) {
@@ -660,8 +689,10 @@ func (c *Console) Expect(ctx context.Context, patterns ...Pattern) (*Match, erro
 	began := time.Now()
 	w := &waiter{scans: make([]scan, len(patterns)), done: make(chan struct{})}
 	c.mu.Lock()
+	w.strings = true
 	for i, p := range patterns {
 		w.scans[i] = scan{p: p, from: c.cursor}
+		w.strings = w.strings && p.kind == kindString
 	}
 	w.pos = c.cursor
 	// Catch up with the text that arrived before, a few steps at a time, so
