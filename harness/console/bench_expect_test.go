@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -83,6 +84,7 @@ func BenchmarkStringExpect(b *testing.B) {
 			for _, impl := range []string{"console", "reference"} {
 				b.Run(fmt.Sprintf("size=%dMiB/chunk=%d/impl=%s", mib, chunk, impl), func(b *testing.B) {
 					b.SetBytes(int64(size))
+					runtime.GC() // the garbage of the one before is not this one's CPU
 					cpu0 := cpuTime()
 					for b.Loop() {
 						p := &benchPort{ch: make(chan []byte, 64)}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -27,6 +28,8 @@ import (
 // appends calls, without the lock. Bytes never change once appended.
 type spool struct {
 	blocks []*block // in memory, oldest first; the last one is appended to
+	last   *block   // the last of blocks (an empty one before the first)
+	check  int      // maybeSpill has work when the stream is this long
 	n      int      // the stream's length
 	base   int      // stream offset of the first byte in memory: bytes before it are in the file only
 	limit  int      // memory tail: blocks are spilled once this many bytes follow them; <= 0: never
@@ -83,7 +86,9 @@ func newSpool(limit, rec int, dir string, bsize int) spool {
 		}
 	}
 	bsize = max(bsize/rec*rec, rec)
-	return spool{limit: limit, rec: rec, bsize: bsize, dir: dir}
+	// last starts as an empty block of no room, so that reserve need not
+	// check for none.
+	return spool{limit: limit, rec: rec, bsize: bsize, dir: dir, last: &block{}}
 }
 
 // len returns the stream's length.
@@ -96,23 +101,27 @@ func (s *spool) inMemory() int { return s.n - s.base }
 // in place, for an append: store the result with commit. The n bytes go
 // into one block.
 func (s *spool) reserve(n int) []byte {
-	if len(s.blocks) > 0 {
-		if b := s.blocks[len(s.blocks)-1]; cap(b.data)-len(b.data) >= n {
-			return b.data
-		}
+	if len(s.last.data)+n <= cap(s.last.data) {
+		return s.last.data // the common case, inlined
 	}
+	return s.addBlock(n)
+}
+
+// addBlock starts a block with room for n bytes and returns its bytes.
+func (s *spool) addBlock(n int) []byte {
 	b := s.newBlock(max(s.bsize, (n+s.rec-1)/s.rec*s.rec))
 	b.start = s.n
 	s.blocks = append(s.blocks, b)
+	s.last = b
+	s.check = 0 // a block may be due for the file
 	return b.data
 }
 
 // commit stores the last block's bytes after an append to what reserve
 // returned.
 func (s *spool) commit(p []byte) {
-	b := s.blocks[len(s.blocks)-1]
-	s.n += len(p) - len(b.data)
-	b.data = p
+	s.n += len(p) - len(s.last.data)
+	s.last.data = p
 }
 
 func (s *spool) write(p []byte) {
@@ -134,25 +143,36 @@ func (s *spool) newBlock(size int) *block {
 // followed by at least limit bytes. The caller sends the queued blocks with
 // sendPending once it has released the console's lock.
 func (s *spool) maybeSpill() {
-	// The common case, inlined: nothing queued, nothing to queue.
-	if s.queued > 0 || (s.limit > 0 && len(s.blocks) > 1 && s.n-s.blocks[0].end() >= s.limit) {
+	if s.n >= s.check { // inlined: usually nothing queued, nothing to queue
 		s.spill()
 	}
 }
 
 func (s *spool) spill() {
+	defer s.setCheck()
 	if s.queued > 0 {
 		s.reclaim()
 	}
-	if s.limit <= 0 || s.queued >= len(s.blocks)-1 || s.n-s.blocks[s.queued].end() < s.limit {
-		return
-	}
-	if s.w != nil && s.w.failed.Load() {
+	if s.limit <= 0 || (s.w != nil && s.w.failed.Load()) {
 		return
 	}
 	for s.queued < len(s.blocks)-1 && s.n-s.blocks[s.queued].end() >= s.limit {
 		s.pending = append(s.pending, s.blocks[s.queued])
 		s.queued++
+	}
+}
+
+// setCheck sets when maybeSpill next has work: at once while blocks wait
+// for the writer, else when the first full block not queued is followed by
+// limit bytes (or when a block is added).
+func (s *spool) setCheck() {
+	switch {
+	case s.queued > 0:
+		s.check = 0
+	case s.limit > 0 && len(s.blocks) > 1:
+		s.check = s.blocks[0].end() + s.limit
+	default:
+		s.check = math.MaxInt
 	}
 }
 
