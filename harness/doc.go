@@ -15,9 +15,13 @@
 // # Configuration
 //
 // [Acquire] reads DUT_* environment variables ([ConfigFromEnv]); every one
-// can be overridden by an [Option] in code. Without DUT_DRIVER, DUT_NAME or
-// DUT_TAGS the test skips (or fails with DUT_REQUIRE=1), so `go test ./...`
-// and IDE runners stay green on a machine without hardware. Drivers register
+// can be overridden by an [Option] in code. A test started without them (an
+// IDE's run button) finds them in a dut.env file ([EnvFileName]) in its
+// package folder or above; the environment wins over the file. Without
+// DUT_DRIVER, DUT_NAME or DUT_TAGS the test skips (or fails with
+// DUT_REQUIRE=1), so `go test ./...` and IDE runners stay green on a machine
+// without hardware. A test that acquired a DUT is never answered from go
+// test's cache. Drivers register
 // themselves when imported: a test package imports the drivers it may use
 // with blank imports, as with database/sql.
 //
@@ -32,19 +36,24 @@
 // # Deadlines and cleanup
 //
 // Every hardware step runs under a context that ends at the test's own
-// deadline (go test -timeout) less DUT_CLEANUP_RESERVE, and under its step
-// timeout, so a hang fails the test with a message while cleanup still has
-// time to run: whatever way the test ends, cleanup writes its console log,
-// powers the DUT off, disconnects its storage and releases the lock.
+// deadline (go test -timeout) less DUT_CLEANUP_RESERVE (fixed when the DUT
+// is acquired), and under its step timeout, so a hang fails the test with a
+// message naming the setting that bounded it while cleanup still has its
+// reserve: whatever way the test ends, cleanup writes its console log (and,
+// for a failed test, keeps it and shows its tail), powers the DUT off,
+// disconnects its storage and releases the lock. A DUT that could not be
+// powered off is marked, and its next holder powers it off first.
 //
 // # Evidence
 //
 // Each test records properties with t.Attr (the Attr* constants: driver, DUT
 // name and serial, image path and SHA-256, flash MB/s, seconds from power-on
 // to the login prompt) and writes its slice of the console to
-// t.ArtifactDir(). Failures of the harness itself (lock, power, storage,
-// flash, a console that died) are [*InfraError]s and mark the test with
-// dut.failure=infrastructure, apart from the product failing its test.
+// t.ArtifactDir(). Failures of the lab (lock, power, storage, flash target,
+// a console that died) are [*InfraError]s and mark the test with
+// dut.failure=infrastructure; the user's mistakes (bad settings, a name or
+// tags matching no device, a missing or corrupt image) are [*ConfigError]s,
+// dut.failure=configuration; the product failing its test is neither.
 //
 // [Session] is the error-returning core under [DUT], for tools and for steps
 // the test helpers lack.
