@@ -470,11 +470,15 @@ func TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt(t *testing.T) {
 	holder, waiter := faketb.New(t), faketb.New(t)
 	release := make(chan struct{})
 	held := make(chan struct{})
-	go holder.Run(func(tb testing.TB) {
-		harness.Acquire(tb)
-		close(held)
-		<-release
-	})
+	holderDone := make(chan struct{})
+	go func() {
+		defer close(holderDone)
+		holder.Run(func(tb testing.TB) {
+			harness.Acquire(tb)
+			close(held)
+			<-release
+		})
+	}()
 	<-held
 	done := make(chan struct{})
 	go func() {
@@ -489,6 +493,7 @@ func TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt(t *testing.T) {
 	waitForTicket(t, os.Getenv("DUT_LOCK_DIR"))
 	close(release)
 	<-done
+	<-holderDone // its cleanups write into this test's temporary folders
 	require.False(t, holder.Failed(), holder.Message())
 	require.False(t, waiter.Failed(), waiter.Message())
 }

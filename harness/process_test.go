@@ -126,10 +126,17 @@ func TestSecondProcessWaitsAndIsToldWhoHolds(t *testing.T) {
 	t.Setenv("DUT_ACQUIRE_TIMEOUT", "60s")
 	f = faketb.New(t)
 	acquired := make(chan time.Time, 1)
-	go f.Run(func(tb testing.TB) {
-		harness.Acquire(tb)
-		acquired <- time.Now()
-	})
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		f.Run(func(tb testing.TB) {
+			harness.Acquire(tb)
+			acquired <- time.Now()
+		})
+	}()
+	// The fake test's cleanups write its artifact folder, a temporary folder
+	// of this test: they must end before this test removes it.
+	defer func() { <-ran }()
 	waitForTicket(t, os.Getenv("DUT_LOCK_DIR"))
 	killed := time.Now()
 	require.NoError(t, holder.Process.Signal(syscall.SIGKILL))
