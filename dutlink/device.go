@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
@@ -27,9 +29,11 @@ type Device struct {
 	st    *boardState
 	board Board
 	tr    transport
+	sh    *shellTransport // the board's shell, whatever tr is: json lives only there
 	name  string
 	tags  []string
 	cfg   map[string]string
+	cut   []string // keys the shell's get-config reply had no room for
 }
 
 var (
@@ -82,7 +86,18 @@ func (d *Device) op(ctx context.Context, what string, fn func(ctx context.Contex
 }
 
 func (d *Device) power(ctx context.Context, a powerAction) error {
-	return d.op(ctx, "power "+a.String(), func(ctx context.Context) error { return d.tr.power(ctx, a) })
+	_, err := d.powerAt(ctx, a)
+	return err
+}
+
+// powerAt runs a power action and returns when the DUT's power switched.
+func (d *Device) powerAt(ctx context.Context, a powerAction) (time.Time, error) {
+	var at time.Time
+	err := d.op(ctx, "power "+a.String(), func(ctx context.Context) (err error) {
+		at, err = d.tr.power(ctx, a)
+		return err
+	})
+	return at, err
 }
 
 // PowerOn powers the DUT on through the board's power_on sequence.
@@ -100,13 +115,16 @@ func (d *Device) ForceOff(ctx context.Context) error { return d.power(ctx, power
 // Rescue powers the DUT on through the board's power_rescue sequence.
 func (d *Device) Rescue(ctx context.Context) error { return d.power(ctx, powerRescue) }
 
-// Cycle powers the DUT off, waits offTime (bounded by ctx) and powers it
-// on again.
+// Cycle powers the DUT off, keeps it off for offTime (bounded by ctx),
+// counted from the moment its power was really cut (the board runs the
+// power_off sequence after the request completes, and its waits may come
+// before the cut), and powers it on again.
 func (d *Device) Cycle(ctx context.Context, offTime time.Duration) error {
-	if err := d.PowerOff(ctx); err != nil {
+	off, err := d.powerAt(ctx, powerOff)
+	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, offTime); err != nil {
+	if err := sleepCtx(ctx, time.Until(off.Add(offTime))); err != nil {
 		return fmt.Errorf("%s: power cycle: %w (the DUT is off)", d.name, err)
 	}
 	return d.PowerOn(ctx)
@@ -181,11 +199,14 @@ func (d *Device) FirmwareVersion(ctx context.Context) (string, error) {
 
 // Config reads the board's config: name, tags, usb_console, power_on,
 // power_off, power_rescue (and json, over the shell), plus the read-only
-// serial and firmware.
+// serial and firmware and this host's storage_filter for the board
+// ([HostKeys]). Keys that the shell's 512-byte get-config reply had no room
+// for are missing; [Device.ConfigCut] lists them.
 func (d *Device) Config(ctx context.Context) (map[string]string, error) {
 	var cfg map[string]string
+	var cut []string
 	err := d.op(ctx, "get config", func(ctx context.Context) (err error) {
-		cfg, err = d.tr.config(ctx)
+		cfg, cut, err = d.tr.config(ctx)
 		return err
 	})
 	if err != nil {
@@ -194,37 +215,120 @@ func (d *Device) Config(ctx context.Context) (map[string]string, error) {
 	d.st.mu.Lock()
 	d.st.cfg = maps.Clone(cfg)
 	d.st.mu.Unlock()
+	d.cut = cut
+	d.logCut()
+	l, err := d.locator()
+	if err != nil {
+		return nil, fmt.Errorf("%s: get config: %w", d.name, err)
+	}
+	if l.own {
+		cfg["storage_filter"] = l.filter
+	} else {
+		cfg["storage_filter"] = ""
+	}
 	cfg["serial"] = d.board.Serial
 	cfg["firmware"] = d.board.Version.String()
 	return cfg, nil
 }
 
+// ConfigCut returns the keys the board's shell could not send at the last
+// config read, because its config overflows the 512-byte get-config reply.
+func (d *Device) ConfigCut() []string { return slices.Clone(d.cut) }
+
+// logCut says, once per read, what an overflowing config cost.
+func (d *Device) logCut() {
+	if len(d.cut) > 0 {
+		d.opts.Logf("dutlink %s: %v", d.name, cutError(d.board.Serial, d.cut, d.cfg))
+	}
+}
+
+// cutError explains a config that overflows the shell's reply.
+func cutError(serial string, cut []string, cfg map[string]string) error {
+	return fmt.Errorf("%w: the board's config overflows the %d-byte reply in which its shell sends get-config, so %s did not arrive (unknown over the shell); clear the longest value (%s), e.g. dut config %s set json ''", ErrBadConfig, ShellReplyMax, strings.Join(cut, ", "), longest(cfg), serial)
+}
+
+// longest names the config values by length, longest first.
+func longest(cfg map[string]string) string {
+	keys := slices.Collect(maps.Keys(cfg))
+	slices.SortFunc(keys, func(a, b string) int { return len(cfg[b]) - len(cfg[a]) })
+	var out []string
+	for _, k := range keys {
+		if len(cfg[k]) > 0 && len(out) < 3 {
+			out = append(out, fmt.Sprintf("%s: %d bytes", k, len(cfg[k])))
+		}
+	}
+	if len(out) == 0 {
+		return "none is set"
+	}
+	return strings.Join(out, ", ")
+}
+
+// shellReplySize is the size of get-config's reply for cfg.
+func shellReplySize(cfg map[string]string) int {
+	n := len(prompt)
+	for _, k := range shellKeys {
+		n += len(k) + len(": ") + len(cfg[k]) + len("\r\n")
+	}
+	return n
+}
+
+// checkReplyBudget refuses a write that would make get-config's reply
+// overflow the shell's buffer (then discovery over the shell loses keys).
+// A config that overflows already takes only writes that shrink it.
+func checkReplyBudget(serial string, cur map[string]string, cut []string, key, v string) error {
+	if len(cut) > 0 {
+		if _, known := cur[key]; v == "" || known && !slices.Contains(cut, key) && len(v) < len(cur[key]) {
+			return nil
+		}
+		return fmt.Errorf("setting %s: %w", key, cutError(serial, cut, cur))
+	}
+	next := maps.Clone(cur)
+	next[key] = v
+	if size := shellReplySize(next); size > ShellReplyMax-len("\r\n") {
+		delete(next, key)
+		return fmt.Errorf("%w: %s=%q would make the board's get-config reply %d bytes, but its shell sends it from one %d-byte buffer and cuts the rest (then discovery over the shell loses keys): shorten this value or clear another (%s)", ErrBadConfig, key, v, size, ShellReplyMax, longest(next))
+	}
+	return nil
+}
+
 // SetConfig stores one config value on the board after checking it against
-// what the firmware can store ([NormalizeConfig]); the board's answer is
-// checked. A new name or tags show from the next discovery on.
+// what the firmware can store ([NormalizeConfig]) and against the shell's
+// 512-byte get-config reply (json included, read over the shell whatever
+// the transport); the board's answer is checked. json is written over the
+// shell, the only place it exists. storage_filter ([HostKeys]) is kept by
+// this host, not the board. A new name or tags show from the next
+// discovery on.
 func (d *Device) SetConfig(ctx context.Context, key, value string) error {
-	if key == "serial" || key == "firmware" {
+	switch key {
+	case "serial", "firmware":
 		return fmt.Errorf("%s: set config: %w: %s is read-only", d.name, ErrBadConfig, key)
+	case "storage_filter":
+		return d.setStorageFilter(ctx, value)
 	}
 	v, err := NormalizeConfig(key, value)
 	if err != nil {
 		return fmt.Errorf("%s: set config: %w", d.name, err)
 	}
 	return d.op(ctx, "set config "+key, func(ctx context.Context) error {
-		cur, err := d.tr.config(ctx)
+		cur, cut, err := d.tr.config(ctx)
 		if err != nil {
 			return fmt.Errorf("reading the config first: %w", err)
 		}
-		total := len(v)
-		for _, k := range shellKeys {
-			if k != key {
-				total += len(cur[k])
+		tr := d.tr
+		if d.tr.kind() != TransportShell {
+			js, jcut, err := d.sh.config(ctx)
+			if err != nil {
+				return fmt.Errorf("reading the config over the shell first (json exists only there, and counts toward the shell's %d-byte reply): %w", ShellReplyMax, err)
+			}
+			cur["json"], cut = js["json"], jcut
+			if key == "json" {
+				tr = d.sh
 			}
 		}
-		if total > ShellConfigBudget {
-			return fmt.Errorf("%w: %s=%q would bring the board's config values to %d bytes; the firmware's shell prints the whole config in one 512-byte reply, so together they must stay within %d bytes (or get-config, and with it discovery over the shell, breaks): shorten this or another value", ErrBadConfig, key, v, total, ShellConfigBudget)
+		if err := checkReplyBudget(d.board.Serial, cur, cut, key, v); err != nil {
+			return err
 		}
-		if err := d.tr.setConfig(ctx, key, v); err != nil {
+		if err := tr.setConfig(ctx, key, v); err != nil {
 			return err
 		}
 		d.st.mu.Lock()
@@ -237,34 +341,109 @@ func (d *Device) SetConfig(ctx context.Context, key, value string) error {
 	})
 }
 
-func (d *Device) locator() storageLocator {
-	filter := d.opts.StorageFilter
-	if filter == "" {
-		filter = storageFilterOf(d.cfg["json"])
+// setStorageFilter keeps this host's storage_filter for the board. A
+// filter that names a disk present now, other than the board's disk this
+// process holds at the host, is refused: it names a stranger's stick (or
+// not only the board's).
+func (d *Device) setStorageFilter(ctx context.Context, value string) error {
+	v := strings.TrimSpace(value)
+	if strings.ContainsAny(v, "/ \t") {
+		return fmt.Errorf("%s: set config: %w: storage_filter %q: give a substring of the stick's /dev/disk/by-id name (best its serial), without '/' or spaces", d.name, ErrBadConfig, value)
 	}
-	return storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board, filter: filter}
+	return d.op(ctx, "set config storage_filter", func(ctx context.Context) error {
+		if v != "" {
+			l := storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board, filter: v, own: true}
+			all, err := l.byID()
+			if err != nil {
+				return err
+			}
+			d.st.mu.Lock()
+			held := d.st.disk
+			d.st.mu.Unlock()
+			if len(all) > 1 || len(all) == 1 && (held == nil || held.name != all[0].name) {
+				return fmt.Errorf("%w: storage_filter %q names %s, present while the board's storage is not at the host: that is not the board's stick, or not only it; give the stick's serial, which only the board's own stick has (switch the board's storage off first if it was left at the host)", ErrBadConfig, v, names(all))
+			}
+		}
+		hc, err := loadHostConfig(d.opts.ConfigDir, d.board.Serial)
+		if err != nil && !errors.Is(err, ErrBadConfig) {
+			return err
+		}
+		hc.StorageFilter = v
+		return saveHostConfig(d.opts.ConfigDir, d.board.Serial, hc)
+	})
 }
 
-// SetStorage switches the storage mux. Before it leaves the host the disk
-// is flushed and ejected; when it switches to the host, it returns once the
-// board's disk is identified and ready, or fails (ErrNoDisk,
-// ErrAmbiguousDisk) with the mux switched off again.
+// locator returns how the board's disk is found: its own filter (per
+// board: Options.StorageFilters, this host's config, the board's json),
+// else the filter for every board, else topology alone.
+func (d *Device) locator() (storageLocator, error) {
+	l := storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board}
+	hc, err := loadHostConfig(d.opts.ConfigDir, d.board.Serial)
+	if err != nil {
+		return l, err
+	}
+	d.st.mu.Lock()
+	js := d.st.cfg["json"]
+	d.st.mu.Unlock()
+	if js == "" {
+		js = d.cfg["json"]
+	}
+	switch {
+	case d.opts.StorageFilters[d.board.Serial] != "":
+		l.filter, l.own, l.from = d.opts.StorageFilters[d.board.Serial], true, EnvStorageFilter+" for "+d.board.Serial
+	case hc.StorageFilter != "":
+		l.filter, l.own, l.from = hc.StorageFilter, true, "this host's storage_filter for the board ("+hostConfigPath(d.opts.ConfigDir, d.board.Serial)+")"
+	case storageFilterOf(js) != "":
+		l.filter, l.own, l.from = storageFilterOf(js), true, "storage_filter in the board's json config"
+	case d.opts.StorageFilter != "":
+		l.filter, l.from = d.opts.StorageFilter, EnvStorageFilter
+	}
+	return l, nil
+}
+
+// locatorForSwitch returns the locator for a storage switch. A board whose
+// disk cannot be identified otherwise may still have a storage_filter in
+// its json config, which the USB transport cannot read: it is read over
+// the shell then.
+func (d *Device) locatorForSwitch(ctx context.Context) (storageLocator, error) {
+	l, err := d.locator()
+	if err != nil || l.identity() == nil || d.tr.kind() == TransportShell {
+		return l, err
+	}
+	cfg, _, err := d.sh.config(ctx)
+	if err != nil {
+		return l, fmt.Errorf("%w; reading the board's json config over the shell for a storage_filter also failed: %w", l.identity(), err)
+	}
+	d.st.mu.Lock()
+	if d.st.cfg != nil {
+		d.st.cfg = maps.Clone(d.st.cfg)
+		d.st.cfg["json"] = cfg["json"]
+	}
+	d.st.mu.Unlock()
+	return d.locator()
+}
+
+// SetStorage switches the storage mux. Before it leaves the host the
+// board's disk is flushed and ejected, whether this process switched it to
+// the host or another did. Switching to the host returns once the board's
+// disk is identified and ready, or fails with the mux switched off again:
+// ErrUnprovenDisk before anything is switched when nothing can prove which
+// disk is the board's, ErrNoDisk, ErrAmbiguousDisk.
 func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error {
 	if _, _, _, err := storageValue(mode); err != nil {
 		return fmt.Errorf("%s: set storage: %w", d.name, err)
 	}
 	return d.op(ctx, "storage "+string(mode), func(ctx context.Context) error {
-		l := d.locator()
-		if mode == driver.StorageHost {
-			l.snapshot()
+		l, err := d.locatorForSwitch(ctx)
+		if err != nil {
+			return err
 		}
-		d.st.mu.Lock()
-		held := d.st.disk
-		d.st.mu.Unlock()
-		if held != nil && mode != driver.StorageHost {
-			if err := l.release(*held); err != nil {
+		if mode == driver.StorageHost {
+			if err := l.identity(); err != nil {
 				return err
 			}
+		} else if err := d.releaseDisk(l); err != nil {
+			return err
 		}
 		if err := d.tr.storage(ctx, mode); err != nil {
 			return err
@@ -277,16 +456,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 		}
 		dk, err := l.wait(ctx, d.opts.StorageTimeout)
 		if err != nil {
-			octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShellTimeout)
-			defer cancel()
-			if oerr := d.tr.storage(octx, driver.StorageOff); oerr == nil {
-				d.st.mu.Lock()
-				d.st.storage = driver.StorageOff
-				d.st.mu.Unlock()
-			} else {
-				err = errors.Join(err, fmt.Errorf("switching the storage off again: %w", oerr))
-			}
-			return err
+			return d.storageOffAfter(ctx, err)
 		}
 		d.st.mu.Lock()
 		d.st.disk = &dk
@@ -294,6 +464,49 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 		d.opts.Logf("dutlink %s: storage is %s (%s)", d.name, dk.node, dk.sysPath)
 		return nil
 	})
+}
+
+// releaseDisk flushes and ejects the board's disk before the mux takes it
+// from the host: the one this process found, or else whatever disk of the
+// board is at the host now (another process may have switched it there and
+// written to it). When the board's disk cannot be identified, every
+// filesystem and block device of the host is synced instead.
+func (d *Device) releaseDisk(l storageLocator) error {
+	d.st.mu.Lock()
+	held := d.st.disk
+	d.st.mu.Unlock()
+	if held != nil {
+		return l.release(*held)
+	}
+	if l.identity() != nil {
+		unix.Sync()
+		return nil
+	}
+	found, err := l.candidates()
+	if err != nil {
+		return err
+	}
+	for _, dk := range found {
+		if err := l.release(dk); err != nil {
+			return err
+		}
+		d.opts.Logf("dutlink %s: flushed and ejected %s, found at the host", d.name, dk.node)
+	}
+	return nil
+}
+
+// storageOffAfter switches the mux off after the disk could not be used,
+// and returns why.
+func (d *Device) storageOffAfter(ctx context.Context, err error) error {
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShellTimeout)
+	defer cancel()
+	if oerr := d.tr.storage(octx, driver.StorageOff); oerr != nil {
+		return errors.Join(err, fmt.Errorf("switching the storage off again: %w", oerr))
+	}
+	d.st.mu.Lock()
+	d.st.storage = driver.StorageOff
+	d.st.mu.Unlock()
+	return err
 }
 
 // StorageState returns the mux position this process last set.
@@ -327,16 +540,21 @@ func (d *Device) CheckTarget(f *os.File) error {
 	if mode != driver.StorageHost || dk == nil {
 		return fmt.Errorf("%s: check target %s: %w", d.name, f.Name(), ErrStorageNotOnHost)
 	}
-	if err := d.locator().check(f, *dk, d.opts.FileDisks); err != nil {
+	l, err := d.locator()
+	if err == nil {
+		err = l.check(f, *dk, d.opts.FileDisks)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: check target: %w", d.name, err)
 	}
 	return nil
 }
 
 // OpenConsole opens the DUT's console: the separate USB UART named by the
-// board's usb_console config when set, the board's own tty otherwise. The
-// stream survives power cycles and shell exchanges; Close ends a pending
-// Read. A tty held by another process is an error wrapping ErrBusy.
+// board's usb_console config when set, the board's own tty otherwise (and
+// then puts the board's firmware in console mode, whatever the transport).
+// The stream survives power cycles and shell exchanges; Close ends a
+// pending Read. A tty held by another process is an error wrapping ErrBusy.
 func (d *Device) OpenConsole(ctx context.Context) (io.ReadWriteCloser, error) {
 	if uc := d.cfg["usb_console"]; uc != "" {
 		path, err := d.findUSBConsole(uc)
@@ -352,6 +570,16 @@ func (d *Device) OpenConsole(ctx context.Context) (io.ReadWriteCloser, error) {
 	c, err := d.st.mux.openConsole(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: open console: %w", d.name, err)
+	}
+	// The firmware may be at its shell (0.07 boots there; a program may
+	// have left it there), where the DUT's output is discarded: make sure
+	// it is in console mode. Its escape (five Ctrl-B) reaches the DUT.
+	if err := d.st.mux.shell(ctx, nil); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("%s: open console: putting the board in console mode: %w", d.name, err)
+	}
+	if users := ttyUsers(d.board.TTY); len(users) > 0 {
+		d.opts.Logf("dutlink %s: warning: %s also has %s open and takes part of the DUT's output; stop it", d.name, strings.Join(users, ", "), d.board.TTY)
 	}
 	return c, nil
 }

@@ -29,6 +29,8 @@ var generations = []struct {
 	{"fw0.07-auto-shell", "0.07", dutlink.TransportAuto, dutlink.TransportShell},
 	{"fw0.08-auto-usb", "0.08", dutlink.TransportAuto, dutlink.TransportUSB},
 	{"fw0.08-forced-shell", "0.08", dutlink.TransportShell, dutlink.TransportShell},
+	{"fw0.09-auto-usb", "0.09", dutlink.TransportAuto, dutlink.TransportUSB},
+	{"fw0.09-forced-shell", "0.09", dutlink.TransportShell, dutlink.TransportShell},
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -139,6 +141,7 @@ func TestEveryCapabilityDirect(t *testing.T) {
 			assert.Equal(t, "off", b.Storage())
 
 			assert.False(t, b.AtShell(), "the shell transport returns the board to console mode")
+			assert.Empty(t, strings.Trim(string(b.DUTInput()), "\x02"), "no command reached the DUT, only the escape")
 		})
 	}
 }
@@ -315,7 +318,8 @@ func TestCheckTargetRefusesOtherFiles(t *testing.T) {
 }
 
 // The firmware's shell prints get-config in one 512-byte reply: values that
-// would not fit together are refused before anything is stored.
+// would not fit together are refused before anything is stored, and what
+// fits is read back whole.
 func TestSetConfigKeepsTheWholeConfigPrintable(t *testing.T) {
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
@@ -326,13 +330,17 @@ func TestSetConfigKeepsTheWholeConfigPrintable(t *testing.T) {
 			require.NoError(t, d.SetConfig(ctx, "tags", strings.Repeat("t", 250)))
 			require.NoError(t, d.SetConfig(ctx, "usb_console", strings.Repeat("u", 60)))
 			require.NoError(t, d.SetConfig(ctx, "name", strings.Repeat("n", 60)))
-			require.NoError(t, d.SetConfig(ctx, "power_on", "p1,w1,bl,w1,bz,w1,al,w1,az")) // 396 bytes in all
-			err := d.SetConfig(ctx, "power_off", "p0,w1,bl,w1,bz,w1,al,w1,az")
+			require.NoError(t, d.SetConfig(ctx, "power_on", "p1,w1,bl,w1,bz,w1,al,w1,az"))
+			require.NoError(t, d.SetConfig(ctx, "power_off", "p0,w1,bl,w1,bz,w1,al,w1,az")) // a 505-byte reply
+			err := d.SetConfig(ctx, "power_rescue", "p1,w1,bl,w1,bz")
 			require.ErrorIs(t, err, dutlink.ErrBadConfig)
-			assert.Contains(t, err.Error(), "512-byte reply")
+			assert.Contains(t, err.Error(), "512-byte buffer")
+			assert.Contains(t, err.Error(), "tags: 250 bytes", "it names what to shorten")
 			cfg, err := d.Config(ctx)
 			require.NoError(t, err)
-			assert.Empty(t, cfg["power_off"], "nothing stored")
+			assert.Empty(t, d.ConfigCut(), "a config that fits arrives whole")
+			assert.Empty(t, cfg["power_rescue"], "nothing stored")
+			assert.Equal(t, "p0,w1,bl,w1,bz,w1,al,w1,az", cfg["power_off"])
 			assert.Equal(t, strings.Repeat("t", 250), cfg["tags"])
 		})
 	}

@@ -37,9 +37,23 @@
 //     output is lost while power or storage is switched);
 //   - the text shell on the board's tty (every firmware; the only one of
 //     firmware 0.07 and older). For each command the driver leaves console
-//     mode with five Ctrl-B, turns the monitor off, sends the command,
-//     checks the reply and returns to console mode. DUT output that arrives
-//     while a shell command runs is lost (the firmware discards it).
+//     mode with five Ctrl-B and waits for the firmware's answer ("Exiting
+//     console mode") before it sends anything else: the firmware forwards
+//     the rest of the escape's USB packet to the DUT, so a command written
+//     right behind the escape would be typed into the DUT. A board already
+//     at its shell does not answer; after a second the driver goes on. It
+//     then turns the monitor off, sends the command, checks the reply and
+//     returns to console mode, also when the command failed. DUT output
+//     that arrives while a shell command runs is lost (the firmware
+//     discards it).
+//
+// Over USB, a power request completes before the board runs its power
+// sequence, and firmware 0.08 runs the sequence of its last config
+// snapshot: the driver takes a snapshot (Refresh) before every power
+// request and waits for the sequence to end after it, so that PowerOn,
+// PowerOff and Rescue return with the DUT's power switched and
+// [Device.Cycle] counts the off time from the moment the power was really
+// cut.
 //
 // The choice is automatic by firmware version and can be forced with
 // [Options.Transport] or DUTLINK_TRANSPORT=usb|shell. The USB transport
@@ -100,21 +114,37 @@
 // # Storage
 //
 // [Device.SetStorage] with [driver.StorageHost] switches the mux and waits,
-// up to [Options.StorageTimeout], for the board's USB disk: the one block
-// device whose sysfs path lies below the board's own USB hub (the storage
-// stick hangs off that hub; a USB 3 disk below the hub's SuperSpeed peer).
-// A storage filter (the board's json config key "storage_filter", read over
-// the shell transport, or [Options.StorageFilter] / DUTLINK_STORAGE_FILTER
-// as an override) narrows that to the /dev/disk/by-id/usb-* name holding
-// it; for a board plugged straight into a root port, where topology cannot
-// tell, the filter alone names the disk, and only one that appears after
-// the switch counts. No other disk of the host can be picked:
-// none found or more than one found is an error ([ErrNoDisk],
-// [ErrAmbiguousDisk]) and the mux is switched off again. The disk counts as
-// ready when /sys/class/block/<dev>/size is above zero. [Device.CheckTarget]
-// proves an opened target is that disk by its major:minor number. Before
-// the mux leaves the host the disk is flushed (fsync, BLKFLSBUF) and ejected
-// through /sys/block/<dev>/device/delete.
+// up to [Options.StorageTimeout], for the board's USB disk. No disk that
+// cannot be proved to be the board's is ever taken:
+//
+//   - behind a USB hub (hardware 2.0.0 carries one), the disk is the one
+//     block device whose sysfs path lies below the board's own hub (a USB 3
+//     stick below the hub's SuperSpeed peer); a storage filter, when set,
+//     narrows that further;
+//   - on a root port (hardware 1.1.0 has no hub: its controller and mux
+//     reach the host on separate connectors) topology cannot tell, and only
+//     a storage filter that is the board's own identifies the disk: a
+//     substring of the stick's /dev/disk/by-id name, best its serial, which
+//     must then name exactly one disk. The board's own filter is, first
+//     found first: DUTLINK_STORAGE_FILTER=<board serial>=<substring>
+//     ([Options.StorageFilters]); this host's storage_filter for the board,
+//     set with `dut config BOARD set storage_filter SUBSTRING` and kept in
+//     [Options.ConfigDir] whatever the transport; the storage_filter key of
+//     the board's json config (read over the shell, also when the board
+//     uses the USB transport). A filter for every board
+//     (DUTLINK_STORAGE_FILTER=SanDisk) cannot tell two boards' sticks apart
+//     and is refused as an identity, with [ErrUnprovenDisk], before the mux
+//     moves.
+//
+// None found, or more than one ([ErrNoDisk], [ErrAmbiguousDisk]), is an
+// error and the mux is switched off again. The disk counts as ready when
+// /sys/class/block/<dev>/size is above zero. [Device.CheckTarget] proves an
+// opened target is that disk by its major:minor number, and that it is
+// still the only disk that could be the board's. Before the mux leaves the
+// host the disk is flushed (fsync, BLKFLSBUF) and ejected through
+// /sys/block/<dev>/device/delete, also when another process switched it to
+// the host (a dut storage command, then another): the disk found there is
+// flushed, or, when it cannot be identified, the whole host is synced.
 //
 // # Environment
 //
@@ -123,18 +153,42 @@
 //   - DUTLINK_SYSFS: the sysfs root (default /sys);
 //   - DUTLINK_DEV: the /dev root (default /dev);
 //   - DUTLINK_TRANSPORT: usb, shell or auto (default auto);
-//   - DUTLINK_STORAGE_FILTER: a by-id substring naming the storage disk;
+//   - DUTLINK_STORAGE_FILTER: a by-id substring that narrows every board's
+//     storage disk, or serial=substring pairs naming each board's own
+//     stick (see Storage);
 //   - DUTLINK_STORAGE_TIMEOUT: how long to wait for the disk (default 60s);
 //   - DUTLINK_FILE_DISKS=1: accept regular files as disks (simulators and
 //     tests only; never set it on a lab host).
 //   - DUTLINK_STATE_DIR: where each board's config is remembered, so a board
 //     whose tty another process holds is still found by name and waited
-//     for (default $XDG_CACHE_HOME/jumpstarter-go/dutlink; "off": nowhere).
+//     for (default $XDG_CACHE_HOME/jumpstarter-go/dutlink; "off": nowhere);
+//   - DUTLINK_CONFIG_DIR: where this host keeps what it knows about each
+//     board ([HostKeys]: storage_filter), one <serial>.json per board
+//     (default $XDG_CONFIG_HOME/jumpstarter-go/dutlink; a lab host shared
+//     by several users sets one directory for all of them).
+//
+// # Config
+//
+// The firmware's shell sends get-config from one 512-byte buffer and cuts
+// what does not fit, the json key included (which only the shell can read
+// or write; the driver writes it over the shell whatever the transport).
+// [Device.SetConfig] refuses a value that would make the reply overflow,
+// naming the longest values to shorten. A board whose config overflows
+// already (written by another tool) is still discovered: the driver reads
+// what arrived, lists the rest in [Device.ConfigCut], logs what to clear,
+// and takes only writes that shrink the config.
 //
 // # Console
 //
 // [Device.OpenConsole] opens the board's tty, or, when the board's
 // usb_console config names one, the separate USB UART found under
 // <dev>/serial/by-id whose name holds that value. The tty is opened with an
-// exclusive flock, so two processes never share it.
+// exclusive flock, so two processes that follow that rule never share it;
+// a program that reads the tty without it (a stray cat) takes the board's
+// replies and the DUT's output, and the driver names it (pid and command)
+// in the error of a shell exchange that got no reply. The tty is read
+// through Go's poller, so closing it always ends a pending read, whoever
+// else reads it. Opening the board's own tty as the console also puts the
+// firmware in console mode (five Ctrl-B reach the DUT), however an earlier
+// program left it.
 package dutlink

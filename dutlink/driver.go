@@ -113,6 +113,9 @@ func (dr *Driver) Scan(ctx context.Context) (*Scan, error) {
 			return nil, fmt.Errorf("dutlink: discover: %w", err)
 		}
 		d, err := dr.device(ctx, b, o)
+		if err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("dutlink: discover: serial %s: %w", b.Serial, err)
+		}
 		if err != nil {
 			s.Problems = append(s.Problems, Problem{Where: "serial " + b.Serial + " (" + b.Port + ")", Err: err})
 			continue
@@ -193,7 +196,7 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 	}
 	cctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 	defer cancel()
-	cfg, err := tr.config(cctx)
+	cfg, cut, err := tr.config(cctx)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
@@ -216,7 +219,7 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 		cfg = st.cfg
 	}
 	st.cfg = cfg
-	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, cfg: cfg}
+	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, sh: &shellTransport{mux: st.mux}, cfg: cfg, cut: cut}
 	d.name = cfg["name"]
 	if d.name == "" {
 		d.name = "jp-" + b.Serial
@@ -226,5 +229,6 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 			d.tags = append(d.tags, t)
 		}
 	}
+	d.logCut()
 	return d, nil
 }

@@ -29,6 +29,11 @@ var (
 	// ErrAmbiguousDisk is wrapped when more than one disk could be the
 	// board's storage.
 	ErrAmbiguousDisk = errors.New("more than one disk could be the DUTlink storage")
+	// ErrUnprovenDisk is wrapped when nothing proves which disk is the
+	// board's storage: the board is on a root port and has no storage
+	// filter of its own. Nothing is written; the error says how to name
+	// the board's stick.
+	ErrUnprovenDisk = errors.New("the DUTlink's storage disk cannot be identified")
 	// ErrNotBoardDisk is wrapped by CheckTarget when a file is not the
 	// board's storage disk.
 	ErrNotBoardDisk = errors.New("target is not this DUTlink's storage disk")

@@ -46,6 +46,7 @@ const (
 	EnvStorageTimeout = "DUTLINK_STORAGE_TIMEOUT"
 	EnvFileDisks      = "DUTLINK_FILE_DISKS"
 	EnvStateDir       = "DUTLINK_STATE_DIR"
+	EnvConfigDir      = "DUTLINK_CONFIG_DIR"
 )
 
 // Defaults and protocol timings.
@@ -62,10 +63,11 @@ const (
 	ShellTimeout = 5 * time.Second
 	// ResetPulse is how long Reset holds the reset pin low.
 	ResetPulse = time.Second
-	// ShellConfigBudget bounds the config values' total length: the
-	// firmware's shell prints get-config in one 512-byte reply, keys, line
-	// ends and prompt included, and drops what does not fit.
-	ShellConfigBudget = 400
+	// ShellReplyMax is the size of the buffer the firmware's shell builds
+	// a reply in: get-config's "key: value" lines and prompt together,
+	// and the firmware cuts what does not fit. SetConfig keeps the
+	// config within it, less a line end of margin.
+	ShellReplyMax = 512
 )
 
 // Options configures a [Driver]. Zero fields take their defaults.
@@ -78,10 +80,17 @@ type Options struct {
 	// Transport forces a control transport; TransportAuto chooses by
 	// firmware version.
 	Transport TransportKind
-	// StorageFilter, when set, names the storage disk by a substring of its
-	// /dev/disk/by-id/usb-* name instead of by USB topology. It overrides
-	// the board's own storage_filter.
+	// StorageFilter, when set, narrows every board's storage disk to the
+	// one whose /dev/disk/by-id/usb-* name holds it, among the disks USB
+	// topology ties to the board. Being the same for every board, it does
+	// not identify the disk of a board on a root port: see StorageFilters.
 	StorageFilter string
+	// StorageFilters names each board's own storage stick, by board
+	// serial: a substring of the stick's /dev/disk/by-id name (best its
+	// serial). This identifies the disk of a board on a root port, where
+	// topology cannot; it overrides the storage_filter kept in ConfigDir
+	// and the one in the board's json config.
+	StorageFilters map[string]string
 	// StorageTimeout bounds the wait for the storage disk
 	// (DefaultStorageTimeout).
 	StorageTimeout time.Duration
@@ -94,10 +103,15 @@ type Options struct {
 	// missing. Default $XDG_CACHE_HOME/jumpstarter-go/dutlink; "off"
 	// remembers nothing.
 	StateDir string
+	// ConfigDir is where this host keeps what it knows about each board
+	// that the board cannot store or send itself (HostKeys, such as
+	// storage_filter), one <serial>.json file per board. Default
+	// $XDG_CONFIG_HOME/jumpstarter-go/dutlink; "off": nowhere.
+	ConfigDir string
 	// OpenUSB opens a board's vendor interface; nil means libusb through
 	// gousb (when built with cgo), else no USB access.
 	OpenUSB USBOpener
-	// OpenPort opens a tty; nil means go.bug.st/serial at 115200 8N1.
+	// OpenPort opens a tty; nil means the tty itself, raw at 115200 8N1.
 	OpenPort PortOpener
 	// Logf receives one line per hardware step; nil discards them.
 	Logf func(format string, args ...any)
@@ -117,7 +131,7 @@ func (o Options) withDefaults() Options {
 		o.OpenUSB = defaultUSBOpener()
 	}
 	if o.OpenPort == nil {
-		o.OpenPort = openSerial
+		o.OpenPort = openTTY
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
@@ -129,6 +143,14 @@ func (o Options) withDefaults() Options {
 	}
 	if o.StateDir == "off" {
 		o.StateDir = ""
+	}
+	if o.ConfigDir == "" {
+		if dir, err := os.UserConfigDir(); err == nil {
+			o.ConfigDir = filepath.Join(dir, "jumpstarter-go", "dutlink")
+		}
+	}
+	if o.ConfigDir == "off" {
+		o.ConfigDir = ""
 	}
 	return o
 }
@@ -165,7 +187,9 @@ func OptionsFromEnv() (Options, error) {
 		return Options{}, fmt.Errorf("dutlink: %s: %w", EnvTransport, err)
 	}
 	o.Transport = t
-	o.StorageFilter = strings.TrimSpace(os.Getenv(EnvStorageFilter))
+	if o.StorageFilter, o.StorageFilters, err = ParseStorageFilter(os.Getenv(EnvStorageFilter)); err != nil {
+		return Options{}, fmt.Errorf("dutlink: %s: %w", EnvStorageFilter, err)
+	}
 	if v := strings.TrimSpace(os.Getenv(EnvStorageTimeout)); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -181,8 +205,29 @@ func OptionsFromEnv() (Options, error) {
 		o.FileDisks = b
 	}
 	o.StateDir = strings.TrimSpace(os.Getenv(EnvStateDir))
+	o.ConfigDir = strings.TrimSpace(os.Getenv(EnvConfigDir))
 	usbOverrideMu.Lock()
 	o.OpenUSB = usbOverride
 	usbOverrideMu.Unlock()
 	return o, nil
+}
+
+// ParseStorageFilter parses DUTLINK_STORAGE_FILTER: either one substring
+// for every board ("SanDisk"), or per board serial=substring pairs
+// separated by commas ("1a2b3c4d=4C530001,0badf00d=4C530002").
+func ParseStorageFilter(v string) (all string, perBoard map[string]string, err error) {
+	v = strings.TrimSpace(v)
+	if !strings.Contains(v, "=") {
+		return v, nil, nil
+	}
+	perBoard = map[string]string{}
+	for _, pair := range strings.Split(v, ",") {
+		serial, filter, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		serial, filter = strings.TrimSpace(serial), strings.TrimSpace(filter)
+		if !ok || serial == "" || filter == "" {
+			return "", nil, fmt.Errorf("%q is not board-serial=stick-substring (in %q; pairs are separated by commas, e.g. 1a2b3c4d=4C530001)", pair, v)
+		}
+		perBoard[serial] = filter
+	}
+	return "", perBoard, nil
 }

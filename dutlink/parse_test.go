@@ -76,7 +76,7 @@ func TestReplyChecks(t *testing.T) {
 func TestStorageNeedsTheBoardsOwnHub(t *testing.T) {
 	l := storageLocator{sysfs: t.TempDir(), board: Board{Serial: "0000abcd", SysPath: "/sys/devices/pci0000:00/usb1/1-3"}}
 	_, err := l.wait(t.Context(), 0)
-	require.ErrorIs(t, err, ErrNoDisk)
+	require.ErrorIs(t, err, ErrUnprovenDisk)
 	assert.Contains(t, err.Error(), "root port")
 	assert.Contains(t, err.Error(), EnvStorageFilter)
 }

@@ -46,10 +46,11 @@ func TestPeerHubFollowsTheUpstreamPortsPeerLink(t *testing.T) {
 	assert.Equal(t, "", peerHub(hs3))
 }
 
-// A board on a root port has no hub of its own to tell its disk by: with a
-// filter, only a disk that appears after the switch to the host can be its
-// own, never one the filter already named before.
-func TestRootPortBoardTakesOnlyANewDiskTheFilterNames(t *testing.T) {
+// A board on a root port has no hub of its own to tell its disk by: only a
+// filter that is the board's own identifies its disk, and only when it names
+// exactly one disk. A filter for every board never does, whatever appears
+// when.
+func TestRootPortBoardNeedsItsOwnFilterNamingOneDisk(t *testing.T) {
 	root := t.TempDir()
 	sysfs, dev := filepath.Join(root, "sys"), filepath.Join(root, "dev")
 	usb := filepath.Join(sysfs, "devices", "pci0000:00", "usb1")
@@ -66,22 +67,27 @@ func TestRootPortBoardTakesOnlyANewDiskTheFilterNames(t *testing.T) {
 		require.NoError(t, os.WriteFile(filepath.Join(dev, name), nil, 0o644))
 		require.NoError(t, os.Symlink("../../"+name, filepath.Join(byID, "usb-"+id+"-0:0")))
 	}
-	addDisk("sda", "Lab_Stick_A", "1-3") // someone else's stick, named by the filter too
+	b := Board{Serial: "0a0b0c0d", SysPath: board}
+	shared := storageLocator{sysfs: sysfs, dev: dev, board: b, filter: "Lab_Stick", from: EnvStorageFilter}
+	require.Nil(t, shared.hubs(), "a root port: topology cannot tell")
+	_, err := shared.wait(context.Background(), time.Second)
+	require.ErrorIs(t, err, ErrUnprovenDisk, "a filter for every board is not an identity")
+	assert.Contains(t, err.Error(), "dut config 0a0b0c0d set storage_filter")
+	assert.Contains(t, err.Error(), EnvStorageFilter+"=0a0b0c0d=")
 
-	l := storageLocator{sysfs: sysfs, dev: dev, board: Board{Serial: "0a0b0c0d", SysPath: board}, filter: "Lab_Stick"}
-	require.Nil(t, l.hubs(), "a root port: topology cannot tell")
-	l.snapshot()
-	c, err := l.candidates()
-	require.NoError(t, err)
-	assert.Empty(t, c, "the stick that was there before the switch is never picked")
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	_, err = l.wait(ctx, time.Second)
-	require.ErrorIs(t, err, ErrNoDisk)
-	assert.Contains(t, err.Error(), "sda matched already before the switch")
-
-	addDisk("sdb", "Lab_Stick_B", "1-4") // the board's disk appears
-	d, err := l.wait(context.Background(), time.Second)
+	addDisk("sdb", "Lab_Stick_4C53B", "1-4") // the board's stick
+	own := storageLocator{sysfs: sysfs, dev: dev, board: b, filter: "4C53B", own: true}
+	d, err := own.wait(context.Background(), time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, "sdb", d.name)
+
+	addDisk("sda", "Lab_Stick_77AA", "1-3") // someone else's stick
+	d, err = own.wait(context.Background(), time.Second)
+	require.NoError(t, err, "a stranger the filter does not name changes nothing")
+	assert.Equal(t, "sdb", d.name)
+	broad := storageLocator{sysfs: sysfs, dev: dev, board: b, filter: "Lab_Stick", own: true}
+	_, err = broad.wait(context.Background(), time.Second)
+	require.ErrorIs(t, err, ErrAmbiguousDisk, "a board's own filter that names two disks names neither")
+	assert.Contains(t, err.Error(), "nothing was written")
+	assert.Error(t, broad.stillOnly(d), "and a write to the disk it named before is refused")
 }

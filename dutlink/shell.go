@@ -1,8 +1,10 @@
 package dutlink
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -43,8 +45,14 @@ func (s *shellTransport) query(ctx context.Context, line string) (string, error)
 	return reply, nil
 }
 
-func (s *shellTransport) power(ctx context.Context, a powerAction) error {
-	return s.run(ctx, "power "+a.String(), powerReplies[a], ShellPowerTimeout)
+// power runs a power command. The shell answers once the sequence has run;
+// the sequence itself is not known here, so the answer's arrival is given
+// as the moment of the switch: never earlier than the real one.
+func (s *shellTransport) power(ctx context.Context, a powerAction) (time.Time, error) {
+	if err := s.run(ctx, "power "+a.String(), powerReplies[a], ShellPowerTimeout); err != nil {
+		return time.Time{}, err
+	}
+	return time.Now(), nil
 }
 
 func (s *shellTransport) storage(ctx context.Context, m driver.StorageMode) error {
@@ -63,13 +71,65 @@ func (s *shellTransport) setPin(ctx context.Context, pin int, l driver.PinLevel)
 	return s.run(ctx, "set "+pinLetters[pin]+" "+letter, "Set "+pinShellNames[pin]+" to "+name, ShellTimeout)
 }
 
-func (s *shellTransport) config(ctx context.Context) (map[string]string, error) {
-	reply, err := s.query(ctx, "get-config")
+// config reads the board's config with get-config. The firmware sends that
+// reply from one 512-byte buffer and cuts what does not fit, the prompt
+// included, so the reply's end cannot be told by the prompt: "version" is
+// sent right behind it, and the reply ends where that command's echo
+// begins. Keys the cut took are returned as cut.
+func (s *shellTransport) config(ctx context.Context) (map[string]string, []string, error) {
+	var text string
+	err := s.mux.shell(ctx, func(c *shellConn) (err error) {
+		text, err = c.getConfig(ctx)
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("shell \"get-config\": %w", err)
+	}
+	return parseGetConfig(text)
+}
+
+// getConfigEnd matches the end of get-config's reply (its prompt, when it
+// fit) and the echo and answer of the "version" sent behind it.
+var getConfigEnd = regexp.MustCompile(`(?s)^(.*?)version\r?\n([^\r\n]*git-ref:[^\r\n]*)\r?\n#> `)
+
+// getConfig returns what get-config printed after its echo.
+func (c *shellConn) getConfig(ctx context.Context) (string, error) {
+	c.clear()
+	if _, err := c.m.write(c.gen, []byte("get-config\r\nversion\r\n")); err != nil {
+		return "", err
+	}
+	echo := []byte("get-config")
+	var text string
+	got, err := c.await(ctx, ShellTimeout, func(buf []byte) bool {
+		i := bytes.Index(buf, echo)
+		if i < 0 {
+			return false
+		}
+		m := getConfigEnd.FindSubmatch(buf[i+len(echo):])
+		if m == nil {
+			return false
+		}
+		text = string(m[1])
+		return true
+	})
+	if err != nil {
+		return "", c.noReply("get-config", ShellTimeout, got, err)
+	}
+	return text, nil
+}
+
+// parseGetConfig parses get-config's reply: "key: value" lines, then the
+// prompt. Without the prompt the reply was cut: its last, partial line is
+// dropped and every key not seen is returned in cut.
+func parseGetConfig(text string) (map[string]string, []string, error) {
+	text = strings.TrimLeft(text, "\r\n")
+	whole := strings.HasSuffix(text, "\r\n#> ") || strings.HasSuffix(text, "\n#> ")
+	lines := strings.Split(strings.ReplaceAll(text, "\r", ""), "\n")
+	if !whole {
+		lines = lines[:len(lines)-1] // cut inside this line, or right after it
 	}
 	cfg := map[string]string{}
-	for _, l := range strings.Split(strings.ReplaceAll(reply, "\r", ""), "\n") {
+	for _, l := range lines {
 		k, v, ok := strings.Cut(l, ":")
 		if !ok {
 			continue
@@ -77,9 +137,17 @@ func (s *shellTransport) config(ctx context.Context) (map[string]string, error) 
 		cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	if _, ok := cfg["name"]; !ok {
-		return nil, fmt.Errorf("%w: get-config answered %q, which names no keys", ErrReply, reply)
+		return nil, nil, fmt.Errorf("%w: get-config answered %q, which names no keys", ErrReply, text)
 	}
-	return cfg, nil
+	var cut []string
+	if !whole {
+		for _, k := range shellKeys {
+			if _, ok := cfg[k]; !ok {
+				cut = append(cut, k)
+			}
+		}
+	}
+	return cfg, cut, nil
 }
 
 func (s *shellTransport) setConfig(ctx context.Context, key, value string) error {

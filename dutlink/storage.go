@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -34,12 +33,14 @@ const diskPollEvery = 25 * time.Millisecond
 type storageLocator struct {
 	sysfs, dev string
 	board      Board
-	filter     string
-	// before holds the disks that matched the filter before the mux
-	// switched to the host, for a board whose topology cannot tell its
-	// disk (a root port): only a disk that appears after the switch can
-	// be its own.
-	before map[string]bool
+	// filter is a substring of the disk's /dev/disk/by-id name; "" for
+	// none.
+	filter string
+	// own says the filter is this board's own (per-board), so that it
+	// names the board's stick and nothing else; from says where it came
+	// from, for messages.
+	own  bool
+	from string
 }
 
 // hub returns the sysfs directory of the board's own USB hub: the parent of
@@ -48,9 +49,25 @@ type storageLocator struct {
 func (l storageLocator) hub() (string, error) {
 	hub := filepath.Dir(l.board.SysPath)
 	if !portRe.MatchString(filepath.Base(hub)) {
-		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so its storage cannot be told from other USB disks by topology; set a storage filter (%s, or storage_filter in the board's json config, which only the shell transport reads) to a substring of the disk's /dev/disk/by-id name", l.board.Serial, filepath.Base(hub), EnvStorageFilter)
+		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so USB topology cannot tell its storage disk from other USB disks", l.board.Serial, filepath.Base(hub))
 	}
 	return hub, nil
+}
+
+// identity says whether the board's disk can be proved to be the board's:
+// by topology (the disk hangs below the board's hub), or, on a root port,
+// by a filter that is this board's own. The error says how to configure
+// one; it wraps ErrUnprovenDisk.
+func (l storageLocator) identity() error {
+	_, err := l.hub()
+	if err == nil || (l.filter != "" && l.own) {
+		return nil
+	}
+	msg := fmt.Sprintf("%v; name the board's own storage stick by a substring of its /dev/disk/by-id name that no other disk has (its serial): dut config %s set storage_filter <stick serial> (kept for this board on this host, whatever the transport), or %s=%s=<stick serial>, or plug the board behind a USB hub", err, l.board.Serial, EnvStorageFilter, l.board.Serial)
+	if l.filter != "" {
+		msg += fmt.Sprintf("; %s %q applies to every board, so it cannot tell two boards' sticks apart (or a stranger's stick that matches it), and a disk is never written on its word alone", l.from, l.filter)
+	}
+	return fmt.Errorf("%w: %s", ErrUnprovenDisk, msg)
 }
 
 // peerHub returns the SuperSpeed side of a USB 3 hub whose USB 2 side is
@@ -106,8 +123,9 @@ func below(hubs []string, real string) bool {
 }
 
 // candidates lists the disks that could be the board's storage now: below
-// the board's hub, and with a filter also named by it; on a root port, named
-// by the filter and new since the switch. No other disk can be picked.
+// the board's hub (with a filter, also named by it), or, on a root port,
+// every disk the board's own filter names. Call it only after identity
+// said yes; no other disk can be picked.
 func (l storageLocator) candidates() ([]disk, error) {
 	hubs := l.hubs()
 	if l.filter != "" {
@@ -115,17 +133,19 @@ func (l storageLocator) candidates() ([]disk, error) {
 		if err != nil {
 			return nil, err
 		}
+		if hubs == nil {
+			return all, nil
+		}
 		var out []disk
 		for _, d := range all {
-			if (hubs != nil && below(hubs, d.sysPath)) || (hubs == nil && !l.before[d.name]) {
+			if below(hubs, d.sysPath) {
 				out = append(out, d)
 			}
 		}
 		return out, nil
 	}
 	if hubs == nil {
-		_, err := l.hub()
-		return nil, err
+		return nil, l.identity()
 	}
 	dir := filepath.Join(l.sysfs, "class", "block")
 	ents, err := os.ReadDir(dir)
@@ -147,22 +167,6 @@ func (l storageLocator) candidates() ([]disk, error) {
 		}
 	}
 	return out, nil
-}
-
-// snapshot records, for a board on a root port with a filter, the disks
-// the filter names before the mux switches to the host.
-func (l *storageLocator) snapshot() {
-	if l.filter == "" || l.hubs() != nil {
-		return
-	}
-	all, err := l.byID()
-	if err != nil {
-		return
-	}
-	l.before = map[string]bool{}
-	for _, d := range all {
-		l.before[d.name] = true
-	}
 }
 
 // byID lists the whole USB disks whose by-id name holds the filter.
@@ -209,26 +213,39 @@ func (l storageLocator) ready(d disk) bool {
 }
 
 func (l storageLocator) how() string {
-	if l.filter != "" {
-		if hubs := l.hubs(); hubs != nil {
-			return fmt.Sprintf("below the DUTlink's USB hub %s whose /dev/disk/by-id name holds %q", filepath.Base(hubs[0]), l.filter)
-		}
-		how := fmt.Sprintf("whose /dev/disk/by-id name holds %q", l.filter)
-		if len(l.before) > 0 {
-			names := slices.Sorted(maps.Keys(l.before))
-			how += fmt.Sprintf(" (%s matched already before the switch and cannot be told from another disk: if it is this board's, switch its storage off and retry)", strings.Join(names, ", "))
-		}
-		return how
+	hubs := l.hubs()
+	switch {
+	case hubs != nil && l.filter != "":
+		return fmt.Sprintf("below the DUTlink's USB hub %s whose /dev/disk/by-id name holds %q", filepath.Base(hubs[0]), l.filter)
+	case hubs != nil:
+		return "below the DUTlink's USB hub " + filepath.Base(hubs[0])
 	}
-	hub, _ := l.hub()
-	return "below the DUTlink's USB hub " + filepath.Base(hub)
+	return fmt.Sprintf("whose /dev/disk/by-id name holds %q (%s)", l.filter, l.from)
+}
+
+// names lists the disks' names.
+func names(ds []disk) string {
+	n := make([]string, len(ds))
+	for i, d := range ds {
+		n[i] = d.name
+	}
+	return strings.Join(n, " and ")
+}
+
+// ambiguous explains more than one candidate.
+func (l storageLocator) ambiguous(c []disk) error {
+	fix := fmt.Sprintf("remove the extra disk, or set a storage filter (%s, or dut config %s set storage_filter) that names only the DUTlink's", EnvStorageFilter, l.board.Serial)
+	if l.hubs() == nil {
+		fix = fmt.Sprintf("the filter must name this board's stick and no other disk: set it to the stick's serial (dut config %s set storage_filter <stick serial>)", l.board.Serial)
+	}
+	return fmt.Errorf("%w: %s appeared %s; nothing was written: %s", ErrAmbiguousDisk, names(c), l.how(), fix)
 }
 
 // wait polls until exactly one candidate is ready, more than one appears, or
 // the timeout or ctx ends.
 func (l storageLocator) wait(ctx context.Context, timeout time.Duration) (disk, error) {
-	if _, err := l.hub(); l.filter == "" && err != nil {
-		return disk{}, fmt.Errorf("%w: %w", ErrNoDisk, err)
+	if err := l.identity(); err != nil {
+		return disk{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -242,11 +259,7 @@ func (l storageLocator) wait(ctx context.Context, timeout time.Duration) (disk, 
 		}
 		last = c
 		if len(c) > 1 {
-			names := make([]string, len(c))
-			for i, d := range c {
-				names[i] = d.name
-			}
-			return disk{}, fmt.Errorf("%w: %s appeared %s; remove the extra disk, or set a storage filter (%s) that names only the DUTlink's", ErrAmbiguousDisk, strings.Join(names, " and "), l.how(), EnvStorageFilter)
+			return disk{}, l.ambiguous(c)
 		}
 		if len(c) == 1 && l.ready(c[0]) {
 			return c[0], nil
@@ -260,6 +273,23 @@ func (l storageLocator) wait(ctx context.Context, timeout time.Duration) (disk, 
 			return disk{}, fmt.Errorf("%w: no disk appeared %s within %v after switching the storage to the host: check that the USB storage is plugged into the DUTlink (serial %s): %w", ErrNoDisk, l.how(), timeout, l.board.Serial, ctx.Err())
 		}
 	}
+}
+
+// stillOnly proves, right before a write, that d is still the one disk
+// that could be the board's: a stranger that matches the board's filter,
+// plugged in since d was found, makes the identity doubtful.
+func (l storageLocator) stillOnly(d disk) error {
+	c, err := l.candidates()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotBoardDisk, err)
+	}
+	if len(c) == 1 && c[0].name == d.name && c[0].sysPath == d.sysPath {
+		return nil
+	}
+	if len(c) == 0 {
+		return fmt.Errorf("%w: the DUTlink's disk %s is gone; switch the storage off and back to the host", ErrNotBoardDisk, d.name)
+	}
+	return fmt.Errorf("%w: %w", ErrNotBoardDisk, l.ambiguous(c))
 }
 
 // blockDev reads a block device's major:minor from sysfs.
@@ -292,7 +322,7 @@ func (l storageLocator) check(f *os.File, d disk, fileDisks bool) error {
 		if err != nil || real != d.sysPath {
 			return fmt.Errorf("%w: the DUTlink's disk %s changed since it was identified; switch the storage off and back to the host", ErrNotBoardDisk, d.name)
 		}
-		return nil
+		return l.stillOnly(d)
 	case mode.IsRegular() && fileDisks:
 		want, err := os.Stat(d.node)
 		if err != nil {
@@ -301,7 +331,7 @@ func (l storageLocator) check(f *os.File, d disk, fileDisks bool) error {
 		if !os.SameFile(st, want) {
 			return fmt.Errorf("%w: %s is not the file %s that stands for the DUTlink's disk", ErrNotBoardDisk, f.Name(), d.node)
 		}
-		return nil
+		return l.stillOnly(d)
 	case mode.IsRegular():
 		return fmt.Errorf("%w: %s is a regular file, not a block device (regular files are accepted only with %s=1, for simulators)", ErrNotBoardDisk, f.Name(), EnvFileDisks)
 	}

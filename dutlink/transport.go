@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
@@ -73,11 +74,15 @@ func levelValue(l driver.PinLevel) (byte, string, string, error) {
 // transport is one of the board's control protocols.
 type transport interface {
 	kind() TransportKind
-	power(ctx context.Context, a powerAction) error
+	// power runs a power action and returns once its sequence has run,
+	// with the moment the DUT's power switched (the sequence's last p0 or
+	// p1), as closely as the transport can tell.
+	power(ctx context.Context, a powerAction) (time.Time, error)
 	storage(ctx context.Context, m driver.StorageMode) error
 	setPin(ctx context.Context, pin int, l driver.PinLevel) error
-	// config reads every config key the transport can read.
-	config(ctx context.Context) (map[string]string, error)
+	// config reads every config key the transport can read; cut lists
+	// keys the board has but could not send (see shellTransport.config).
+	config(ctx context.Context) (cfg map[string]string, cut []string, err error)
 	setConfig(ctx context.Context, key, value string) error
 	meter(ctx context.Context) (driver.PowerReading, error)
 	version(ctx context.Context) (string, error)
@@ -122,4 +127,45 @@ func parseMeter(s string, order map[byte]int) (driver.PowerReading, error) {
 		}
 	}
 	return r, nil
+}
+
+// powerSequence returns the sequence the board runs for a: the configured
+// one from cfg, or the plain switch.
+func powerSequence(a powerAction, cfg map[string]string) string {
+	var seq string
+	switch a {
+	case powerOff:
+		seq = cfg["power_off"]
+	case powerOn:
+		seq = cfg["power_on"]
+	case powerRescue:
+		seq = cfg["power_rescue"]
+	}
+	if seq != "" {
+		return seq
+	}
+	if a == powerOff || a == powerForceOff {
+		return "p0"
+	}
+	return "p1"
+}
+
+// sequenceWaits returns the time the waits (wN) of seq take in all, and
+// the part of it after the last power switch (p0/p1).
+func sequenceWaits(seq string) (total, afterSwitch time.Duration) {
+	for _, tok := range strings.Split(strings.ToLower(seq), ",") {
+		switch {
+		case tok == "p0" || tok == "p1":
+			afterSwitch = 0
+		case len(tok) > 1 && tok[0] == 'w':
+			n, err := strconv.Atoi(tok[1:])
+			if err != nil {
+				continue
+			}
+			d := time.Duration(n) * 100 * time.Millisecond
+			total += d
+			afterSwitch += d
+		}
+	}
+	return total, afterSwitch
 }

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"go.bug.st/serial"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,29 +20,6 @@ type Port = io.ReadWriteCloser
 // PortOpener opens the tty at path in raw mode at 115200 8N1 (the DUT UART's
 // fixed setting). Close must end a pending Read.
 type PortOpener func(path string) (Port, error)
-
-// openSerial opens a tty with go.bug.st/serial.
-func openSerial(path string) (Port, error) {
-	p, err := serial.Open(path, &serial.Mode{BaudRate: 115200, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit})
-	if err != nil {
-		var pe *serial.PortError
-		if errors.As(err, &pe) {
-			switch pe.Code() {
-			case serial.PortBusy:
-				return nil, fmt.Errorf("%w: %s is open in another program: %w", ErrBusy, path, err)
-			case serial.PortNotFound:
-				return nil, fmt.Errorf("%w: %s: %w", ErrGone, path, err)
-			}
-		}
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrGone, path, err)
-		}
-		return nil, err
-	}
-	// What the tty queued before this open is not ours to read.
-	_ = p.ResetInputBuffer()
-	return p, nil
-}
 
 // lockedPort is a port plus the flock that keeps other processes off it.
 type lockedPort struct {
@@ -62,18 +37,25 @@ func (p *lockedPort) Close() error {
 	return err
 }
 
+// ttyOpenError says why opening the tty at path failed: ErrGone for a
+// missing one, ErrBusy for one another program holds exclusively.
+func ttyOpenError(path string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+		return fmt.Errorf("%w: tty %s is missing; check the board's USB cable and power: %w", ErrGone, path, err)
+	case errors.Is(err, unix.EBUSY):
+		return fmt.Errorf("%w: tty %s is open in another program: %w", ErrBusy, path, err)
+	}
+	return fmt.Errorf("tty %s: %w", path, err)
+}
+
 // openLocked takes an exclusive, non-blocking flock on the tty (the lock
 // the earlier DUTlink tools used per tty) and opens it. A tty another
 // process holds is an error wrapping ErrBusy; a missing one wraps ErrGone.
 func openLocked(open PortOpener, path string) (Port, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	switch {
-	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-		return nil, fmt.Errorf("%w: tty %s is missing; check the board's USB cable and power: %w", ErrGone, path, err)
-	case errors.Is(err, unix.EBUSY):
-		return nil, fmt.Errorf("%w: tty %s is open in another program: %w", ErrBusy, path, err)
-	case err != nil:
-		return nil, fmt.Errorf("tty %s: %w", path, err)
+	if err != nil {
+		return nil, ttyOpenError(path, err)
 	}
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		_ = unix.Close(fd)
@@ -353,8 +335,12 @@ func (c *consoleView) Close() error {
 	return nil
 }
 
-// shell runs fn at the board's shell: it leaves console mode, turns the
-// monitor off, runs fn and returns to console mode, whatever fn did.
+// shell runs fn at the board's shell: it leaves console mode (waiting for
+// the firmware's answer to the escape before it sends anything else), turns
+// the monitor off, runs fn and returns to console mode, whatever happened
+// before: a failed exchange must not leave the board at its shell, where
+// the DUT's output is discarded. A nil fn only makes sure that the board is
+// in console mode.
 func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
 	gen, err := m.acquire(ctx)
 	if err != nil {
@@ -372,7 +358,45 @@ func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
 		m.mu.Unlock()
 	}()
 	s := &shellConn{m: m, gen: gen}
-	if _, err := m.write(gen, bytes.Repeat([]byte{0x02}, 5)); err != nil {
+	err = s.enter(ctx)
+	if err == nil && fn != nil {
+		err = fn(s)
+	}
+	if cerr := s.backToConsole(ctx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err != nil && !errors.Is(err, ErrGone) {
+		if hint := ttyUsersHint(m.path); hint != "" {
+			err = fmt.Errorf("%w%s", err, hint)
+		}
+	}
+	return err
+}
+
+// escapeReply is how the firmware answers the console escape.
+var escapeReply = []byte("Exiting console mode\r\n#> ")
+
+// escapeReplyTimeout bounds the wait for escapeReply. A board already at
+// its shell (firmware 0.07 after boot, or left there by another program)
+// does not answer the escape, so this is also what an exchange with such a
+// board costs once.
+const escapeReplyTimeout = time.Second
+
+// consoleReply is how the firmware answers "console".
+var consoleReply = []byte("Entering console mode, type CTRL+B 5 times to exit")
+
+// enter leaves console mode and turns the monitor off. The firmware reads
+// the tty one USB packet at a time and, in console mode, forwards a whole
+// packet to the DUT: a command written right behind the escape can share
+// its packet and reach the DUT's UART instead of the shell. So nothing is
+// sent until the escape is answered, or until escapeReplyTimeout says the
+// board was at its shell already.
+func (s *shellConn) enter(ctx context.Context) error {
+	s.clear()
+	if _, err := s.m.write(s.gen, bytes.Repeat([]byte{0x02}, 5)); err != nil {
+		return err
+	}
+	if _, err := s.await(ctx, escapeReplyTimeout, func(buf []byte) bool { return bytes.Contains(buf, escapeReply) }); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
@@ -380,17 +404,39 @@ func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
 			return err
 		}
 		// A half-typed line at the shell spoiled the first try.
-		if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
-			return err
-		}
+		return s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout)
 	}
-	ferr := fn(s)
+	return nil
+}
+
+// backToConsole returns to console mode, even when ctx has ended. When the
+// answer does not come and ctx is still live, it tries once more from the
+// top: escape (answered only if the first "console" did take effect), then
+// "console".
+func (s *shellConn) backToConsole(ctx context.Context) error {
 	bctx := context.WithoutCancel(ctx)
-	_, cerr := s.cmd(bctx, "console", []byte("Entering console mode, type CTRL+B 5 times to exit"), ShellTimeout)
-	if cerr != nil {
-		cerr = fmt.Errorf("returning to console mode: %w", cerr)
+	_, err := s.cmd(bctx, "console", consoleReply, ShellTimeout)
+	if err == nil || errors.Is(err, ErrGone) || ctx.Err() != nil {
+		// The second try is for a live caller: one whose context ended
+		// gets the first only, so that its end stays bounded.
+		return wrapConsoleErr(err)
 	}
-	return errors.Join(ferr, cerr)
+	s.clear()
+	if _, werr := s.m.write(s.gen, bytes.Repeat([]byte{0x02}, 5)); werr != nil {
+		return wrapConsoleErr(errors.Join(err, werr))
+	}
+	_, _ = s.await(bctx, escapeReplyTimeout, func(buf []byte) bool { return bytes.Contains(buf, escapeReply) })
+	if _, rerr := s.cmd(bctx, "console", consoleReply, ShellTimeout); rerr != nil {
+		return wrapConsoleErr(errors.Join(err, rerr))
+	}
+	return nil
+}
+
+func wrapConsoleErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("returning to console mode (until it does, the board's shell discards the DUT's output): %w", err)
 }
 
 var errUnsupported = fmt.Errorf("%w: unsupported command", ErrReply)
@@ -403,22 +449,21 @@ type shellConn struct {
 
 var prompt = []byte("#> ")
 
-// cmd sends line and returns what the shell printed between the echo of
-// line and term (the prompt, by default), CR/LF trimmed.
-func (s *shellConn) cmd(ctx context.Context, line string, term []byte, timeout time.Duration) (string, error) {
-	if term == nil {
-		term = prompt
-	}
+// clear forgets what the shell printed so far.
+func (s *shellConn) clear() {
+	s.m.mu.Lock()
+	s.m.capBuf = s.m.capBuf[:0]
+	s.m.mu.Unlock()
+}
+
+// await waits, up to timeout, until done says that what the shell printed
+// since the last clear is complete, and returns it. It fails when the tty
+// fails, and with an error wrapping context.DeadlineExceeded at the
+// timeout.
+func (s *shellConn) await(ctx context.Context, timeout time.Duration, done func(buf []byte) bool) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	m := s.m
-	m.mu.Lock()
-	m.capBuf = m.capBuf[:0]
-	m.mu.Unlock()
-	if _, err := m.write(s.gen, []byte(line+"\r\n")); err != nil {
-		return "", err
-	}
-	echo := []byte(line)
 	for {
 		m.mu.Lock()
 		buf := m.capBuf
@@ -429,29 +474,75 @@ func (s *shellConn) cmd(ctx context.Context, line string, term []byte, timeout t
 				dead = fmt.Errorf("tty %s: %w", m.path, os.ErrClosed)
 			}
 		}
-		if i := bytes.Index(buf, echo); i >= 0 {
-			rest := buf[i+len(echo):]
-			if j := bytes.Index(rest, term); j >= 0 {
-				out := rest[:j]
-				if !bytes.Equal(term, prompt) {
-					out = rest[:j+len(term)]
-				}
-				reply := string(bytes.Trim(out, "\r\n"))
-				m.mu.Unlock()
-				return reply, nil
-			}
+		if done(buf) {
+			out := bytes.Clone(buf)
+			m.mu.Unlock()
+			return out, nil
 		}
-		got := string(buf)
 		m.mu.Unlock()
 		if dead != nil {
-			return "", fmt.Errorf("shell command %q: %w", line, dead)
+			return nil, dead
 		}
 		select {
 		case <-m.notify:
 		case <-ctx.Done():
-			return "", fmt.Errorf("%w: no complete reply to %q from the DUTlink shell on %s within %v (got %q): check that this is a DUTlink and that nothing else uses its tty: %w", ErrReply, line, m.path, timeout, got, ctx.Err())
+			return bytes.Clone(buf), ctx.Err()
 		}
 	}
+}
+
+// cmd sends line and returns what the shell printed between the echo of
+// line and term (the prompt, by default), CR/LF trimmed.
+func (s *shellConn) cmd(ctx context.Context, line string, term []byte, timeout time.Duration) (string, error) {
+	if term == nil {
+		term = prompt
+	}
+	s.clear()
+	if _, err := s.m.write(s.gen, []byte(line+lineEnd(line))); err != nil {
+		return "", err
+	}
+	echo := []byte(line)
+	var out []byte
+	got, err := s.await(ctx, timeout, func(buf []byte) bool {
+		i := bytes.Index(buf, echo)
+		if i < 0 {
+			return false
+		}
+		rest := buf[i+len(echo):]
+		j := bytes.Index(rest, term)
+		if j < 0 {
+			return false
+		}
+		out = rest[:j]
+		if !bytes.Equal(term, prompt) {
+			out = rest[:j+len(term)]
+		}
+		out = bytes.Clone(out)
+		return true
+	})
+	if err != nil {
+		return "", s.noReply(line, timeout, got, err)
+	}
+	return string(bytes.Trim(out, "\r\n")), nil
+}
+
+// lineEnd returns what ends line. The shell runs a command at its CR and
+// skips the LF after it; but "console" switches to console mode at the CR,
+// and an LF behind it would reach the DUT (an empty line, which U-Boot
+// takes as "repeat the last command"): it ends with the CR alone.
+func lineEnd(line string) string {
+	if line == "console" {
+		return "\r"
+	}
+	return "\r\n"
+}
+
+// noReply explains a shell command that got no complete answer.
+func (s *shellConn) noReply(line string, timeout time.Duration, got []byte, err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("shell command %q: %w", line, err)
+	}
+	return fmt.Errorf("%w: no complete reply to %q from the DUTlink shell on %s within %v (got %q): check that this is a DUTlink and that nothing else uses its tty: %w", ErrReply, line, s.m.path, timeout, got, err)
 }
 
 // expect runs line and checks that the last line of the reply is want.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
@@ -46,10 +47,18 @@ const (
 
 // configKeys are the keys of the USB Config request, in wValue order, with
 // their field sizes in the board's flash.
-var configKeys = []struct {
+var configKeys = []configKey{{"name", 64}, {"tags", 256}, {"usb_console", 64}, {"power_on", 32}, {"power_off", 32}, {"power_rescue", 32}}
+
+// configKey is a key of the USB Config request and its field size.
+type configKey struct {
 	key  string
 	size int
-}{{"name", 64}, {"tags", 256}, {"usb_console", 64}, {"power_on", 32}, {"power_off", 32}, {"power_rescue", 32}}
+}
+
+// configIndex returns key's wValue, or -1 when USB cannot carry it.
+func configIndex(key string) int {
+	return slices.IndexFunc(configKeys, func(k configKey) bool { return k.key == key })
+}
 
 // usbTransport drives a board through vendor control requests.
 type usbTransport struct {
@@ -62,6 +71,11 @@ func (u *usbTransport) kind() TransportKind { return TransportUSB }
 // with opens the controller, runs fn with a context bounded by USBTimeout
 // and closes it again.
 func (u *usbTransport) with(ctx context.Context, what string, fn func(ctx context.Context, c Controller) error) error {
+	return u.withTimeout(ctx, what, USBTimeout, fn)
+}
+
+// withTimeout is with for a batch that may take longer than USBTimeout.
+func (u *usbTransport) withTimeout(ctx context.Context, what string, timeout time.Duration, fn func(ctx context.Context, c Controller) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("usb %s: %w", what, err)
 	}
@@ -73,7 +87,7 @@ func (u *usbTransport) with(ctx context.Context, what string, fn func(ctx contex
 		return fmt.Errorf("usb %s: opening the vendor interface: %w", what, err)
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, USBTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := fn(ctx, c); err != nil {
 		return fmt.Errorf("usb %s: %w", what, err)
@@ -88,6 +102,19 @@ func (u *usbTransport) out(ctx context.Context, c Controller, req uint8, val uin
 	}
 	if n != len(data) {
 		return fmt.Errorf("request 0x%02x value %d: short write (%d of %d bytes)", req, val, n, len(data))
+	}
+	return nil
+}
+
+// act sends an OUT request that makes the board act, and returns once the
+// action has run: the firmware completes the request before it acts, and
+// holds the next request (a Refresh here) until it has.
+func (u *usbTransport) act(ctx context.Context, c Controller, req uint8, val uint16, data []byte) error {
+	if err := u.out(ctx, c, req, val, data); err != nil {
+		return err
+	}
+	if err := u.out(ctx, c, reqRefresh, 0, nil); err != nil {
+		return fmt.Errorf("waiting for request 0x%02x value %d to take effect: %w", req, val, err)
 	}
 	return nil
 }
@@ -116,10 +143,59 @@ func controlErr(req uint8, val uint16, err error) error {
 	return fmt.Errorf("request 0x%02x value %d: %w", req, val, err)
 }
 
-func (u *usbTransport) power(ctx context.Context, a powerAction) error {
-	return u.with(ctx, "power "+a.String(), func(ctx context.Context, c Controller) error {
-		return u.out(ctx, c, reqPower, uint16(a), nil)
+// power runs a power action over USB. Firmware 0.08 runs the sequence of
+// the snapshot the last Refresh took (a plain switch after a board reboot),
+// so a Refresh comes first. The Power request completes before its
+// sequence runs, and the next request waits until it has: a Refresh after
+// it marks the sequence's end, from which the moment of the switch follows
+// by the waits that came after it. The sequence is read (from the same
+// snapshot) to know those waits and how long to wait for the end.
+func (u *usbTransport) power(ctx context.Context, a powerAction) (time.Time, error) {
+	var switched time.Time
+	err := u.withTimeout(ctx, "power "+a.String(), 2*USBTimeout, func(ctx context.Context, c Controller) error {
+		seq, err := u.sequence(ctx, c, a)
+		if err != nil {
+			return err
+		}
+		total, after := sequenceWaits(seq)
+		if err := u.out(ctx, c, reqPower, uint16(a), nil); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), USBTimeout+total)
+		defer cancel()
+		if err := u.out(wctx, c, reqRefresh, 0, nil); err != nil {
+			return fmt.Errorf("waiting for the power sequence %q to end: %w", seq, err)
+		}
+		switched = time.Now().Add(-after)
+		return nil
 	})
+	return switched, err
+}
+
+// sequence refreshes the board's snapshot and returns the sequence it will
+// run for a.
+func (u *usbTransport) sequence(ctx context.Context, c Controller, a powerAction) (string, error) {
+	key := map[powerAction]string{powerOff: "power_off", powerOn: "power_on", powerRescue: "power_rescue"}[a]
+	if key == "" {
+		if err := u.out(ctx, c, reqRefresh, 0, nil); err != nil {
+			return "", err
+		}
+		return powerSequence(a, nil), nil
+	}
+	idx := configIndex(key)
+	b, err := u.in(ctx, c, reqConfig, uint16(idx), configKeys[idx].size)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", key, err)
+	}
+	return powerSequence(a, map[string]string{key: cString(b)}), nil
+}
+
+// cString returns b up to its first NUL.
+func cString(b []byte) string {
+	if j := bytes.IndexByte(b, 0); j >= 0 {
+		b = b[:j]
+	}
+	return string(b)
 }
 
 func (u *usbTransport) storage(ctx context.Context, m driver.StorageMode) error {
@@ -128,7 +204,7 @@ func (u *usbTransport) storage(ctx context.Context, m driver.StorageMode) error 
 		return err
 	}
 	return u.with(ctx, "storage "+word, func(ctx context.Context, c Controller) error {
-		return u.out(ctx, c, reqStorage, v, nil)
+		return u.act(ctx, c, reqStorage, v, nil)
 	})
 }
 
@@ -138,11 +214,11 @@ func (u *usbTransport) setPin(ctx context.Context, pin int, l driver.PinLevel) e
 		return err
 	}
 	return u.with(ctx, "set "+pinLetters[pin]+" "+letter, func(ctx context.Context, c Controller) error {
-		return u.out(ctx, c, reqSetPin, uint16(pin), []byte{b})
+		return u.act(ctx, c, reqSetPin, uint16(pin), []byte{b})
 	})
 }
 
-func (u *usbTransport) config(ctx context.Context) (map[string]string, error) {
+func (u *usbTransport) config(ctx context.Context) (map[string]string, []string, error) {
 	cfg := map[string]string{}
 	err := u.with(ctx, "get config", func(ctx context.Context, c Controller) error {
 		for i, k := range configKeys {
@@ -150,23 +226,15 @@ func (u *usbTransport) config(ctx context.Context) (map[string]string, error) {
 			if err != nil {
 				return fmt.Errorf("%s: %w", k.key, err)
 			}
-			if j := bytes.IndexByte(b, 0); j >= 0 {
-				b = b[:j]
-			}
-			cfg[k.key] = string(b)
+			cfg[k.key] = cString(b)
 		}
 		return nil
 	})
-	return cfg, err
+	return cfg, nil, err
 }
 
 func (u *usbTransport) setConfig(ctx context.Context, key, value string) error {
-	idx := -1
-	for i, k := range configKeys {
-		if k.key == key {
-			idx = i
-		}
-	}
+	idx := configIndex(key)
 	if idx < 0 {
 		return fmt.Errorf("%w: key %q cannot be set over USB (use DUTLINK_TRANSPORT=shell)", ErrBadConfig, key)
 	}
@@ -178,11 +246,8 @@ func (u *usbTransport) setConfig(ctx context.Context, key, value string) error {
 		if err != nil {
 			return fmt.Errorf("reading %s back: %w", key, err)
 		}
-		if j := bytes.IndexByte(b, 0); j >= 0 {
-			b = b[:j]
-		}
-		if string(b) != value {
-			return fmt.Errorf("%w: the board stored %s=%q instead of %q; check the value's length and syntax", ErrBadConfig, key, b, value)
+		if got := cString(b); got != value {
+			return fmt.Errorf("%w: the board stored %s=%q instead of %q; check the value's length and syntax", ErrBadConfig, key, got, value)
 		}
 		return nil
 	})

@@ -24,13 +24,18 @@ func (a *app) configCmd() *cobra.Command {
 the driver first (its complaint is printed as it is).
 
 DUTlink keys: name, tags, usb_console, power_on, power_off, power_rescue,
-json (serial and firmware are read-only). A new name or tags show from the
-next discovery on. The simulated DUT has name and tags.`,
+json (serial and firmware are read-only), all stored on the board, and
+storage_filter, which this host keeps for the board (DUTLINK_CONFIG_DIR): a
+substring of the board's storage stick's /dev/disk/by-id name, best the
+stick's serial, which a board plugged straight into a root port needs so
+that its disk is told from every other disk. A new name or tags show from
+the next discovery on. The simulated DUT has name and tags.`,
 		Example: `  dut config bench-1 get
   dut config bench-1 get power_on
   dut config 1a2b3c4d set name bench-1
   dut config bench-1 set tags orin,arm64
-  dut config bench-1 set power_on p1,bL,w5,bZ`,
+  dut config bench-1 set power_on p1,bL,w5,bZ
+  dut config bench-1 set storage_filter 4C530001231119116263`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return cmdLinef("dut config: missing DEV (%s) and the action: get [KEY] or set KEY VALUE", argHelp["DEV"])

@@ -11,66 +11,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.bug.st/serial"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/dutlink"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
 )
-
-// term is a raw view of a board's tty, opened with go.bug.st/serial as the
-// driver opens it.
-type term struct {
-	t   *testing.T
-	p   serial.Port
-	buf []byte
-}
-
-func openTerm(t *testing.T, path string) *term {
-	t.Helper()
-	p, err := serial.Open(path, &serial.Mode{BaudRate: 115200})
-	require.NoError(t, err, "serial.Open on the pty slave")
-	require.NoError(t, p.SetReadTimeout(20*time.Millisecond))
-	t.Cleanup(func() { p.Close() })
-	return &term{t: t, p: p}
-}
-
-func (tm *term) send(s string) {
-	tm.t.Helper()
-	_, err := tm.p.Write([]byte(s))
-	require.NoError(tm.t, err)
-}
-
-// until reads until the output holds want and returns everything up to and
-// including it; it fails after 5 s.
-func (tm *term) until(want string) string {
-	tm.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	b := make([]byte, 256)
-	for time.Now().Before(deadline) {
-		if i := bytes.Index(tm.buf, []byte(want)); i >= 0 {
-			out := string(tm.buf[:i+len(want)])
-			tm.buf = tm.buf[i+len(want):]
-			return out
-		}
-		n, err := tm.p.Read(b)
-		require.NoError(tm.t, err)
-		tm.buf = append(tm.buf, b[:n]...)
-	}
-	tm.t.Fatalf("no %q in %q", want, tm.buf)
-	return ""
-}
-
-// quiet reads for a moment and returns what arrived.
-func (tm *term) quiet() string {
-	b := make([]byte, 256)
-	for range 5 {
-		n, _ := tm.p.Read(b)
-		tm.buf = append(tm.buf, b[:n]...)
-	}
-	out := string(tm.buf)
-	tm.buf = nil
-	return out
-}
 
 func TestShellProtocol(t *testing.T) {
 	lab := dutlinksim.NewTestLab(t)
@@ -81,8 +25,8 @@ func TestShellProtocol(t *testing.T) {
 	tm.send("abc\r")
 	require.Eventually(t, func() bool { return bytes.Equal(b.DUTInput(), []byte("abc\r")) }, 5*time.Second, time.Millisecond)
 	assert.False(t, b.AtShell())
-	tm.send("\x02\x02\x02\x02\x02")
-	tm.until("#> ")
+	tm.send(escape)
+	assert.Equal(t, exitReply, tm.until("#> "), "the firmware's answer to the escape")
 	assert.True(t, b.AtShell())
 	assert.True(t, bytes.HasSuffix(b.DUTInput(), []byte("\x02\x02\x02\x02\x02")), "the escape reaches the DUT too")
 
@@ -171,78 +115,68 @@ func TestPowerSequenceAndReboot(t *testing.T) {
 func TestVendorRequests(t *testing.T) {
 	ctx := context.Background()
 	lab := dutlinksim.NewTestLab(t)
-	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Config: map[string]string{"name": "old"}})
-	c, err := lab.OpenUSB(ctx, dutlink.Board{Serial: b.Serial()})
-	require.NoError(t, err)
-	defer c.Close()
-	const out, in, ifc = 0x41, 0xC1, 3
-	read := func(req uint8, val uint16) string {
-		buf := make([]byte, 300)
-		n, err := c.Control(ctx, in, req, val, ifc, buf)
-		require.NoError(t, err)
-		return strings.TrimRight(string(buf[:n]), "\x00")
-	}
-	_, err = c.Control(ctx, out, 0x00, 0, ifc, nil)
-	require.NoError(t, err)
-	n, err := c.Control(ctx, out, 0x03, 0, ifc, []byte("new"))
-	require.NoError(t, err)
-	assert.Equal(t, 3, n)
-	assert.Equal(t, "old", read(0x03, 0), "IN data comes from the last Refresh")
-	_, err = c.Control(ctx, out, 0x00, 0, ifc, nil)
-	require.NoError(t, err)
-	assert.Equal(t, "new", read(0x03, 0))
+	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Config: map[string]string{"name": "old", "json": `{"k":1}`}})
+	c := openCtl(t, lab, b)
+	c.out(reqRefresh, 0, nil)
+	assert.Equal(t, 3, c.out(reqConfig, 0, []byte("new")))
+	assert.Equal(t, "old", c.read(reqConfig, 0), "IN data comes from the last Refresh")
+	c.out(reqRefresh, 0, nil)
+	assert.Equal(t, "new", c.read(reqConfig, 0))
 	buf := make([]byte, 300)
-	n, err = c.Control(ctx, in, 0x03, 1, ifc, buf)
+	n, err := c.c.Control(ctx, reqIn, reqConfig, 1, ifc, buf)
 	require.NoError(t, err)
 	assert.Equal(t, 256, n, "tags come as a NUL-padded 256-byte field")
 
-	_, err = c.Control(ctx, out, 0x01, 1, ifc, nil)
-	require.NoError(t, err)
+	c.out(reqPower, 1, nil)
+	c.barrier()
 	assert.True(t, b.Power())
-	_, err = c.Control(ctx, out, 0x00, 0, ifc, nil)
-	require.NoError(t, err)
-	assert.Equal(t, "3.00W 5.00V 0.60A", read(0x04, 1))
-	assert.Equal(t, "5.00V", read(0x04, 2))
-	assert.Equal(t, "0.60A", read(0x04, 3))
-	assert.Equal(t, "0.08 git-ref: dutlinksim", read(0x04, 0))
-	_, err = c.Control(ctx, out, 0x05, 2, ifc, []byte{0})
-	require.NoError(t, err)
+	c.out(reqRefresh, 0, nil)
+	assert.Equal(t, "3.00W 5.00V 0.60A", c.read(reqRead, 1))
+	assert.Equal(t, "5.00V", c.read(reqRead, 2))
+	assert.Equal(t, "0.60A", c.read(reqRead, 3))
+	assert.Equal(t, "0.08 git-ref: dutlinksim", c.read(reqRead, 0))
+	assert.Equal(t, 1, c.out(reqSetPin, 2, []byte{0}))
+	c.barrier()
 	assert.Equal(t, "l", b.Pin("b"))
 
-	// Other interfaces are ignored; unknown requests stall.
-	_, err = c.Control(ctx, out, 0x01, 0, 0, nil)
+	// Other interfaces are ignored; unknown requests stall, and so does
+	// the json key (index 6), which only the shell knows.
+	_, err = c.c.Control(ctx, reqOut, reqPower, 0, 0, nil)
 	require.NoError(t, err)
+	c.barrier()
 	assert.True(t, b.Power())
-	for _, r := range [][3]int{{out, 0x09, 0}, {out, 0x01, 7}, {in, 0x04, 9}, {out, 0x05, 1}} {
-		_, err = c.Control(ctx, uint8(r[0]), uint8(r[1]), uint16(r[2]), ifc, nil)
+	for _, r := range [][3]int{{reqOut, 0x09, 0}, {reqOut, reqPower, 7}, {reqIn, reqRead, 9}, {reqOut, reqSetPin, 1}, {reqOut, reqConfig, 6}, {reqIn, reqConfig, 6}} {
+		_, err = c.c.Control(ctx, uint8(r[0]), uint8(r[1]), uint16(r[2]), ifc, []byte("x"))
 		require.ErrorIs(t, err, dutlink.ErrStall, "request %v", r)
 		assert.Contains(t, err.Error(), "libusb: pipe error [code -9]")
 	}
+	assert.Equal(t, `{"k":1}`, b.Config()["json"], "a stalled json write changes nothing")
 
 	b.Unplug()
-	_, err = c.Control(ctx, out, 0x00, 0, ifc, nil)
+	_, err = c.c.Control(ctx, reqOut, reqRefresh, 0, ifc, nil)
 	assert.ErrorIs(t, err, dutlink.ErrGone)
 	_, err = os.Stat(b.TTY())
 	assert.ErrorIs(t, err, os.ErrNotExist, "the tty is gone with the board")
 }
 
 func TestStorageAppearsAndDisappears(t *testing.T) {
-	ctx := context.Background()
 	lab := dutlinksim.NewTestLab(t)
-	b := lab.AddBoardT(t, dutlinksim.BoardOptions{DiskSize: 1 << 20, DiskDelay: 100 * time.Millisecond})
-	c, err := lab.OpenUSB(ctx, dutlink.Board{Serial: b.Serial()})
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Control(ctx, 0x41, 0x02, 1, 3, nil)
-	require.NoError(t, err)
+	b := lab.AddBoardT(t, dutlinksim.BoardOptions{DiskSize: 1 << 20, DiskDelay: 300 * time.Millisecond})
+	c := openCtl(t, lab, b)
+	start := time.Now()
+	c.out(reqStorage, 1, nil)
+	c.barrier()
 	size := filepath.Join(lab.Sys, "class", "block", "sda", "size")
 	got, err := os.ReadFile(size)
-	require.NoError(t, err, "the disk is listed at once")
-	assert.Equal(t, "0\n", string(got), "with size 0 until the medium is ready")
+	require.NoError(t, err, "the disk is listed once the request has run")
+	if time.Since(start) < 300*time.Millisecond {
+		assert.Equal(t, "0\n", string(got), "with size 0 until the medium is ready")
+	}
 	require.Eventually(t, func() bool {
 		got, _ := os.ReadFile(size)
 		return string(got) == "2048\n"
-	}, 5*time.Second, 5*time.Millisecond)
+	}, wait, 5*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	real, err := filepath.EvalSymlinks(filepath.Join(lab.Sys, "class", "block", "sda"))
 	require.NoError(t, err)
 	board, err := filepath.EvalSymlinks(filepath.Join(lab.Sys, "bus", "usb", "devices", "1-1.1"))
@@ -257,8 +191,13 @@ func TestStorageAppearsAndDisappears(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, os.SameFile(st1, st2), "the node is the board's disk file")
 
-	_, err = c.Control(ctx, 0x41, 0x02, 2, 3, nil)
-	require.NoError(t, err)
+	usbDev := usbDeviceOf(t, lab, "sda")
+	assert.Equal(t, "DUTlinkSim_Storage_"+b.Serial(), attr(t, usbDev, "serial"), "the stick's serial is its default id")
+	assert.True(t, exists(filepath.Join(lab.Sys, "bus", "usb", "devices", filepath.Base(usbDev))), "the stick is listed as a USB device")
+
+	c.out(reqStorage, 2, nil)
+	c.barrier()
+	assert.False(t, exists(usbDev), "the stick's USB device is gone")
 	_, err = os.Stat(filepath.Join(lab.Sys, "class", "block", "sda"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
 	_, err = os.Stat(filepath.Join(lab.Dev, "sda"))
