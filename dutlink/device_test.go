@@ -53,6 +53,7 @@ func scanOne(t *testing.T, lab *dutlinksim.Lab, tr dutlink.TransportKind) *dutli
 func TestEveryCapabilityDirect(t *testing.T) {
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{

@@ -74,6 +74,7 @@ func untouched(t *testing.T, file string) {
 func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, RootPort: true,
@@ -238,6 +239,7 @@ func TestHubBoardNeverTakesAStrangersDisk(t *testing.T) {
 func TestShellExchangesFromConsoleModeNeverReachTheDUT(t *testing.T) {
 	for _, version := range []string{"0.07", "0.08", "0.09"} {
 		t.Run(version, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: version, Config: map[string]string{"name": "n1"}})
@@ -260,6 +262,7 @@ func TestShellExchangesFromConsoleModeNeverReachTheDUT(t *testing.T) {
 func TestUSBPowerRunsTheSequenceInFlash(t *testing.T) {
 	for _, version := range []string{"0.08", "0.09"} {
 		t.Run(version, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: version, Config: map[string]string{"power_on": "p1,bL,w5,bZ"}})
@@ -294,24 +297,25 @@ func offTimes(log []dutlinksim.PowerChange) []time.Duration {
 }
 
 // Cycle keeps the DUT off for the time asked, counted from the moment its
-// power was really cut: with power_off=w10,p0 the cut comes 1 s after the
-// request completed; with p0,w10 it comes first and the sequence's own
+// power was really cut: with power_off=w5,p0 the cut comes 500 ms after
+// the request completed; with p0,w5 it comes first and the sequence's own
 // wait counts.
 func TestCycleCountsFromTheRealPowerCut(t *testing.T) {
 	for _, g := range generations {
-		for _, seq := range []string{"w10,p0", "p0,w10"} {
+		for _, seq := range []string{"w5,p0", "p0,w5"} {
 			t.Run(g.name+"/"+seq, func(t *testing.T) {
+				t.Parallel()
 				ctx := testCtx(t)
 				lab := dutlinksim.NewTestLab(t)
 				b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"power_off": seq}})
 				d := scanWith(t, lab.Options(), g.transport)
 				require.NoError(t, d.PowerOn(ctx))
-				require.NoError(t, d.Cycle(ctx, 500*time.Millisecond))
+				require.NoError(t, d.Cycle(ctx, 300*time.Millisecond))
 				assert.True(t, b.Power())
 				offs := offTimes(b.PowerLog())
 				require.Len(t, offs, 1)
-				assert.GreaterOrEqual(t, offs[0], 500*time.Millisecond)
-				if seq == "p0,w10" && g.want == dutlink.TransportUSB {
+				assert.GreaterOrEqual(t, offs[0], 300*time.Millisecond)
+				if seq == "p0,w5" && g.want == dutlink.TransportUSB {
 					assert.Less(t, offs[0], 1500*time.Millisecond, "the wait after the cut counts toward the off time")
 				}
 				t.Logf("off for %s", offs[0])
@@ -325,6 +329,7 @@ func TestCycleCountsFromTheRealPowerCut(t *testing.T) {
 func TestStorageLeftAtTheHostByAnotherProcessIsEjected(t *testing.T) {
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
@@ -368,6 +373,7 @@ func TestFailedExchangeReturnsToConsoleMode(t *testing.T) {
 func TestConsoleOpensInConsoleMode(t *testing.T) {
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
@@ -431,6 +437,7 @@ func TestConfigThatOverflowsTheShellReply(t *testing.T) {
 	js := fmt.Sprintf(`{"note":%q}`, strings.Repeat("x", 440))
 	for _, g := range generations {
 		t.Run(g.name, func(t *testing.T) {
+			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
 			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"name": "full-1", "json": js}})
