@@ -364,6 +364,7 @@ func TestFailedExchangeReturnsToConsoleMode(t *testing.T) {
 	_, err := sh.FirmwareVersion(ctx)
 	require.Error(t, err, "the board is busy for 1.5 s")
 	require.NoError(t, <-powered)
+	require.Eventually(t, func() bool { return bytes.Contains(b.DUTInput(), []byte("\x02\x02\x02\x02\x02")) }, 5*time.Second, time.Millisecond, "the firmware took the escape")
 	assert.False(t, b.AtShell(), "the failed exchange returned the board to console mode")
 }
 

@@ -33,7 +33,7 @@ func TestPortCloseEndsAPendingReadWhileAnotherProcessReads(t *testing.T) {
 		t.Skip("no cat")
 	}
 	master, slave := newPTY(t)
-	for i := range 20 {
+	for i := range 100 {
 		p, err := openTTY(slave)
 		require.NoError(t, err)
 		thief := exec.Command("cat", slave)
