@@ -33,7 +33,7 @@ func TestPortCloseEndsAPendingReadWhileAnotherProcessReads(t *testing.T) {
 		t.Skip("no cat")
 	}
 	master, slave := newPTY(t)
-	for i := range 100 {
+	for i := range 300 {
 		p, err := openTTY(slave)
 		require.NoError(t, err)
 		thief := exec.Command("cat", slave)

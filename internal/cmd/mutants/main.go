@@ -153,7 +153,11 @@ func check(root string, m mutant) (string, time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	test := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^("+m.test+")$", "./dutlink/")
+	args := []string{"test", "-count=1", "-run", "^(" + m.test + ")$", "./dutlink/"}
+	if os.Getenv("MUTANTS_VERBOSE") != "" {
+		args = append(args, "-v")
+	}
+	test := exec.CommandContext(ctx, "go", args...)
 	test.Dir = dir
 	out, err := test.CombinedOutput()
 	took := time.Since(start)
@@ -161,6 +165,9 @@ func check(root string, m mutant) (string, time.Duration) {
 	case ctx.Err() != nil:
 		return "caught", took // hung until the deadline: that fails too
 	case err == nil:
+		if os.Getenv("MUTANTS_VERBOSE") != "" {
+			fmt.Printf("%s\n", out)
+		}
 		return "SURVIVED", took
 	case strings.Contains(string(out), "[build failed]") || strings.Contains(string(out), "[setup failed]"):
 		return "nobuild", took
