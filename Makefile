@@ -9,13 +9,13 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: all test lint unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
+.PHONY: mutants all test lint unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
 ## test: formatting, vet, and every unit and integration test with the race detector, then the
-## Tekton module's checks.
-test: lint unit tekton
+## Tekton module's checks and the DUTlink mutants.
+test: lint unit tekton mutants
 
 lint: qemu-deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -37,6 +37,11 @@ tekton: qemu-images
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	cd tekton && $(GO) vet ./...
 	cd tekton && DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) $(GO) test -count=1 ./...
+
+## mutants: each DUTlink firmware fix put back, one at a time, in a copy of the working tree: the
+## test that guards it must fail (about 90 s; needs git).
+mutants: qemu-deps
+	$(GO) run ./internal/cmd/mutants
 
 ## qemu-deps: the Debian packages the tests need: the QEMU virtual DUT's, libusb for the DUTlink
 ## driver, bmap-tools and the compressors for the flash engine's checks (as root; a no-op when

@@ -1,6 +1,6 @@
 // Command mutants checks that the tests of the DUTlink driver still catch
 // each firmware defect that was fixed (issue 12): for every mutant it
-// copies the committed tree, puts one fix back to the old behaviour, runs
+// copies the working tree (the files git knows), puts one fix back to the old behaviour, runs
 // the test that guards it, and expects that test to fail. It prints one
 // line per mutant and exits 1 when a mutant survives (its test passed) or
 // no longer applies (the code it edits changed: update the mutant).
@@ -10,8 +10,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,9 +133,8 @@ func check(root string, m mutant) (string, time.Duration) {
 		return "error: " + err.Error(), 0
 	}
 	defer os.RemoveAll(dir)
-	archive := exec.Command("sh", "-c", "git -C \"$0\" archive HEAD | tar -x -C \"$1\"", root, dir)
-	if out, err := archive.CombinedOutput(); err != nil {
-		return fmt.Sprintf("error: git archive: %v %s", err, out), 0
+	if err := copyTree(root, dir); err != nil {
+		return "error: " + err.Error(), 0
 	}
 	p := filepath.Join(dir, m.file)
 	src, err := os.ReadFile(p)
@@ -173,4 +174,33 @@ func check(root string, m mutant) (string, time.Duration) {
 		return "nobuild", took
 	}
 	return "caught", took
+}
+
+// copyTree copies the files git knows in root (tracked, and untracked but
+// not ignored: the working tree as it is) into dir.
+func copyTree(root, dir string) error {
+	out, err := exec.Command("git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
+	if err != nil {
+		return fmt.Errorf("git ls-files: %w", err)
+	}
+	for _, name := range strings.Split(string(out), "\x00") {
+		if name == "" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(root, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
