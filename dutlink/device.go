@@ -401,13 +401,15 @@ func (d *Device) locator() (storageLocator, error) {
 	return l, nil
 }
 
-// locatorForSwitch returns the locator for a storage switch. A board whose
-// disk cannot be identified otherwise may still have a storage_filter in
-// its json config, which the USB transport cannot read: it is read over
-// the shell then.
-func (d *Device) locatorForSwitch(ctx context.Context) (storageLocator, error) {
+// locatorForSwitch returns the locator for a storage switch to mode. A
+// board whose disk cannot be identified otherwise may still have a
+// storage_filter in its json config, which the USB transport cannot read:
+// for a switch to the host it is read over the shell then.
+func (d *Device) locatorForSwitch(ctx context.Context, mode driver.StorageMode) (storageLocator, error) {
 	l, err := d.locator()
-	if err != nil || l.identity() == nil || d.tr.kind() == TransportShell {
+	if err != nil || l.identity() == nil || d.tr.kind() == TransportShell || mode != driver.StorageHost {
+		// Switching away from the host never waits on the shell: without
+		// an identity it syncs the whole host instead.
 		return l, err
 	}
 	cfg, _, err := d.sh.config(ctx)
@@ -434,7 +436,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 		return fmt.Errorf("%s: set storage: %w", d.name, err)
 	}
 	return d.op(ctx, "storage "+string(mode), func(ctx context.Context) error {
-		l, err := d.locatorForSwitch(ctx)
+		l, err := d.locatorForSwitch(ctx, mode)
 		if err != nil {
 			return err
 		}
