@@ -36,9 +36,10 @@ func scanWith(t *testing.T, o dutlink.Options, tr dutlink.TransportKind) *dutlin
 	return s.Devices[0]
 }
 
-// fillDisk makes a foreign disk that appears delay after the board's mux
-// next switches to the host, and returns its file.
-func foreignOnSwitch(t *testing.T, lab *dutlinksim.Lab, b *dutlinksim.Board, id string, delay time.Duration) string {
+// foreignOnSwitch plugs a stranger's disk that appears delay after the
+// board's mux next switches to the host, and returns a function that
+// returns its file once it is plugged.
+func foreignOnSwitch(t *testing.T, lab *dutlinksim.Lab, b *dutlinksim.Board, id string, delay time.Duration) func() string {
 	t.Helper()
 	files := make(chan string, 1)
 	b.OnStorage("host", func() {
@@ -48,14 +49,18 @@ func foreignOnSwitch(t *testing.T, lab *dutlinksim.Lab, b *dutlinksim.Board, id 
 		}
 		files <- f
 	})
-	t.Cleanup(func() {
-		select {
-		case f := <-files:
-			lab.RemoveDisk(f)
-		default:
+	var file string
+	get := func() string {
+		if file == "" {
+			select {
+			case file = <-files:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the stranger's disk %s was never plugged", id)
+			}
 		}
-	})
-	return id
+		return file
+	}
+	return get
 }
 
 func untouched(t *testing.T, file string) {
@@ -85,7 +90,7 @@ func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
 			shared := lab.Options()
 			shared.StorageFilter = "SanDisk"
 			d := scanWith(t, shared, g.transport)
-			foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
+			during := foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
 			err = d.SetStorage(ctx, driver.StorageHost)
 			require.ErrorIs(t, err, dutlink.ErrUnprovenDisk)
 			assert.Contains(t, err.Error(), "dut config "+b.Serial()+" set storage_filter")
@@ -109,6 +114,7 @@ func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
 			require.NoError(t, d.SetStorage(ctx, driver.StorageOff))
 			assert.True(t, diskHas(t, b.DiskFile(), []byte("the board's image")))
 			untouched(t, before)
+			untouched(t, during())
 			untouched(t, after)
 		})
 	}
@@ -225,12 +231,13 @@ func TestHubBoardNeverTakesAStrangersDisk(t *testing.T) {
 	o := lab.Options()
 	o.StorageFilter = "SanDisk"
 	d := scanWith(t, o, dutlink.TransportAuto)
-	foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
+	during := foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
 	img := make([]byte, 4096)
 	_, _ = rand.Read(img)
 	require.NoError(t, flashOnce(ctx, d, img))
 	assert.True(t, diskHas(t, b.DiskFile(), img))
 	untouched(t, before)
+	untouched(t, during())
 }
 
 // The shell transport waits for the escape's answer: from console mode

@@ -63,7 +63,7 @@ func (l storageLocator) identity() error {
 	if err == nil || (l.filter != "" && l.own) {
 		return nil
 	}
-	msg := fmt.Sprintf("%v; name the board's own storage stick by a substring of its /dev/disk/by-id name that no other disk has (its serial): dut config %s set storage_filter <stick serial> (kept for this board on this host, whatever the transport), or %s=%s=<stick serial>, or plug the board behind a USB hub", err, l.board.Serial, EnvStorageFilter, l.board.Serial)
+	msg := fmt.Sprintf("%v; name the board's own storage stick by a substring of its /dev/disk/by-id name that no other disk has (its serial, which lsblk -d -o NAME,SERIAL shows with the stick plugged into a host): dut config %s set storage_filter <stick serial> (kept for this board on this host, whatever the transport), or %s=%s=<stick serial>, or plug the board behind a USB hub", err, l.board.Serial, EnvStorageFilter, l.board.Serial)
 	if l.filter != "" {
 		msg += fmt.Sprintf("; %s %q applies to every board, so it cannot tell two boards' sticks apart (or a stranger's stick that matches it), and a disk is never written on its word alone", l.from, l.filter)
 	}
