@@ -41,8 +41,11 @@
 //     console mode") before it sends anything else: the firmware forwards
 //     the rest of the escape's USB packet to the DUT, so a command written
 //     right behind the escape would be typed into the DUT. A board already
-//     at its shell does not answer; after a second the driver goes on. It
-//     then turns the monitor off, sends the command, checks the reply and
+//     at its shell only echoes the escape, which then spoils the next line,
+//     so that the first command is sent again; with no sign at all the
+//     driver goes on after a second. Commands end with a CR alone, which is
+//     what runs them in the firmware's line editor. The driver then turns
+//     the monitor off, sends the command, checks the reply and
 //     returns to console mode, also when the command failed. DUT output
 //     that arrives while a shell command runs is lost (the firmware
 //     discards it).

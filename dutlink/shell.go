@@ -95,7 +95,7 @@ var getConfigEnd = regexp.MustCompile(`(?s)^(.*?)version\r?\n([^\r\n]*git-ref:[^
 // getConfig returns what get-config printed after its echo.
 func (c *shellConn) getConfig(ctx context.Context) (string, error) {
 	c.clear()
-	if _, err := c.m.write(c.gen, []byte("get-config\r\nversion\r\n")); err != nil {
+	if _, err := c.m.write(c.gen, []byte("get-config"+lineEnd("get-config")+"version"+lineEnd("version"))); err != nil {
 		return "", err
 	}
 	echo := []byte("get-config")

@@ -376,11 +376,21 @@ func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
 // escapeReply is how the firmware answers the console escape.
 var escapeReply = []byte("Exiting console mode\r\n#> ")
 
-// escapeReplyTimeout bounds the wait for escapeReply. A board already at
+// escapeReplyTimeout bounds the wait for escapeTaken. A board already at
 // its shell (firmware 0.07 after boot, or left there by another program)
-// does not answer the escape, so this is also what an exchange with such a
-// board costs once.
+// answers the escape only by echoing it; should that echo not come either,
+// this is what the exchange waits before it goes on.
 const escapeReplyTimeout = time.Second
+
+// escapeTaken reports whether what the board printed shows that it took
+// the escape: its answer from console mode, or, at its shell, the echo of
+// the five Ctrl-B (its line editor echoes them like any other byte).
+func escapeTaken(buf []byte) bool {
+	return bytes.Contains(buf, escapeReply) || bytes.Contains(buf, escapeBytes)
+}
+
+// escapeBytes are the five Ctrl-B that leave console mode.
+var escapeBytes = bytes.Repeat([]byte{0x02}, 5)
 
 // consoleReply is how the firmware answers "console".
 var consoleReply = []byte("Entering console mode, type CTRL+B 5 times to exit")
@@ -393,10 +403,10 @@ var consoleReply = []byte("Entering console mode, type CTRL+B 5 times to exit")
 // board was at its shell already.
 func (s *shellConn) enter(ctx context.Context) error {
 	s.clear()
-	if _, err := s.m.write(s.gen, bytes.Repeat([]byte{0x02}, 5)); err != nil {
+	if _, err := s.m.write(s.gen, escapeBytes); err != nil {
 		return err
 	}
-	if _, err := s.await(ctx, escapeReplyTimeout, func(buf []byte) bool { return bytes.Contains(buf, escapeReply) }); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.await(ctx, escapeReplyTimeout, escapeTaken); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
@@ -422,10 +432,10 @@ func (s *shellConn) backToConsole(ctx context.Context) error {
 		return wrapConsoleErr(err)
 	}
 	s.clear()
-	if _, werr := s.m.write(s.gen, bytes.Repeat([]byte{0x02}, 5)); werr != nil {
+	if _, werr := s.m.write(s.gen, escapeBytes); werr != nil {
 		return wrapConsoleErr(errors.Join(err, werr))
 	}
-	_, _ = s.await(bctx, escapeReplyTimeout, func(buf []byte) bool { return bytes.Contains(buf, escapeReply) })
+	_, _ = s.await(bctx, escapeReplyTimeout, escapeTaken)
 	if _, rerr := s.cmd(bctx, "console", consoleReply, ShellTimeout); rerr != nil {
 		return wrapConsoleErr(errors.Join(err, rerr))
 	}
@@ -526,16 +536,12 @@ func (s *shellConn) cmd(ctx context.Context, line string, term []byte, timeout t
 	return string(bytes.Trim(out, "\r\n")), nil
 }
 
-// lineEnd returns what ends line. The shell runs a command at its CR and
-// skips the LF after it; but "console" switches to console mode at the CR,
-// and an LF behind it would reach the DUT (an empty line, which U-Boot
-// takes as "repeat the last command"): it ends with the CR alone.
-func lineEnd(line string) string {
-	if line == "console" {
-		return "\r"
-	}
-	return "\r\n"
-}
+// lineEnd returns what ends line: a CR, which is what runs a command in
+// the firmware's shell (ushell). An LF behind it would not end anything: it
+// would be taken as the first character of the next line, or, behind
+// "console", reach the DUT as an empty line (which U-Boot takes as "repeat
+// the last command").
+func lineEnd(string) string { return "\r" }
 
 // noReply explains a shell command that got no complete answer.
 func (s *shellConn) noReply(line string, timeout time.Duration, got []byte, err error) error {

@@ -83,7 +83,10 @@ func TestShellFirmware007BootsAtShell(t *testing.T) {
 	assert.True(t, b.AtShell())
 	tm := openTerm(t, b.TTY())
 	tm.send("\x02\x02\x02\x02\x02monitor off\r\n")
-	assert.Equal(t, "monitor off\r\nMonitor disabled\r\n#> ", tm.until("#> "), "Ctrl-B is ignored at the shell")
+	assert.Equal(t, "\x02\x02\x02\x02\x02monitor off\r\nunsupported command\r\n#> ", tm.until("#> "),
+		"at the shell Ctrl-B is echoed and joins the line, as in the firmware's line editor")
+	tm.send("monitor off\r\n")
+	assert.Equal(t, "monitor off\r\nMonitor disabled\r\n#> ", tm.until("#> "))
 	_, err := lab.OpenUSB(context.Background(), dutlink.Board{Serial: b.Serial()})
 	assert.ErrorIs(t, err, dutlink.ErrNoUSB, "0.07 has no vendor interface")
 }

@@ -201,12 +201,15 @@ func (b *Board) shellByte(c byte) {
 			return
 		}
 		b.mu.Unlock()
-	case c >= 0x20 && c < 0x7f:
+	case c == 0x1b || c == '\t':
+		b.mu.Unlock() // escape sequences and completion: nothing the driver sends
+	default:
+		// Like the firmware's line editor (ushell), any other byte, a
+		// control byte such as Ctrl-B included, joins the line and is
+		// echoed: an escape sent at the shell spoils the next command.
 		b.line = append(b.line, c)
 		b.mu.Unlock()
 		b.emit(string([]byte{c}))
-	default:
-		b.mu.Unlock() // Ctrl-B and other control bytes are ignored at the shell
 	}
 }
 

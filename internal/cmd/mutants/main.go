@@ -41,8 +41,15 @@ var mutants = []mutant{
 	{
 		name: "the command follows the escape without waiting for its answer",
 		file: "dutlink/tty.go",
-		old:  `if _, err := s.await(ctx, escapeReplyTimeout, func(buf []byte) bool { return bytes.Contains(buf, escapeReply) }); err != nil && !errors.Is(err, context.DeadlineExceeded) {`,
+		old:  `if _, err := s.await(ctx, escapeReplyTimeout, escapeTaken); err != nil && !errors.Is(err, context.DeadlineExceeded) {`,
 		new:  `if err := error(nil); err != nil {`,
+		test: "TestShellExchangesFromConsoleModeNeverReachTheDUT",
+	},
+	{
+		name: "commands end with CR LF",
+		file: "dutlink/tty.go",
+		old:  `func lineEnd(string) string { return "\r" }`,
+		new:  `func lineEnd(string) string { return "\r\n" }`,
 		test: "TestShellExchangesFromConsoleModeNeverReachTheDUT",
 	},
 	{
