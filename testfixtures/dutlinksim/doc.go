@@ -30,8 +30,10 @@
 // the rest of that packet has gone to the DUT already: only later packets
 // reach the shell. A host that sends the escape and a command back to back
 // thus loses the command to the DUT; one that waits for the answer first
-// does not. At the shell the firmware handles one byte at a time: echo,
-// the "#> " prompt, every command with the firmware's exact reply,
+// does not. At the shell the firmware handles one byte at a time: echo
+// (a control byte such as Ctrl-B is echoed and joins the line, as in the
+// firmware's line editor; CR runs the line, an LF right after it is
+// skipped), the "#> " prompt, every command with the firmware's exact reply,
 // "unsupported command" for the rest, and DUT output discarded while the
 // monitor is off.
 //
