@@ -235,10 +235,20 @@ func (d *Device) Config(ctx context.Context) (map[string]string, error) {
 // config read, because its config overflows the 512-byte get-config reply.
 func (d *Device) ConfigCut() []string { return slices.Clone(d.cut) }
 
+// ConfigProblem says, when the board's config overflows its shell's
+// get-config reply, which keys did not arrive and what to clear; nil
+// otherwise.
+func (d *Device) ConfigProblem() error {
+	if len(d.cut) == 0 {
+		return nil
+	}
+	return cutError(d.board.Serial, d.cut, d.cfg)
+}
+
 // logCut says, once per read, what an overflowing config cost.
 func (d *Device) logCut() {
-	if len(d.cut) > 0 {
-		d.opts.Logf("dutlink %s: %v", d.name, cutError(d.board.Serial, d.cut, d.cfg))
+	if err := d.ConfigProblem(); err != nil {
+		d.opts.Logf("dutlink %s: %v", d.name, err)
 	}
 }
 

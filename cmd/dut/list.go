@@ -88,8 +88,11 @@ type listedDevice struct {
 	Transport string   `json:"transport,omitempty"`
 	// Ephemeral, when set, says why the device's state (power, storage,
 	// pins, config) ends with each dut command (driver.Ephemeral).
-	Ephemeral string   `json:"ephemeral,omitempty"`
-	Lock      lockInfo `json:"lock"`
+	Ephemeral string `json:"ephemeral,omitempty"`
+	// Warning says what is wrong with a usable device and what to do,
+	// such as a DUTlink config that overflows its shell's reply.
+	Warning string   `json:"warning,omitempty"`
+	Lock    lockInfo `json:"lock"`
 }
 
 // lockInfo says whether a device's lock is held and by whom.
@@ -184,6 +187,9 @@ func (a *app) list(ctx context.Context, cfg harness.Config) (listing, error) {
 			// test may be using.
 			row.Firmware = dl.Board().Version.String()
 			row.Transport = string(dl.Transport())
+			if err := dl.ConfigProblem(); err != nil {
+				row.Warning = err.Error()
+			}
 		}
 		h, held, err := harness.LockHolder(cfg.LockDir, d)
 		switch {
@@ -222,6 +228,11 @@ func writeListing(w io.Writer, l listing, cfg harness.Config) error {
 			by = append(by, "tags "+strings.Join(cfg.Tags, ","))
 		}
 		fmt.Fprintf(w, "(%d more device(s) not shown: selection %s)\n", l.Hidden, strings.Join(by, ", "))
+	}
+	for _, d := range l.Devices {
+		if d.Warning != "" {
+			fmt.Fprintf(w, "\nWarning: %s %s: %s\n", d.Driver, d.Name, d.Warning)
+		}
 	}
 	if note := ephemeralNote(l.Devices); note != "" {
 		fmt.Fprintf(w, "\nNote: %s\n", note)

@@ -220,3 +220,21 @@ func holds(pid int, path string) bool {
 	}
 	return false
 }
+
+// A board whose config (written by another tool) overflows its shell's
+// 512-byte get-config reply is listed, with a warning that says what to
+// clear; clearing it works and the warning goes.
+func TestBinaryListsABoardWhoseConfigOverflows(t *testing.T) {
+	lab := env(t)
+	js := `{"note":"` + strings.Repeat("x", 440) + `"}`
+	lab.AddBoardT(t, dutlinksim.BoardOptions{Serial: "1a2b3c4d", Config: map[string]string{"name": "bench-1", "json": js}})
+	r := runBin(t, lab, time.Minute, "list")
+	require.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stdout, "bench-1")
+	assert.Contains(t, r.stdout, "Warning: dutlink bench-1:")
+	assert.Contains(t, r.stdout, "dut config 1a2b3c4d set json ''")
+	require.Equal(t, exitOK, runBin(t, lab, time.Minute, "config", "bench-1", "set", "json", "").code)
+	r = runBin(t, lab, time.Minute, "list")
+	require.Equal(t, exitOK, r.code)
+	assert.NotContains(t, r.stdout, "Warning")
+}
