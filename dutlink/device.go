@@ -33,7 +33,6 @@ type Device struct {
 	name  string
 	tags  []string
 	cfg   map[string]string
-	cut   []string // keys the shell's get-config reply had no room for
 }
 
 var (
@@ -213,9 +212,8 @@ func (d *Device) Config(ctx context.Context) (map[string]string, error) {
 		return nil, err
 	}
 	d.st.mu.Lock()
-	d.st.cfg = maps.Clone(cfg)
+	d.st.cfg, d.st.cut = maps.Clone(cfg), cut
 	d.st.mu.Unlock()
-	d.cut = cut
 	d.logCut()
 	l, err := d.locator()
 	if err != nil {
@@ -233,16 +231,23 @@ func (d *Device) Config(ctx context.Context) (map[string]string, error) {
 
 // ConfigCut returns the keys the board's shell could not send at the last
 // config read, because its config overflows the 512-byte get-config reply.
-func (d *Device) ConfigCut() []string { return slices.Clone(d.cut) }
+func (d *Device) ConfigCut() []string {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	return slices.Clone(d.st.cut)
+}
 
 // ConfigProblem says, when the board's config overflows its shell's
 // get-config reply, which keys did not arrive and what to clear; nil
 // otherwise.
 func (d *Device) ConfigProblem() error {
-	if len(d.cut) == 0 {
+	d.st.mu.Lock()
+	cut, cfg := d.st.cut, d.st.cfg
+	d.st.mu.Unlock()
+	if len(cut) == 0 {
 		return nil
 	}
-	return cutError(d.board.Serial, d.cut, d.cfg)
+	return cutError(d.board.Serial, cut, cfg)
 }
 
 // logCut says, once per read, what an overflowing config cost.
@@ -273,9 +278,10 @@ func longest(cfg map[string]string) string {
 	return strings.Join(out, ", ")
 }
 
-// shellReplySize is the size of get-config's reply for cfg.
+// shellReplySize is the size of get-config's reply for cfg: a line end,
+// the "key: value" lines, a line end and the prompt.
 func shellReplySize(cfg map[string]string) int {
-	n := len(prompt)
+	n := len("\r\n") + len(prompt)
 	for _, k := range shellKeys {
 		n += len(k) + len(": ") + len(cfg[k]) + len("\r\n")
 	}
@@ -294,7 +300,7 @@ func checkReplyBudget(serial string, cur map[string]string, cut []string, key, v
 	}
 	next := maps.Clone(cur)
 	next[key] = v
-	if size := shellReplySize(next); size > ShellReplyMax-len("\r\n") {
+	if size := shellReplySize(next); size > ShellReplyMax {
 		delete(next, key)
 		return fmt.Errorf("%w: %s=%q would make the board's get-config reply %d bytes, but its shell sends it from one %d-byte buffer and cuts the rest (then discovery over the shell loses keys): shorten this value or clear another (%s)", ErrBadConfig, key, v, size, ShellReplyMax, longest(next))
 	}
@@ -346,6 +352,9 @@ func (d *Device) SetConfig(ctx context.Context, key, value string) error {
 			d.st.cfg = maps.Clone(d.st.cfg)
 			d.st.cfg[key] = v
 		}
+		if len(cut) > 0 {
+			d.st.cut = nil // unknown again until the next read
+		}
 		d.st.mu.Unlock()
 		return nil
 	})
@@ -393,9 +402,9 @@ func (d *Device) locator() (storageLocator, error) {
 		return l, err
 	}
 	d.st.mu.Lock()
-	js := d.st.cfg["json"]
+	js, known := d.st.cfg["json"]
 	d.st.mu.Unlock()
-	if js == "" {
+	if !known {
 		js = d.cfg["json"]
 	}
 	switch {
@@ -447,11 +456,20 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 	}
 	return d.op(ctx, "storage "+string(mode), func(ctx context.Context) error {
 		l, err := d.locatorForSwitch(ctx, mode)
-		if err != nil {
+		if err != nil && mode == driver.StorageHost {
 			return err
+		}
+		if err != nil {
+			// Switching away must not fail on this host's config: the disk
+			// is then flushed by syncing the whole host.
+			d.opts.Logf("dutlink %s: %v; switching the storage to %s all the same", d.name, err, mode)
+			l = storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board}
 		}
 		if mode == driver.StorageHost {
 			if err := l.identity(); err != nil {
+				return err
+			}
+			if err := d.filterNamesNoStranger(ctx, l); err != nil {
 				return err
 			}
 		} else if err := d.releaseDisk(l); err != nil {
@@ -498,6 +516,12 @@ func (d *Device) releaseDisk(l storageLocator) error {
 	if err != nil {
 		return err
 	}
+	if l.hubs() == nil && len(found) != 1 {
+		// On a root port only the filter ties a disk to the board: with
+		// more than one match, none can be ejected as the board's.
+		unix.Sync()
+		return nil
+	}
 	for _, dk := range found {
 		if err := l.release(dk); err != nil {
 			return err
@@ -505,6 +529,60 @@ func (d *Device) releaseDisk(l storageLocator) error {
 		d.opts.Logf("dutlink %s: flushed and ejected %s, found at the host", d.name, dk.node)
 	}
 	return nil
+}
+
+// strangerWait bounds how long filterNamesNoStranger waits for the disks
+// the board's filter named before a switch to vanish once the board's
+// storage is off.
+const strangerWait = 5 * time.Second
+
+// filterNamesNoStranger proves, before a root-port board's storage goes to
+// the host, that its filter names no disk but the board's: a disk it names
+// already must be the board's own, left at the host by another process, and
+// so vanish when the board's storage is switched off (after a sync). One
+// that stays is a stranger's, and the filter too broad to tell them apart.
+func (d *Device) filterNamesNoStranger(ctx context.Context, l storageLocator) error {
+	if l.hubs() != nil {
+		return nil
+	}
+	pre, err := l.candidates()
+	if err != nil || len(pre) == 0 {
+		return err
+	}
+	d.st.mu.Lock()
+	held := d.st.disk
+	d.st.mu.Unlock()
+	if held != nil && len(pre) == 1 && pre[0].name == held.name {
+		return nil // this process switched it to the host already
+	}
+	unix.Sync()
+	if err := d.tr.storage(ctx, driver.StorageOff); err != nil {
+		return err
+	}
+	d.st.mu.Lock()
+	d.st.storage, d.st.disk = driver.StorageOff, nil
+	d.st.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, strangerWait)
+	defer cancel()
+	tick := time.NewTicker(diskPollEvery)
+	defer tick.Stop()
+	for {
+		left, err := l.candidates()
+		if err != nil {
+			return err
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %s %q names %s, which stayed at the host with the board's storage switched off: it is not the board's stick, so the filter does not tell the board's stick from other disks; nothing was written: set it to the stick's serial (dut config %s set storage_filter <stick serial>)", ErrUnprovenDisk, l.from, l.filter, names(left), d.board.Serial)
+		}
+	}
 }
 
 // storageOffAfter switches the mux off after the disk could not be used,

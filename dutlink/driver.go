@@ -64,6 +64,7 @@ type boardState struct {
 	storage driver.StorageMode
 	disk    *disk
 	cfg     map[string]string // last config read, for boards busy elsewhere
+	cut     []string          // keys the shell's get-config reply had no room for
 }
 
 func (dr *Driver) state(b Board, o Options) *boardState {
@@ -218,8 +219,8 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 		}
 		cfg = st.cfg
 	}
-	st.cfg = cfg
-	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, sh: &shellTransport{mux: st.mux}, cfg: cfg, cut: cut}
+	st.cfg, st.cut = cfg, cut
+	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, sh: &shellTransport{mux: st.mux}, cfg: cfg}
 	d.name = cfg["name"]
 	if d.name == "" {
 		d.name = "jp-" + b.Serial
@@ -229,6 +230,8 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 			d.tags = append(d.tags, t)
 		}
 	}
-	d.logCut()
+	if len(cut) > 0 { // st.mu is held: d.logCut would take it again
+		o.Logf("dutlink %s: %v", d.name, cutError(b.Serial, cut, cfg))
+	}
 	return d, nil
 }

@@ -475,3 +475,38 @@ func TestConfigThatOverflowsTheShellReply(t *testing.T) {
 		})
 	}
 }
+
+// A root-port board's own filter that also names a stranger's disk present
+// before the switch is too broad: once that disk stays with the board's
+// storage off, the switch is refused, nothing written. A disk the filter
+// names before the switch that is the board's own (left at the host by
+// another process) vanishes with the storage off, and the switch goes on.
+func TestRootPortFilterThatNamesAStrangerIsRefused(t *testing.T) {
+	ctx := testCtx(t)
+	lab := dutlinksim.NewTestLab(t)
+	b := lab.AddBoardT(t, dutlinksim.BoardOptions{RootPort: true, DiskID: "SanDisk_Ultra_4C530001"})
+	before, err := lab.AddDisk("SanDisk_Cruzer_0BEF0RE", 1<<20)
+	require.NoError(t, err)
+
+	broad := lab.Options()
+	broad.StorageFilters = map[string]string{b.Serial(): "SanDisk"}
+	err = scanWith(t, broad, dutlink.TransportAuto).SetStorage(ctx, driver.StorageHost)
+	require.ErrorIs(t, err, dutlink.ErrUnprovenDisk)
+	assert.Contains(t, err.Error(), "stayed at the host")
+	assert.Equal(t, "off", b.Storage())
+	assert.NotContains(t, b.Events(), "storage host")
+	untouched(t, before)
+
+	own := lab.Options()
+	own.StorageFilters = map[string]string{b.Serial(): "4C530001"}
+	require.NoError(t, scanWith(t, own, dutlink.TransportAuto).SetStorage(ctx, driver.StorageHost))
+	second := scanWith(t, own, dutlink.TransportAuto) // another process; the storage is at the host
+	require.NoError(t, second.SetStorage(ctx, driver.StorageHost))
+	target, err := second.BlockTarget(ctx)
+	require.NoError(t, err)
+	f, err := os.Open(target)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, second.CheckTarget(f))
+	require.NoError(t, second.SetStorage(ctx, driver.StorageOff))
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,32 +120,38 @@ func (c *shellConn) getConfig(ctx context.Context) (string, error) {
 }
 
 // parseGetConfig parses get-config's reply: "key: value" lines, then the
-// prompt. Without the prompt the reply was cut: its last, partial line is
-// dropped and every key not seen is returned in cut.
+// prompt. The firmware builds it in a 512-byte buffer: each "\r\nkey: "
+// header is written whole or not at all, values a character at a time.
+// Every key not seen is returned in cut. When nothing of a next header
+// follows the last line, that line was ended by the reply's closing line
+// end, and its value may have taken characters of values whose headers had
+// no room: it is cut too. The partial line of a value cut short is dropped.
 func parseGetConfig(text string) (map[string]string, []string, error) {
 	text = strings.TrimLeft(text, "\r\n")
-	whole := strings.HasSuffix(text, "\r\n#> ") || strings.HasSuffix(text, "\n#> ")
 	lines := strings.Split(strings.ReplaceAll(text, "\r", ""), "\n")
-	if !whole {
-		lines = lines[:len(lines)-1] // cut inside this line, or right after it
-	}
+	rest := lines[len(lines)-1] // the prompt, a line cut short, or nothing
+	lines = lines[:len(lines)-1]
 	cfg := map[string]string{}
+	last := ""
 	for _, l := range lines {
 		k, v, ok := strings.Cut(l, ":")
 		if !ok {
 			continue
 		}
-		cfg[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		last = strings.TrimSpace(k)
+		cfg[last] = strings.TrimSpace(v)
 	}
 	if _, ok := cfg["name"]; !ok {
 		return nil, nil, fmt.Errorf("%w: get-config answered %q, which names no keys", ErrReply, text)
 	}
+	missing := func(k string) bool { _, ok := cfg[k]; return !ok }
+	if slices.ContainsFunc(shellKeys, missing) && (rest == "" || rest == "#> ") {
+		delete(cfg, last)
+	}
 	var cut []string
-	if !whole {
-		for _, k := range shellKeys {
-			if _, ok := cfg[k]; !ok {
-				cut = append(cut, k)
-			}
+	for _, k := range shellKeys {
+		if missing(k) {
+			cut = append(cut, k)
 		}
 	}
 	return cfg, cut, nil

@@ -339,11 +339,16 @@ func (l storageLocator) check(f *os.File, d disk, fileDisks bool) error {
 }
 
 // release flushes the disk and ejects it through sysfs, before the mux
-// takes it away from the host. A disk that is already gone is fine.
+// takes it away from the host. A disk that is already gone is fine, and so
+// is one whose name now belongs to another disk (its sysfs path changed):
+// that one is left alone.
 func (l storageLocator) release(d disk) error {
+	if real, err := filepath.EvalSymlinks(filepath.Join(l.sysfs, "class", "block", d.name)); err != nil || real != d.sysPath {
+		return nil // gone, or the name is another disk's now: not ours to touch
+	}
 	f, err := os.OpenFile(d.node, os.O_RDONLY, 0)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENOMEDIUM):
 		return nil
 	case err != nil:
 		return fmt.Errorf("opening %s to flush it: %w", d.node, err)

@@ -151,12 +151,16 @@ func powerSequence(a powerAction, cfg map[string]string) string {
 }
 
 // sequenceWaits returns the time the waits (wN) of seq take in all, and
-// the part of it after the last power switch (p0/p1).
-func sequenceWaits(seq string) (total, afterSwitch time.Duration) {
+// the part of it after the last cut token (p0 for the off actions, p1 for
+// the others): the time from the real switch to the sequence's end. A
+// sequence without it (power_off=p1,bL,w110,bZ: a long press of the DUT's
+// own button) switches at its end, as far as the driver can tell.
+func sequenceWaits(seq, cut string) (total, afterSwitch time.Duration) {
+	seen := false
 	for _, tok := range strings.Split(strings.ToLower(seq), ",") {
 		switch {
-		case tok == "p0" || tok == "p1":
-			afterSwitch = 0
+		case tok == cut:
+			afterSwitch, seen = 0, true
 		case len(tok) > 1 && tok[0] == 'w':
 			n, err := strconv.Atoi(tok[1:])
 			if err != nil {
@@ -167,5 +171,17 @@ func sequenceWaits(seq string) (total, afterSwitch time.Duration) {
 			afterSwitch += d
 		}
 	}
+	if !seen {
+		afterSwitch = 0
+	}
 	return total, afterSwitch
+}
+
+// cutToken is the sequence token that switches the DUT's power the way a
+// goes: p0 for off, p1 for on.
+func (a powerAction) cutToken() string {
+	if a == powerOff || a == powerForceOff {
+		return "p0"
+	}
+	return "p1"
 }

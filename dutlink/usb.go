@@ -157,7 +157,7 @@ func (u *usbTransport) power(ctx context.Context, a powerAction) (time.Time, err
 		if err != nil {
 			return err
 		}
-		total, after := sequenceWaits(seq)
+		total, after := sequenceWaits(seq, a.cutToken())
 		if err := u.out(ctx, c, reqPower, uint16(a), nil); err != nil {
 			return err
 		}

@@ -79,14 +79,18 @@ func openLibUSB(ctx context.Context, b Board) (Controller, error) {
 	return &libusbController{dev: dev, cfg: cfg, intf: intf}, nil
 }
 
-// Control runs one control transfer, bounded by ctx's deadline and
-// USBTimeout. A libusb transfer cannot be cancelled midway; it ends at its
-// timeout at the latest.
+// maxTransfer bounds a control transfer whose context has no deadline.
+const maxTransfer = 10 * time.Minute
+
+// Control runs one control transfer, bounded by ctx's deadline (the
+// driver's requests carry one: USBTimeout, or longer for a request that
+// waits for a long power sequence) and at most maxTransfer. A libusb
+// transfer cannot be cancelled midway; it ends at its timeout at the latest.
 func (c *libusbController) Control(ctx context.Context, rType, request uint8, val, idx uint16, data []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	c.dev.ControlTimeout = max(ctxTimeout(ctx, USBTimeout), time.Millisecond)
+	c.dev.ControlTimeout = max(ctxTimeout(ctx, maxTransfer), time.Millisecond)
 	n, err := c.dev.Control(rType, request, val, idx, data)
 	if err != nil {
 		return n, mapUSBErr(err)

@@ -39,6 +39,13 @@ var mutants = []mutant{
 		test: "TestRootPortBoardNeverTakesAStrangersDisk|TestTwoRootPortBoardsFlashedAtOnce",
 	},
 	{
+		name: "a root-port board's filter is not checked against the disks there before the switch",
+		file: "dutlink/device.go",
+		old:  `if err := d.filterNamesNoStranger(ctx, l); err != nil {`,
+		new:  `if err := error(nil); err != nil {`,
+		test: "TestRootPortFilterThatNamesAStrangerIsRefused",
+	},
+	{
 		name: "the command follows the escape without waiting for its answer",
 		file: "dutlink/tty.go",
 		old:  `if _, err := s.await(ctx, escapeReplyTimeout, escapeTaken); err != nil && !errors.Is(err, context.DeadlineExceeded) {`,
