@@ -120,12 +120,14 @@
 // up to [Options.StorageTimeout], for the board's USB disk. No disk that
 // cannot be proved to be the board's is ever taken:
 //
-//   - behind a USB hub (hardware 2.0.0 carries one), the disk is the one
-//     block device whose sysfs path lies below the board's own hub (a USB 3
-//     stick below the hub's SuperSpeed peer); a storage filter, when set,
-//     narrows that further;
-//   - on a root port (hardware 1.1.0 has no hub: its controller and mux
-//     reach the host on separate connectors) topology cannot tell, and only
+//   - on a hub of its own (hardware 2.0.0 carries one, with the board's
+//     controller on its port 6 and the storage mux on its port 3), the disk
+//     is the one block device whose sysfs path lies below that hub's port 3
+//     (or its SuperSpeed peer's, for a USB 3 stick); a storage filter, when
+//     set, narrows that further;
+//   - on a root port or on another hub's port (hardware 1.1.0 has no hub:
+//     its controller and mux reach the host on separate connectors, and an
+//     external hub may carry anyone's sticks) topology cannot tell, and only
 //     a storage filter that is the board's own identifies the disk: a
 //     substring of the stick's /dev/disk/by-id name, best its serial, which
 //     must then name exactly one disk. The board's own filter is, first

@@ -182,7 +182,7 @@ func TestHarnessFailures(t *testing.T) {
 			name: "no disk appears", gen: 0, opts: dutlinksim.BoardOptions{NoDisk: true},
 			setup:   func(t *testing.T, e env) { t.Setenv("DUTLINK_STORAGE_TIMEOUT", "300ms") },
 			body:    func(t *testing.T, tb testing.TB, dut *harness.DUT, e env) { dut.Flash() },
-			want:    []string{"no disk appeared below the DUTlink's USB hub", "within 300ms", "check that the USB storage is plugged"},
+			want:    []string{"no disk appeared on the storage port", "within 300ms", "check that the USB storage is plugged"},
 			errIs:   dutlink.ErrNoDisk,
 			untouch: func(e env) []string { return []string{e.b.DiskFile()} },
 		},

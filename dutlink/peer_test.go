@@ -91,3 +91,35 @@ func TestRootPortBoardNeedsItsOwnFilterNamingOneDisk(t *testing.T) {
 	assert.Contains(t, err.Error(), "nothing was written")
 	assert.Error(t, broad.stillOnly(d), "and a write to the disk it named before is refused")
 }
+
+// Topology counts only on the board's own hub (hardware 2.0.0): the
+// controller on port 6, the disk on port 3. A board on another hub's port
+// (hardware 1.1.0 behind an external hub) needs its own filter, and on its
+// own hub a disk on any port but 3 is a stranger's.
+func TestTopologyCountsOnlyOnTheBoardsOwnHub(t *testing.T) {
+	root := t.TempDir()
+	sysfs, dev := filepath.Join(root, "sys"), filepath.Join(root, "dev")
+	usb := filepath.Join(sysfs, "devices", "pci0000:00", "usb1")
+	require.NoError(t, os.MkdirAll(filepath.Join(sysfs, "class", "block"), 0o755))
+	addDisk := func(name, port string) {
+		blk := filepath.Join(usb, port, "block", name)
+		require.NoError(t, os.MkdirAll(blk, 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(blk, "size"), []byte("2048\n"), 0o644))
+		require.NoError(t, os.Symlink(blk, filepath.Join(sysfs, "class", "block", name)))
+	}
+	addDisk("sda", "1-2/1-2.4") // a stranger's stick on the same hub
+	external := storageLocator{sysfs: sysfs, dev: dev, board: Board{Serial: "0a0b0c0d", SysPath: filepath.Join(usb, "1-2", "1-2.1")}}
+	require.ErrorIs(t, external.identity(), ErrUnprovenDisk)
+	assert.Contains(t, external.identity().Error(), "not off port 6 of a hub of its own")
+
+	own := storageLocator{sysfs: sysfs, dev: dev, board: Board{Serial: "0a0b0c0d", SysPath: filepath.Join(usb, "1-2", "1-2.6")}}
+	require.NoError(t, own.identity())
+	c, err := own.candidates()
+	require.NoError(t, err)
+	assert.Empty(t, c, "a disk on port 4 is not the board's")
+	addDisk("sdb", "1-2/1-2.3") // the mux's port
+	c, err = own.candidates()
+	require.NoError(t, err)
+	require.Len(t, c, 1)
+	assert.Equal(t, "sdb", c[0].name)
+}

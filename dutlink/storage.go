@@ -43,13 +43,26 @@ type storageLocator struct {
 	from string
 }
 
+// The board's own hub (hardware 2.0.0, a Microchip USB7206C) carries the
+// board's controller on its port 6 and the storage mux on its port 3.
+const (
+	controllerHubPort = "6"
+	muxHubPort        = "3"
+)
+
 // hub returns the sysfs directory of the board's own USB hub: the parent of
-// the board's device, unless that is a root hub (then any disk of the bus
-// would match, so topology cannot tell).
+// the board's device when the board sits on that hub's port 6. A board on a
+// root port (then any disk of the bus would match) or on another hub's port
+// (hardware 1.1.0 behind an external hub, where a stranger's stick, or
+// another board's, can hang off the same hub) cannot tell its disk by
+// topology.
 func (l storageLocator) hub() (string, error) {
 	hub := filepath.Dir(l.board.SysPath)
 	if !portRe.MatchString(filepath.Base(hub)) {
 		return "", fmt.Errorf("the DUTlink %s is plugged straight into a root port (%s), so USB topology cannot tell its storage disk from other USB disks", l.board.Serial, filepath.Base(hub))
+	}
+	if !strings.HasSuffix(filepath.Base(l.board.SysPath), "."+controllerHubPort) {
+		return "", fmt.Errorf("the DUTlink %s hangs off %s, not off port %s of a hub of its own (hardware 2.0.0), so USB topology cannot tell its storage disk from other disks on that hub", l.board.Serial, filepath.Base(l.board.SysPath), controllerHubPort)
 	}
 	return hub, nil
 }
@@ -63,7 +76,7 @@ func (l storageLocator) identity() error {
 	if err == nil || (l.filter != "" && l.own) {
 		return nil
 	}
-	msg := fmt.Sprintf("%v; name the board's own storage stick by a substring of its /dev/disk/by-id name that no other disk has (its serial, which lsblk -d -o NAME,SERIAL shows with the stick plugged into a host): dut config %s set storage_filter <stick serial> (kept for this board on this host, whatever the transport), or %s=%s=<stick serial>, or plug the board behind a USB hub", err, l.board.Serial, EnvStorageFilter, l.board.Serial)
+	msg := fmt.Sprintf("%v; name the board's own storage stick by a substring of its /dev/disk/by-id name that no other disk has (its serial, which lsblk -d -o NAME,SERIAL shows with the stick plugged into a host): dut config %s set storage_filter <stick serial> (kept for this board on this host, whatever the transport), or %s=%s=<stick serial>", err, l.board.Serial, EnvStorageFilter, l.board.Serial)
 	if l.filter != "" {
 		msg += fmt.Sprintf("; %s %q applies to every board, so it cannot tell two boards' sticks apart (or a stranger's stick that matches it), and a disk is never written on its word alone", l.from, l.filter)
 	}
@@ -104,18 +117,23 @@ func peerHub(hub string) string {
 	return peer
 }
 
-// hubs returns the board's hub and its USB 3 peer, or nil when the board
-// is on a root port.
+// hubs returns the mux's port of the board's hub and of its USB 3 peer, or
+// nil when topology cannot tell the board's disk.
 func (l storageLocator) hubs() []string {
 	hub, err := l.hub()
 	if err != nil {
 		return nil
 	}
-	hubs := []string{hub}
+	hubs := []string{muxPort(hub)}
 	if peer := peerHub(hub); peer != "" {
-		hubs = append(hubs, peer)
+		hubs = append(hubs, muxPort(peer))
 	}
 	return hubs
+}
+
+// muxPort is the sysfs directory of the storage mux's port of a hub.
+func muxPort(hub string) string {
+	return filepath.Join(hub, filepath.Base(hub)+"."+muxHubPort)
 }
 
 func below(hubs []string, real string) bool {
@@ -216,9 +234,9 @@ func (l storageLocator) how() string {
 	hubs := l.hubs()
 	switch {
 	case hubs != nil && l.filter != "":
-		return fmt.Sprintf("below the DUTlink's USB hub %s whose /dev/disk/by-id name holds %q", filepath.Base(hubs[0]), l.filter)
+		return fmt.Sprintf("on the storage port %s of the DUTlink's own hub whose /dev/disk/by-id name holds %q", filepath.Base(hubs[0]), l.filter)
 	case hubs != nil:
-		return "below the DUTlink's USB hub " + filepath.Base(hubs[0])
+		return "on the storage port " + filepath.Base(hubs[0]) + " of the DUTlink's own hub"
 	}
 	return fmt.Sprintf("whose /dev/disk/by-id name holds %q (%s)", l.filter, l.from)
 }

@@ -256,12 +256,20 @@ func (b *Board) layout(n int) (map[string]string, error) {
 			b.diskPorts = append(b.diskPorts, fmt.Sprintf("1-%d", l.reservePort()))
 		}
 	} else {
-		devPort = port + ".1"
+		// Hardware 2.0.0: a hub of the board's own, the controller on
+		// its port 6, the storage mux on its port 3 (for TwoDisks, a
+		// two-slot reader: a small hub on port 3 with a disk on each of
+		// its ports).
+		devPort = port + ".6"
 		b.topDir = filepath.Join(l.root, port)
 		b.devDir = filepath.Join(b.topDir, devPort)
 		b.diskParent = b.topDir
-		b.diskPorts = []string{port + ".2", port + ".3"}
-		if err := writeAttrs(b.topDir, map[string]string{"idVendor": "05e3", "idProduct": "0610", "busnum": "1", "devnum": strconv.Itoa(2 * n)}); err != nil {
+		b.diskPorts = []string{port + ".3"}
+		if b.o.TwoDisks {
+			b.diskParent = filepath.Join(b.topDir, port+".3")
+			b.diskPorts = []string{port + ".3.1", port + ".3.2"}
+		}
+		if err := writeAttrs(b.topDir, map[string]string{"idVendor": "0424", "idProduct": "7206", "busnum": "1", "devnum": strconv.Itoa(2 * n)}); err != nil {
 			return nil, err
 		}
 		links[port] = b.topDir

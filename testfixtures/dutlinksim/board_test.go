@@ -182,7 +182,7 @@ func TestStorageAppearsAndDisappears(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	real, err := filepath.EvalSymlinks(filepath.Join(lab.Sys, "class", "block", "sda"))
 	require.NoError(t, err)
-	board, err := filepath.EvalSymlinks(filepath.Join(lab.Sys, "bus", "usb", "devices", "1-1.1"))
+	board, err := filepath.EvalSymlinks(filepath.Join(lab.Sys, "bus", "usb", "devices", "1-1.6"))
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(real, filepath.Dir(board)+"/"), "the disk hangs off the board's hub")
 	link, err := os.Readlink(filepath.Join(lab.Dev, "disk", "by-id", "usb-DUTlinkSim_Storage_"+b.Serial()+"-0:0"))

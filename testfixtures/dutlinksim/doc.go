@@ -82,7 +82,8 @@
 // node in /dev; its USB device carries DiskID as serial. At "off" or "dut"
 // it disappears again, and [Board.Ejected] lists the disks whose sysfs
 // delete file the host (any process) wrote. By default a board is
-// hardware 2.0.0: the board and its disk hang off a hub of their own.
+// hardware 2.0.0: the board and its disk hang off a hub of their own, the
+// board on its port 6 and the disk on its port 3.
 // With [BoardOptions.RootPort] it is hardware 1.1.0: the board sits right
 // below the root hub and its disk appears on another root port, so that
 // topology cannot tie the two. [Board.OnStorage] runs a function once when

@@ -46,6 +46,13 @@ var mutants = []mutant{
 		test: "TestRootPortFilterThatNamesAStrangerIsRefused",
 	},
 	{
+		name: "any hub the board hangs off counts as its own",
+		file: "dutlink/storage.go",
+		old:  `if !strings.HasSuffix(filepath.Base(l.board.SysPath), "."+controllerHubPort) {`,
+		new:  `if false {`,
+		test: "TestTopologyCountsOnlyOnTheBoardsOwnHub",
+	},
+	{
 		name: "the command follows the escape without waiting for its answer",
 		file: "dutlink/tty.go",
 		old:  `if _, err := s.await(ctx, escapeReplyTimeout, escapeTaken); err != nil && !errors.Is(err, context.DeadlineExceeded) {`,
