@@ -1,6 +1,7 @@
 package dutlink
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,4 +86,26 @@ func TestTTYUsersNamesAnotherReader(t *testing.T) {
 		return false
 	}, 5*time.Second, 10*time.Millisecond, "ttyUsers(%s) = %v", slave, ttyUsers(slave))
 	require.Contains(t, ttyUsersHint(slave), want)
+}
+
+// A board that stops reading its tty makes a write fail after
+// writeTimeout, instead of hanging; and a second user of the tty waits for
+// the first only as long as its context lets it.
+func TestTTYWriteToABoardThatStoppedReading(t *testing.T) {
+	_, slave := newPTY(t) // nobody reads the master: the board has stopped
+	m := newTTYMux(slave, openTTY)
+	gen, err := m.acquire(t.Context())
+	require.NoError(t, err)
+	defer m.release(gen)
+	start := time.Now()
+	_, err = m.write(gen, make([]byte, 8<<20))
+	require.ErrorIs(t, err, ErrGone)
+	require.Contains(t, err.Error(), "stopped reading")
+	require.Less(t, time.Since(start), writeTimeout+5*time.Second)
+
+	require.NoError(t, m.lockEx(t.Context()))
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, m.lockEx(ctx), context.DeadlineExceeded)
+	m.unlockEx()
 }

@@ -28,6 +28,14 @@ type lockedPort struct {
 	once   sync.Once
 }
 
+// SetWriteDeadline passes a write deadline to the port when it takes one.
+func (p *lockedPort) SetWriteDeadline(t time.Time) error {
+	if d, ok := p.Port.(deadliner); ok {
+		return d.SetWriteDeadline(t)
+	}
+	return nil
+}
+
 func (p *lockedPort) Close() error {
 	var err error
 	p.once.Do(func() {
@@ -80,7 +88,7 @@ type ttyMux struct {
 	path string
 	open PortOpener
 
-	exMu sync.Mutex // held by a shell exchange and by console writes
+	ex chan struct{} // a token: held by a shell exchange and by a console write
 
 	mu        sync.Mutex
 	port      Port
@@ -96,8 +104,38 @@ type ttyMux struct {
 }
 
 func newTTYMux(path string, open PortOpener) *ttyMux {
-	return &ttyMux{path: path, open: open, notify: make(chan struct{}, 1)}
+	return &ttyMux{path: path, open: open, notify: make(chan struct{}, 1), ex: make(chan struct{}, 1)}
 }
+
+// lockEx takes the tty for a shell exchange or a console write, waiting
+// at most until ctx ends.
+func (m *ttyMux) lockEx(ctx context.Context) error {
+	select {
+	case m.ex <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the tty %s, which another exchange of this process uses: %w", m.path, ctx.Err())
+	}
+}
+
+func (m *ttyMux) unlockEx() { <-m.ex }
+
+// writeTimeout bounds one write to the tty: a board that takes no byte for
+// that long has stopped reading its USB serial.
+const writeTimeout = ShellTimeout
+
+// consoleChunk is how much of a console write goes out at a time, so that
+// a long paste lets a shell exchange in between.
+const consoleChunk = 64
+
+// consoleWriteWait bounds how long a console write waits for a shell
+// exchange to end: the longest one, a power command, and its way in and
+// out.
+const consoleWriteWait = ShellPowerTimeout + 2*ShellTimeout + 2*escapeReplyTimeout
+
+// deadliner is a port whose writes can time out (the tty opened through
+// Go's poller).
+type deadliner interface{ SetWriteDeadline(time.Time) error }
 
 // acquire opens the port when it is closed and returns its generation.
 func (m *ttyMux) acquire(ctx context.Context) (int, error) {
@@ -208,12 +246,19 @@ func (m *ttyMux) write(gen int, p []byte) (int, error) {
 		}
 		return 0, fmt.Errorf("tty %s: %w", m.path, os.ErrClosed)
 	}
+	if d, ok := port.(deadliner); ok {
+		_ = d.SetWriteDeadline(time.Now().Add(writeTimeout))
+		defer func() { _ = d.SetWriteDeadline(time.Time{}) }()
+	}
 	// A tty may take part of a write (its buffer holds a few hundred
 	// bytes): write the rest too, or a long command loses its line end.
 	n := 0
 	for n < len(p) {
 		k, err := port.Write(p[n:])
 		n += k
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, fmt.Errorf("%w: the board took no byte on its tty %s for %v: it stopped reading; replug or power-cycle the DUTlink: %w", ErrGone, m.path, writeTimeout, err)
+		}
 		if err != nil {
 			return n, fmt.Errorf("%w: writing tty %s: %w", ErrGone, m.path, err)
 		}
@@ -313,8 +358,25 @@ func (c *consoleView) Write(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	c.m.exMu.Lock()
-	defer c.m.exMu.Unlock()
+	n := 0
+	for n < len(p) {
+		k, err := c.writeChunk(p[n:min(len(p), n+consoleChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeChunk sends one piece of a console write, between shell exchanges.
+func (c *consoleView) writeChunk(p []byte) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), consoleWriteWait)
+	defer cancel()
+	if err := c.m.lockEx(ctx); err != nil {
+		return 0, fmt.Errorf("console %s: %w", c.m.path, err)
+	}
+	defer c.m.unlockEx()
 	return c.m.write(c.gen, p)
 }
 
@@ -347,8 +409,10 @@ func (m *ttyMux) shell(ctx context.Context, fn func(s *shellConn) error) error {
 		return err
 	}
 	defer m.release(gen)
-	m.exMu.Lock()
-	defer m.exMu.Unlock()
+	if err := m.lockEx(ctx); err != nil {
+		return err
+	}
+	defer m.unlockEx()
 	m.mu.Lock()
 	m.capturing, m.capBuf = true, nil
 	m.mu.Unlock()
