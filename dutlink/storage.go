@@ -366,7 +366,7 @@ func (l storageLocator) release(d disk) error {
 	}
 	f, err := os.OpenFile(d.node, os.O_RDONLY, 0)
 	switch {
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENOMEDIUM):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV):
 		return nil
 	case err != nil:
 		return fmt.Errorf("opening %s to flush it: %w", d.node, err)

@@ -102,10 +102,10 @@ var mutants = []mutant{
 		test: "TestStorageLeftAtTheHostByAnotherProcessIsEjected",
 	},
 	{
-		name: "get-config waits for its prompt",
+		name: "nothing marks the end of get-config's reply",
 		file: "dutlink/shell.go",
-		old:  `var getConfigEnd = regexp.MustCompile(` + "`" + `(?s)^(.*?)version\r?\n([^\r\n]*git-ref:[^\r\n]*)\r?\n#> ` + "`" + `)`,
-		new:  `var getConfigEnd = regexp.MustCompile(` + "`" + `(?s)^(.*?#> )()` + "`" + `)`,
+		old:  `[]byte("get-config"+lineEnd("get-config")+"version"+lineEnd("version"))`,
+		new:  `[]byte("get-config"+lineEnd("get-config"))`,
 		test: "TestConfigThatOverflowsTheShellReply",
 	},
 	{
