@@ -371,7 +371,8 @@ func (d *Device) setStorageFilter(ctx context.Context, value string) error {
 	}
 	return d.op(ctx, "set config storage_filter", func(ctx context.Context) error {
 		if v != "" {
-			l := storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board, filter: v, own: true}
+			l := d.topology()
+			l.filter, l.own = v, true
 			all, err := l.byID()
 			if err != nil {
 				return err
@@ -392,11 +393,17 @@ func (d *Device) setStorageFilter(ctx context.Context, value string) error {
 	})
 }
 
+// topology returns the locator that finds the board's disk by USB
+// topology alone, with no filter.
+func (d *Device) topology() storageLocator {
+	return storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board}
+}
+
 // locator returns how the board's disk is found: its own filter (per
 // board: Options.StorageFilters, this host's config, the board's json),
 // else the filter for every board, else topology alone.
 func (d *Device) locator() (storageLocator, error) {
-	l := storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board}
+	l := d.topology()
 	hc, err := loadHostConfig(d.opts.ConfigDir, d.board.Serial)
 	if err != nil {
 		return l, err
@@ -463,7 +470,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 			// Switching away must not fail on this host's config: the disk
 			// is then flushed by syncing the whole host.
 			d.opts.Logf("dutlink %s: %v; switching the storage to %s all the same", d.name, err, mode)
-			l = storageLocator{sysfs: d.opts.SysfsRoot, dev: d.opts.DevRoot, board: d.board}
+			l = d.topology()
 		}
 		if mode == driver.StorageHost {
 			if err := l.identity(); err != nil {

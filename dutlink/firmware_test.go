@@ -103,14 +103,7 @@ func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
 			require.NoError(t, d.SetStorage(ctx, driver.StorageHost))
 			after, err := lab.AddDiskAfter("SanDisk_Cruzer_2AFTER", 1<<20, 0)
 			require.NoError(t, err)
-			target, err := d.BlockTarget(ctx)
-			require.NoError(t, err)
-			f, err := os.OpenFile(target, os.O_RDWR, 0)
-			require.NoError(t, err)
-			require.NoError(t, d.CheckTarget(f))
-			_, err = f.WriteAt([]byte("the board's image"), 0)
-			require.NoError(t, err)
-			require.NoError(t, f.Close())
+			require.NoError(t, writeTarget(ctx, d, []byte("the board's image")))
 			require.NoError(t, d.SetStorage(ctx, driver.StorageOff))
 			assert.True(t, diskHas(t, b.DiskFile(), []byte("the board's image")))
 			untouched(t, before)
@@ -141,12 +134,9 @@ func TestStorageFilterKeptByThisHost(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "4C530001", cfg["storage_filter"])
 	require.NoError(t, next.SetStorage(ctx, driver.StorageHost))
-	target, err := next.BlockTarget(ctx)
-	require.NoError(t, err)
-	f, err := os.Open(target)
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, next.CheckTarget(f))
+	f, err := openTarget(ctx, next)
+	require.NoError(t, err, "the board's disk, proved")
+	require.NoError(t, f.Close())
 	require.NoError(t, next.SetStorage(ctx, driver.StorageOff))
 	assert.Equal(t, "off", b.Storage())
 }
@@ -193,28 +183,43 @@ func TestTwoRootPortBoardsFlashedAtOnce(t *testing.T) {
 	}
 }
 
+// openTarget opens the board's disk, at the host already, for writing,
+// and proves it is the board's, as the flash engine does.
+func openTarget(ctx context.Context, d *dutlink.Device) (*os.File, error) {
+	target, err := d.BlockTarget(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(target, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.CheckTarget(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// writeTarget writes data at the start of the board's disk, at the host.
+func writeTarget(ctx context.Context, d *dutlink.Device, data []byte) error {
+	f, err := openTarget(ctx, d)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(data, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // flashOnce writes img to the board's disk the way the flash engine does.
 func flashOnce(ctx context.Context, d *dutlink.Device, img []byte) error {
 	if err := d.SetStorage(ctx, driver.StorageHost); err != nil {
 		return err
 	}
-	target, err := d.BlockTarget(ctx)
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(target, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := d.CheckTarget(f); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.WriteAt(img, 0); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writeTarget(ctx, d, img); err != nil {
 		return err
 	}
 	return d.SetStorage(ctx, driver.StorageDUT)
@@ -502,11 +507,8 @@ func TestRootPortFilterThatNamesAStrangerIsRefused(t *testing.T) {
 	require.NoError(t, scanWith(t, own, dutlink.TransportAuto).SetStorage(ctx, driver.StorageHost))
 	second := scanWith(t, own, dutlink.TransportAuto) // another process; the storage is at the host
 	require.NoError(t, second.SetStorage(ctx, driver.StorageHost))
-	target, err := second.BlockTarget(ctx)
-	require.NoError(t, err)
-	f, err := os.Open(target)
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, second.CheckTarget(f))
+	f, err := openTarget(ctx, second)
+	require.NoError(t, err, "the board's disk, proved")
+	require.NoError(t, f.Close())
 	require.NoError(t, second.SetStorage(ctx, driver.StorageOff))
 }

@@ -29,25 +29,34 @@ func ttyUsers(path string) []string {
 		if err != nil || pid == self {
 			continue
 		}
-		if holdsFile(pid, want) && (pts == "" || !holdsMaster(pid, pts)) {
+		if reads(pid, want, pts) {
 			users = append(users, fmt.Sprintf("pid %d (%s)", pid, procName(pid)))
 		}
 	}
 	return users
 }
 
-func holdsFile(pid int, target string) bool {
+// reads reports whether process pid has the tty at target open and is not
+// its other end: for a pseudo-terminal /dev/pts/N (pts "N"), the holder of
+// its master (a simulated board) is not a reader.
+func reads(pid int, target, pts string) bool {
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
 	fds, err := os.ReadDir(dir)
 	if err != nil {
 		return false
 	}
+	holds := false
 	for _, fd := range fds {
-		if l, err := os.Readlink(filepath.Join(dir, fd.Name())); err == nil && l == target {
-			return true
+		l, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		switch {
+		case err != nil:
+		case l == target:
+			holds = true
+		case pts != "" && (l == "/dev/ptmx" || l == "/dev/pts/ptmx") && masterOf(pid, fd.Name(), pts):
+			return false
 		}
 	}
-	return false
+	return holds
 }
 
 // ptsIndex returns N for a pseudo-terminal /dev/pts/N, else "".
@@ -58,24 +67,11 @@ func ptsIndex(path string) string {
 	return ""
 }
 
-// holdsMaster reports whether pid holds the master side of pseudo-terminal
-// n: it is the terminal's other end (a simulated board), not a reader.
-func holdsMaster(pid int, n string) bool {
-	dir := filepath.Join("/proc", strconv.Itoa(pid), "fd")
-	fds, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, fd := range fds {
-		if l, err := os.Readlink(filepath.Join(dir, fd.Name())); err != nil || l != "/dev/ptmx" && l != "/dev/pts/ptmx" {
-			continue
-		}
-		info, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "fdinfo", fd.Name()))
-		if err == nil && strings.Contains(string(info), "tty-index:\t"+n+"\n") {
-			return true
-		}
-	}
-	return false
+// masterOf reports whether descriptor fd of pid, a pseudo-terminal master,
+// is the master of pseudo-terminal n.
+func masterOf(pid int, fd, n string) bool {
+	info, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "fdinfo", fd))
+	return err == nil && strings.Contains(string(info), "tty-index:\t"+n+"\n")
 }
 
 func procName(pid int) string {
