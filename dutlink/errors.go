@@ -1,15 +1,22 @@
 package dutlink
 
-import "errors"
+import (
+	"errors"
 
-// Errors callers can tell apart with errors.Is.
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+)
+
+// Errors callers can tell apart with errors.Is. ErrGone, ErrBusy,
+// ErrBadConfig and ErrStorageNotOnHost also match the shared sentinels of
+// package driver (driver.ErrGone, driver.ErrBusy, driver.ErrInvalidArgument,
+// driver.ErrStorageNotOnHost), as every driver's errors do.
 var (
 	// ErrGone is wrapped when the board vanished: its tty closed, a USB
 	// transfer found no device, its sysfs entry disappeared.
-	ErrGone = errors.New("DUTlink board gone")
+	ErrGone = driver.Refine(driver.ErrGone, "DUTlink board gone")
 	// ErrBusy is wrapped when another process holds the board's tty or
 	// vendor interface.
-	ErrBusy = errors.New("DUTlink board busy")
+	ErrBusy = driver.Refine(driver.ErrBusy, "DUTlink board busy")
 	// ErrStall is wrapped when the board stalls a control request (an
 	// unknown request; firmware that lacks a feature).
 	ErrStall = errors.New("control request stalled")
@@ -22,7 +29,7 @@ var (
 	ErrReply = errors.New("unexpected reply from the DUTlink shell")
 	// ErrBadConfig is wrapped when a config key or value cannot be stored
 	// by the firmware.
-	ErrBadConfig = errors.New("invalid DUTlink config value")
+	ErrBadConfig = driver.Refine(driver.ErrInvalidArgument, "invalid DUTlink config value")
 	// ErrNoDisk is wrapped when the board's storage did not appear on the
 	// host in time.
 	ErrNoDisk = errors.New("DUTlink storage disk not found")
@@ -39,7 +46,7 @@ var (
 	ErrNotBoardDisk = errors.New("target is not this DUTlink's storage disk")
 	// ErrStorageNotOnHost is wrapped by BlockTarget and CheckTarget while
 	// the storage is not connected to the host.
-	ErrStorageNotOnHost = errors.New("DUTlink storage not connected to the host")
+	ErrStorageNotOnHost = driver.Refine(driver.ErrStorageNotOnHost, "DUTlink storage not connected to the host")
 	// ErrNoConsole is wrapped when the out-of-band USB console named by
 	// usb_console cannot be found.
 	ErrNoConsole = errors.New("DUTlink console not found")

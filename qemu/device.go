@@ -21,17 +21,17 @@ import (
 // them (or [ErrExited], [ErrNoBinary]).
 var (
 	// ErrClosed means the device was closed with Close.
-	ErrClosed = errors.New("device closed")
+	ErrClosed = driver.ErrClosed
 	// ErrPoweredOff means the operation needs the device powered on.
-	ErrPoweredOff = errors.New("device is powered off")
+	ErrPoweredOff = driver.ErrPoweredOff
 	// ErrDiskInUse means the storage cannot be connected to the host
 	// because a running QEMU has the disk attached.
-	ErrDiskInUse = errors.New("disk is attached to the running VM")
+	ErrDiskInUse = driver.Refine(driver.ErrPoweredOn, "disk is attached to the running VM")
 	// ErrStorageNotOnHost means the storage multiplexer does not connect
 	// the storage to the host, so there is no block target.
-	ErrStorageNotOnHost = errors.New("storage is not connected to the host")
+	ErrStorageNotOnHost = driver.ErrStorageNotOnHost
 	// ErrConsoleBusy means another console of the device is open.
-	ErrConsoleBusy = errors.New("console is busy")
+	ErrConsoleBusy = driver.ErrConsoleBusy
 )
 
 // Device is a QEMU virtual machine as a device under test. It implements

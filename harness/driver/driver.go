@@ -196,9 +196,6 @@ type Ephemeral interface {
 	Ephemeral() string
 }
 
-// ErrUnsupported is returned (wrapped) when a device lacks a capability.
-var ErrUnsupported = errors.New("capability not supported by this device")
-
 // As returns dev's capability C, or an error wrapping [ErrUnsupported] that
 // names the device, its driver and the capability it lacks.
 func As[C any](dev Device) (C, error) {

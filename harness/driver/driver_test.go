@@ -124,3 +124,29 @@ func ExampleSelect() {
 	// rpi-1 (serial 99887766) [arm64,rpi]
 	// true
 }
+
+func TestSentinelCodesRoundTrip(t *testing.T) {
+	seen := map[string]bool{}
+	for _, code := range driver.Codes() {
+		require.False(t, seen[code], "code %q twice", code)
+		seen[code] = true
+		sentinel := driver.FromCode(code)
+		require.NotNil(t, sentinel, code)
+		wrapped := fmt.Errorf("power on sim-0: %w", sentinel)
+		assert.Equal(t, code, driver.Code(wrapped))
+		assert.ErrorIs(t, wrapped, driver.FromCode(driver.Code(wrapped)))
+	}
+	assert.Nil(t, driver.FromCode("no such code"))
+	assert.Equal(t, "", driver.Code(errors.New("plain")))
+	assert.Equal(t, "", driver.Code(nil))
+}
+
+func TestRefineMatchesItsSentinelOnly(t *testing.T) {
+	gone := driver.Refine(driver.ErrGone, "DUTlink board gone")
+	err := fmt.Errorf("power on: %w", gone)
+	assert.ErrorIs(t, err, gone)
+	assert.ErrorIs(t, err, driver.ErrGone)
+	assert.NotErrorIs(t, err, driver.ErrBusy)
+	assert.Equal(t, "power on: DUTlink board gone", err.Error())
+	assert.Equal(t, "gone", driver.Code(err))
+}

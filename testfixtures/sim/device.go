@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,19 +14,20 @@ import (
 )
 
 // Errors a caller may need to tell apart; the errors of Device's methods wrap
-// them.
+// them. They are the shared sentinels of package driver, under the names
+// this package always had.
 var (
 	// ErrGone means the device vanished: Unplug was called.
-	ErrGone = errors.New("device gone")
+	ErrGone = driver.ErrGone
 	// ErrClosed means the device was closed with Close.
-	ErrClosed = errors.New("device closed")
+	ErrClosed = driver.ErrClosed
 	// ErrStorageNotOnHost means the storage multiplexer does not connect
 	// the storage to the host, so there is no block target.
-	ErrStorageNotOnHost = errors.New("storage is not connected to the host")
+	ErrStorageNotOnHost = driver.ErrStorageNotOnHost
 	// ErrConsoleBusy means another console of the device is open.
-	ErrConsoleBusy = errors.New("console is busy")
+	ErrConsoleBusy = driver.ErrConsoleBusy
 	// ErrPoweredOff means the operation needs the device powered on.
-	ErrPoweredOff = errors.New("device is powered off")
+	ErrPoweredOff = driver.ErrPoweredOff
 )
 
 // PowerState is whether a device's power is on.
