@@ -17,12 +17,12 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
-// Device is one DUTlink board as a discovery found it. It implements
+// Device is one open DUTlink board ([Driver.Open]). It implements
 // [driver.Power], [driver.ForcePower], [driver.Rescuer], [driver.Resetter],
 // [driver.StorageMux], [driver.TargetChecker], [driver.ConsolePort],
-// [driver.Pins], [driver.PowerMeter] and [driver.Configurer]. Devices of the
-// same board from several discoveries share its tty and storage state;
-// operations on one board run one at a time.
+// [driver.Pins], [driver.PowerMeter], [driver.Configurer] and
+// [driver.Closer]. Operations on the board run one at a time; after Close
+// they fail with errors wrapping [driver.ErrClosed].
 type Device struct {
 	drv   *Driver
 	opts  Options
@@ -47,7 +47,42 @@ var (
 	_ driver.Pins          = (*Device)(nil)
 	_ driver.PowerMeter    = (*Device)(nil)
 	_ driver.Configurer    = (*Device)(nil)
+	_ driver.Closer        = (*Device)(nil)
 )
+
+// Close closes the console stream the device handed out and gives the board
+// up, so that it can be opened again. It changes nothing on the board (the
+// harness powers it off and switches its storage off first). Closing twice
+// is not an error.
+func (d *Device) Close() error {
+	d.st.mu.Lock()
+	if d.st.closed {
+		d.st.mu.Unlock()
+		return nil
+	}
+	d.st.closed = true
+	c := d.st.console
+	d.st.console = nil
+	d.st.mu.Unlock()
+	var err error
+	if c != nil {
+		err = c.Close()
+	}
+	if d.drv != nil {
+		d.drv.closed(d)
+	}
+	return err
+}
+
+// checkOpen returns an error wrapping driver.ErrClosed once d is closed.
+func (d *Device) checkOpen(what string) error {
+	d.st.mu.Lock()
+	defer d.st.mu.Unlock()
+	if d.st.closed {
+		return fmt.Errorf("%s: %s: %w", d.name, what, driver.ErrClosed)
+	}
+	return nil
+}
 
 // Name returns the board's configured name, or jp-<serial> when it has none,
 // as read at discovery.
@@ -73,6 +108,9 @@ func (d *Device) Transport() TransportKind { return d.tr.kind() }
 func (d *Device) op(ctx context.Context, what string, fn func(ctx context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %s: %w", d.name, what, err)
+	}
+	if err := d.checkOpen(what); err != nil {
+		return err
 	}
 	d.st.opMu.Lock()
 	defer d.st.opMu.Unlock()
@@ -621,6 +659,9 @@ func (d *Device) BlockTarget(ctx context.Context) (string, error) {
 	}
 	d.st.mu.Lock()
 	defer d.st.mu.Unlock()
+	if d.st.closed {
+		return "", fmt.Errorf("%s: block target: %w", d.name, driver.ErrClosed)
+	}
 	if d.st.storage != driver.StorageHost || d.st.disk == nil {
 		return "", fmt.Errorf("%s: block target: %w (the mux is at %s); set storage to host first", d.name, ErrStorageNotOnHost, d.st.storage)
 	}
@@ -653,6 +694,20 @@ func (d *Device) CheckTarget(f *os.File) error {
 // The stream survives power cycles and shell exchanges; Close ends a
 // pending Read. A tty held by another process is an error wrapping ErrBusy.
 func (d *Device) OpenConsole(ctx context.Context) (io.ReadWriteCloser, error) {
+	if err := d.checkOpen("open console"); err != nil {
+		return nil, err
+	}
+	rw, err := d.openConsole(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.st.mu.Lock()
+	d.st.console = rw
+	d.st.mu.Unlock()
+	return rw, nil
+}
+
+func (d *Device) openConsole(ctx context.Context) (io.ReadWriteCloser, error) {
 	if uc := d.cfg["usb_console"]; uc != "" {
 		path, err := d.findUSBConsole(uc)
 		if err != nil {

@@ -43,11 +43,33 @@ func scanOne(t *testing.T, lab *dutlinksim.Lab, tr dutlink.TransportKind) *dutli
 	t.Helper()
 	o := lab.Options()
 	o.Transport = tr
-	s, err := dutlink.New(o).Scan(testCtx(t))
+	return openOnly(t, dutlink.New(o))
+}
+
+// openOnly scans with dr, which must find exactly one usable board and no
+// problems, and opens that board (closed when the test ends).
+func openOnly(t *testing.T, dr *dutlink.Driver) *dutlink.Device {
+	t.Helper()
+	devs := openAll(t, dr)
+	require.Len(t, devs, 1)
+	return devs[0]
+}
+
+// openAll scans with dr, which must report no problems, and opens every
+// usable board (closed when the test ends).
+func openAll(t *testing.T, dr *dutlink.Driver) []*dutlink.Device {
+	t.Helper()
+	s, err := dr.Scan(testCtx(t))
 	require.NoError(t, err)
 	require.Empty(t, s.Problems)
-	require.Len(t, s.Devices, 1)
-	return s.Devices[0]
+	var devs []*dutlink.Device
+	for _, info := range s.Devices {
+		d, err := dr.Open(testCtx(t), info)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = d.(*dutlink.Device).Close() })
+		devs = append(devs, d.(*dutlink.Device))
+	}
+	return devs
 }
 
 func TestEveryCapabilityDirect(t *testing.T) {
@@ -228,7 +250,7 @@ func TestDiscoveryCopesWithBrokenBoards(t *testing.T) {
 	require.NoError(t, err)
 	var names []string
 	for _, d := range s.Devices {
-		names = append(names, d.Name())
+		names = append(names, d.Name)
 	}
 	assert.Equal(t, []string{"good", "old"}, names, "sorted by serial")
 	require.Len(t, s.Problems, 2)
@@ -252,14 +274,14 @@ func TestDiscoveryCopesWithBrokenBoards(t *testing.T) {
 	s, err = dutlink.New(fresh).Scan(ctx)
 	require.NoError(t, err)
 	require.Len(t, s.Devices, 1)
-	assert.Equal(t, "good", s.Devices[0].Name())
+	assert.Equal(t, "good", s.Devices[0].Name)
 	assert.True(t, slices.ContainsFunc(s.Problems, func(p dutlink.Problem) bool { return errors.Is(p.Err, dutlink.ErrBusy) }), "%v", s.Problems)
 	other := dutlink.New(lab.Options()) // a new process: nothing in memory
 	s, err = other.Scan(ctx)
 	require.NoError(t, err)
 	names = nil
 	for _, d := range s.Devices {
-		names = append(names, d.Name())
+		names = append(names, d.Name)
 	}
 	assert.Equal(t, []string{"good", "old"}, names, "the held board is found by its remembered name")
 	held.Close()
@@ -278,7 +300,7 @@ func TestDiscoveryCopesWithBrokenBoards(t *testing.T) {
 		return errors.Is(p.Err, dutlink.ErrNoUSB) && strings.Contains(p.Err.Error(), "DUTLINK_TRANSPORT=shell")
 	}), "%v", s.Problems)
 
-	_, err = dutlink.New(lab.Options()).Open(ctx, "nosuch")
+	_, err = dutlink.New(lab.Options()).OpenBoard(ctx, "nosuch")
 	require.ErrorIs(t, err, driver.ErrNoDevice)
 	assert.Contains(t, err.Error(), "found good")
 	assert.Contains(t, err.Error(), "DFU mode")
@@ -308,9 +330,7 @@ func TestCheckTargetRefusesOtherFiles(t *testing.T) {
 	// Without FileDisks a regular file is never a disk.
 	o := lab.Options()
 	o.FileDisks = false
-	s, err := dutlink.New(o).Scan(ctx)
-	require.NoError(t, err)
-	strict := s.Devices[0]
+	strict := openOnly(t, dutlink.New(o))
 	require.NoError(t, strict.SetStorage(ctx, driver.StorageHost))
 	err = strict.CheckTarget(own)
 	assert.ErrorIs(t, err, dutlink.ErrNotBoardDisk)

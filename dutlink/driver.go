@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -19,23 +20,32 @@ const DriverName = "dutlink"
 // discoverTimeout bounds reading one board's config during discovery.
 const discoverTimeout = 10 * time.Second
 
-// Driver discovers DUTlink boards.
+// Driver discovers DUTlink boards and opens them.
+//
+// Discover only reads each board's name and tags (over its control
+// transport, or from what an earlier read remembered when another process
+// holds the board); Open, called once the board's lease is held, returns a
+// *Device that owns the board until it is closed. A process has one open
+// Device per board: the driver keeps them so that a discovery never talks
+// to a board this process is using, and describes it from the open device
+// instead.
 type Driver struct {
 	fromEnv bool
 	opts    Options
 
-	mu     sync.Mutex
-	boards map[string]*boardState // by serial
+	mu   sync.Mutex
+	open map[string]*Device // by serial: the boards this process has open
 }
 
 // New returns a driver configured by o instead of the environment. It is
-// not registered; use it in programs and tests.
+// not registered: hand it to the harness or to package lease as a driver
+// value, or use it directly in programs and tests.
 func New(o Options) *Driver {
-	return &Driver{opts: o, boards: map[string]*boardState{}}
+	return &Driver{opts: o, open: map[string]*Device{}}
 }
 
 func init() {
-	driver.Register(&Driver{fromEnv: true, boards: map[string]*boardState{}})
+	driver.Register(&Driver{fromEnv: true, open: map[string]*Device{}})
 }
 
 // Name returns DriverName.
@@ -53,9 +63,9 @@ func (dr *Driver) options() (Options, error) {
 	return o.withDefaults(), nil
 }
 
-// boardState is what the driver keeps about one board across discoveries:
-// the tty (shared by the console and shell exchanges), the storage state
-// and the last config read.
+// boardState is what an open Device keeps about its board: the tty (shared
+// by the console and shell exchanges), the storage state and the last
+// config read.
 type boardState struct {
 	mux  *ttyMux
 	opMu sync.Mutex // one hardware operation at a time
@@ -63,35 +73,23 @@ type boardState struct {
 	mu      sync.Mutex
 	storage driver.StorageMode
 	disk    *disk
-	cfg     map[string]string // last config read, for boards busy elsewhere
+	cfg     map[string]string // last config read
 	cut     []string          // keys the shell's get-config reply had no room for
+	closed  bool
+	console io.Closer // the console stream handed out, closed with the device
 }
 
-func (dr *Driver) state(b Board, o Options) *boardState {
-	dr.mu.Lock()
-	defer dr.mu.Unlock()
-	st := dr.boards[b.Serial]
-	if st != nil && st.mux.path != b.TTY {
-		st.mux.mu.Lock()
-		idle := st.mux.port == nil
-		st.mux.mu.Unlock()
-		if idle {
-			st = nil // replugged under another tty name
-		}
-	}
-	if st == nil {
-		st = &boardState{mux: newTTYMux(b.TTY, o.OpenPort), storage: driver.StorageOff}
-		dr.boards[b.Serial] = st
-	}
-	return st
+func newBoardState(b Board, o Options) *boardState {
+	return &boardState{mux: newTTYMux(b.TTY, o.OpenPort), storage: driver.StorageOff}
 }
 
 // Scan is the result of [Driver.Scan].
 type Scan struct {
-	// Devices are the usable boards, sorted by serial.
-	Devices []*Device
+	// Devices describe the usable boards, sorted by serial.
+	Devices []driver.Info
 	// Problems are the boards found but left out (DFU mode, vanished,
-	// tty held elsewhere, unreadable config), each with the reason.
+	// tty held elsewhere with no name remembered, unreadable config),
+	// each with the reason.
 	Problems []Problem
 }
 
@@ -113,41 +111,105 @@ func (dr *Driver) Scan(ctx context.Context) (*Scan, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("dutlink: discover: %w", err)
 		}
-		d, err := dr.device(ctx, b, o)
+		info, err := dr.describe(ctx, b, o)
 		if err != nil && ctx.Err() != nil {
 			return nil, fmt.Errorf("dutlink: discover: serial %s: %w", b.Serial, err)
 		}
 		if err != nil {
-			s.Problems = append(s.Problems, Problem{Where: "serial " + b.Serial + " (" + b.Port + ")", Err: err})
+			s.Problems = append(s.Problems, Problem{Where: "serial " + b.Serial + " (" + b.Port + ")", Serial: b.Serial, Err: err})
 			continue
 		}
-		s.Devices = append(s.Devices, d)
+		s.Devices = append(s.Devices, info)
 	}
 	return s, nil
 }
 
-// Discover returns the usable boards; see [Driver.Scan] for the others.
-func (dr *Driver) Discover(ctx context.Context) ([]driver.Device, error) {
+// Discover describes the usable boards and, marked unusable, the boards
+// found but left out (see [Driver.Scan]).
+func (dr *Driver) Discover(ctx context.Context) ([]driver.Info, error) {
 	s, err := dr.Scan(ctx)
 	if err != nil {
 		return nil, err
 	}
-	devs := make([]driver.Device, len(s.Devices))
-	for i, d := range s.Devices {
-		devs[i] = d
+	infos := slices.Clone(s.Devices)
+	for _, p := range s.Problems {
+		name := p.Where
+		if p.Serial != "" {
+			name = "jp-" + p.Serial
+		}
+		infos = append(infos, driver.Info{
+			Driver: DriverName, Name: name, Serial: p.Serial, Tags: []string{},
+			Capabilities: driver.CapabilitiesOf((*Device)(nil)),
+			Problems:     []string{p.String()}, Unusable: true,
+		})
 	}
-	return devs, nil
+	return infos, nil
 }
 
-// Open returns the board with the given name or serial.
-func (dr *Driver) Open(ctx context.Context, nameOrSerial string) (*Device, error) {
+// describe reads board b's config and describes it; a board this process
+// has open is described from its device, without a word to the board.
+func (dr *Driver) describe(ctx context.Context, b Board, o Options) (driver.Info, error) {
+	dr.mu.Lock()
+	open := dr.open[b.Serial]
+	dr.mu.Unlock()
+	if open != nil {
+		info := open.info()
+		info.Problems = append(info.Problems, "open in this process (its holder is using it)")
+		return info, nil
+	}
+	d, busy, err := dr.device(ctx, b, o, newBoardState(b, o))
+	if err != nil {
+		return driver.Info{}, err
+	}
+	info := d.info()
+	if busy != nil {
+		info.Problems = append(info.Problems, fmt.Sprintf("its config could not be read now (%v): name and tags are those last read", busy))
+	}
+	return info, nil
+}
+
+// info describes the device.
+func (d *Device) info() driver.Info {
+	info := driver.InfoOf(d)
+	info.Facts = []driver.Fact{
+		{Key: "firmware", Value: d.board.Version.String()},
+		{Key: "transport", Value: string(d.tr.kind())},
+		{Key: "port", Value: d.board.Port},
+		{Key: "tty", Value: d.board.TTY},
+	}
+	if err := d.ConfigProblem(); err != nil {
+		info.Problems = append(info.Problems, err.Error())
+	}
+	if users := ttyUsers(d.board.TTY); len(users) > 0 {
+		info.Problems = append(info.Problems, fmt.Sprintf("%s also has %s open and takes part of the DUT's output: stop it", strings.Join(users, ", "), d.board.TTY))
+	}
+	return info
+}
+
+// Open opens the board info describes (found again by its serial): the
+// returned *Device owns the board until it is closed. A board that is no
+// longer there is an error wrapping driver.ErrNoDevice; one this process has
+// open already, driver.ErrBusy.
+func (dr *Driver) Open(ctx context.Context, info driver.Info) (driver.Device, error) {
+	d, err := dr.open1(ctx, func(b Board, _ string) bool {
+		return info.Serial != "" && b.Serial == info.Serial || info.Serial == "" && "jp-"+b.Serial == info.Name
+	}, info.String())
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenBoard opens the board with the given name or serial, as [Driver.Open]
+// does: for programs that use the dutlink package directly.
+func (dr *Driver) OpenBoard(ctx context.Context, nameOrSerial string) (*Device, error) {
 	s, err := dr.Scan(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, d := range s.Devices {
-		if d.Name() == nameOrSerial || d.Serial() == nameOrSerial {
-			return d, nil
+		if d.Name == nameOrSerial || d.Serial == nameOrSerial {
+			return dr.open1(ctx, func(b Board, _ string) bool { return b.Serial == d.Serial }, d.String())
 		}
 	}
 	var why []string
@@ -158,7 +220,7 @@ func (dr *Driver) Open(ctx context.Context, nameOrSerial string) (*Device, error
 	if len(s.Devices) > 0 {
 		names := make([]string, len(s.Devices))
 		for i, d := range s.Devices {
-			names[i] = driver.Describe(d)
+			names[i] = d.String()
 		}
 		msg += "; found " + strings.Join(names, "; ")
 	}
@@ -166,6 +228,56 @@ func (dr *Driver) Open(ctx context.Context, nameOrSerial string) (*Device, error
 		msg += "; unusable: " + strings.Join(why, "; ")
 	}
 	return nil, fmt.Errorf("%s: %w", msg, driver.ErrNoDevice)
+}
+
+// open1 opens the first board match takes.
+func (dr *Driver) open1(ctx context.Context, match func(Board, string) bool, what string) (*Device, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dutlink: open %s: %w", what, err)
+	}
+	o, err := dr.options()
+	if err != nil {
+		return nil, err
+	}
+	boards, _, err := findBoards(o.SysfsRoot, o.DevRoot)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(boards, func(b Board) bool { return match(b, "") })
+	if i < 0 {
+		return nil, fmt.Errorf("dutlink: open %s: the board is no longer there (unplugged?): %w", what, driver.ErrNoDevice)
+	}
+	b := boards[i]
+	dr.mu.Lock()
+	if dr.open[b.Serial] != nil {
+		dr.mu.Unlock()
+		return nil, fmt.Errorf("dutlink: open %s: this process has it open already; close that device first: %w", what, ErrBusy)
+	}
+	st := newBoardState(b, o)
+	placeholder := &Device{st: st}
+	dr.open[b.Serial] = placeholder // claim the board while its config is read
+	dr.mu.Unlock()
+	d, busy, err := dr.device(ctx, b, o, st)
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	if err == nil && busy != nil {
+		err = fmt.Errorf("reading its config: %w", busy)
+	}
+	if err != nil {
+		delete(dr.open, b.Serial)
+		return nil, fmt.Errorf("dutlink: open %s: %w", what, err)
+	}
+	dr.open[b.Serial] = d
+	return d, nil
+}
+
+// closed forgets the open device d.
+func (dr *Driver) closed(d *Device) {
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	if dr.open[d.board.Serial] == d {
+		delete(dr.open, d.board.Serial)
+	}
 }
 
 func (dr *Driver) transportFor(o Options, b Board, st *boardState) (transport, error) {
@@ -189,38 +301,39 @@ func (dr *Driver) transportFor(o Options, b Board, st *boardState) (transport, e
 	return shell, nil
 }
 
-func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, error) {
-	st := dr.state(b, o)
+// device reads board b's config through a transport over st and returns a
+// device for it. When another process holds the board, busy says so and the
+// device carries what an earlier read remembered (the state directory); the
+// error is for a board that cannot be described at all.
+func (dr *Driver) device(ctx context.Context, b Board, o Options, st *boardState) (d *Device, busy error, err error) {
 	tr, err := dr.transportFor(o, b, st)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, discoverTimeout)
 	defer cancel()
 	cfg, cut, err := tr.config(cctx)
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	switch {
 	case err == nil:
-		if !maps.Equal(cfg, st.cfg) {
+		if !maps.Equal(cfg, loadState(o.StateDir, b.Serial)) {
 			saveState(o.StateDir, b.Serial, cfg)
 		}
 	case !errors.Is(err, ErrBusy):
-		return nil, fmt.Errorf("reading its config: %w", err)
+		return nil, nil, fmt.Errorf("reading its config: %w", err)
 	default:
-		// Held by someone else (a test, a console): use what this
-		// process, or an earlier one, read before, so that the board is
-		// found by name and its lock can be waited for.
-		if st.cfg == nil {
-			st.cfg = loadState(o.StateDir, b.Serial)
+		// Held by someone else (a test, a console): use what an earlier
+		// read remembered, so that the board is found by name and its
+		// lock can be waited for.
+		remembered := loadState(o.StateDir, b.Serial)
+		if remembered == nil {
+			return nil, nil, fmt.Errorf("reading its config: %w", err)
 		}
-		if st.cfg == nil {
-			return nil, fmt.Errorf("reading its config: %w", err)
-		}
-		cfg = st.cfg
+		cfg, busy = remembered, err
 	}
+	st.mu.Lock()
 	st.cfg, st.cut = cfg, cut
-	d := &Device{drv: dr, opts: o, st: st, board: b, tr: tr, sh: &shellTransport{mux: st.mux}, cfg: cfg}
+	st.mu.Unlock()
+	d = &Device{drv: dr, opts: o, st: st, board: b, tr: tr, sh: &shellTransport{mux: st.mux}, cfg: cfg}
 	d.name = cfg["name"]
 	if d.name == "" {
 		d.name = "jp-" + b.Serial
@@ -230,8 +343,8 @@ func (dr *Driver) device(ctx context.Context, b Board, o Options) (*Device, erro
 			d.tags = append(d.tags, t)
 		}
 	}
-	if len(cut) > 0 { // st.mu is held: d.logCut would take it again
+	if len(cut) > 0 {
 		o.Logf("dutlink %s: %v", d.name, cutError(b.Serial, cut, cfg))
 	}
-	return d, nil
+	return d, busy, nil
 }

@@ -29,11 +29,7 @@ import (
 func scanWith(t *testing.T, o dutlink.Options, tr dutlink.TransportKind) *dutlink.Device {
 	t.Helper()
 	o.Transport = tr
-	s, err := dutlink.New(o).Scan(testCtx(t))
-	require.NoError(t, err)
-	require.Empty(t, s.Problems)
-	require.Len(t, s.Devices, 1)
-	return s.Devices[0]
+	return openOnly(t, dutlink.New(o))
 }
 
 // foreignOnSwitch plugs a stranger's disk that appears delay after the
@@ -157,12 +153,11 @@ func TestTwoRootPortBoardsFlashedAtOnce(t *testing.T) {
 		} else {
 			o.StorageFilters = map[string]string{boards[0].Serial(): "AAAA0001", boards[1].Serial(): "BBBB0002"}
 		}
-		s, err := dutlink.New(o).Scan(testCtx(t))
-		require.NoError(t, err)
-		require.Len(t, s.Devices, 2)
+		devs := openAll(t, dutlink.New(o))
+		require.Len(t, devs, 2)
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
-		for i, d := range s.Devices {
+		for i, d := range devs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -170,7 +165,7 @@ func TestTwoRootPortBoardsFlashedAtOnce(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		for i, d := range s.Devices {
+		for i, d := range devs {
 			b := boards[i]
 			require.Equal(t, b.Serial(), d.Serial())
 			if shared {

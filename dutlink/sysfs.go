@@ -88,7 +88,9 @@ func (b Board) DFU() bool { return b.TTY == "" }
 type Problem struct {
 	// Where is the board's sysfs entry or serial.
 	Where string
-	Err   error
+	// Serial is the board's serial, when it could be read.
+	Serial string
+	Err    error
 }
 
 func (p Problem) String() string { return p.Where + ": " + p.Err.Error() }

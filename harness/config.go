@@ -4,19 +4,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 )
 
 // Config says which DUT a test wants and how the harness drives it. Build one
 // with [ConfigFromEnv] and [Option]s; [Acquire] does both.
 type Config struct {
+	// Drivers are driver values configured in code ([WithDrivers]): when
+	// set, only they are searched and the registry is not used, as
+	// database/sql's OpenDB takes a Connector.
+	Drivers []driver.Driver
 	// Driver is the driver's registered name (DUT_DRIVER). Empty means every
-	// registered driver is searched.
+	// registered driver (or every one of Drivers) is searched.
 	Driver string
 	// Name selects a device by name or serial (DUT_NAME).
 	Name string
@@ -103,7 +107,7 @@ var Env = struct {
 
 // DefaultLockDir is the lock directory when DUT_LOCK_DIR is unset: one per
 // host, shared by every process that uses the same temporary directory.
-func DefaultLockDir() string { return filepath.Join(os.TempDir(), "jumpstarter-locks") }
+func DefaultLockDir() string { return lease.DefaultDir() }
 
 // ErrBadConfig is wrapped by every configuration error.
 var ErrBadConfig = errors.New("bad DUT configuration")
@@ -204,12 +208,22 @@ func (c Config) WithDefaults() Config {
 // Configured reports whether the configuration names a DUT at all: a driver,
 // a name or tags.
 func (c Config) Configured() bool {
-	return c.Driver != "" || c.Name != "" || len(c.Tags) > 0
+	return len(c.Drivers) > 0 || c.Driver != "" || c.Name != "" || len(c.Tags) > 0
 }
 
 // Option changes a Config; options given to [Acquire] override the
 // environment.
 type Option func(*Config)
+
+// WithDrivers hands the harness driver values built in code (sim.New,
+// qemu.New, dutlink.New with their options): only they are searched, no
+// driver needs registering and none reads the environment, so tests with
+// drivers of their own can run in parallel. It also counts as a
+// configuration: a test that gives drivers never skips for want of DUT_*
+// variables.
+func WithDrivers(d ...driver.Driver) Option {
+	return func(c *Config) { c.Drivers = append([]driver.Driver(nil), d...) }
+}
 
 // WithDriver selects the driver, as DUT_DRIVER does.
 func WithDriver(name string) Option { return func(c *Config) { c.Driver = name } }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -429,32 +428,41 @@ func TestAnExplicitCleanupReserveIsKeptWhole(t *testing.T) {
 type brokenDriver struct{}
 
 func (brokenDriver) Name() string { return "broken-for-test" }
-func (brokenDriver) Discover(context.Context) ([]driver.Device, error) {
+func (brokenDriver) Discover(context.Context) ([]driver.Info, error) {
 	return nil, errors.New("the emulator is not installed")
 }
+func (brokenDriver) Open(context.Context, driver.Info) (driver.Device, error) {
+	return nil, errors.New("a driver that cannot discover cannot open")
+}
 
-// registerBroken registers brokenDriver once per test binary (-count runs
-// the test again).
-var registerBroken = sync.OnceFunc(func() { driver.Register(brokenDriver{}) })
+// simDrivers configures the harness in code, with no environment: a sim
+// driver of the test's own (devices, disks) and a lock directory of its own,
+// so that tests using it run in parallel.
+func simDrivers(t *testing.T, devices int, extra ...driver.Driver) []harness.Option {
+	t.Helper()
+	drv := sim.New(sim.Options{Devices: devices, Dir: t.TempDir(), BootTime: 50 * time.Millisecond})
+	return []harness.Option{
+		harness.WithDrivers(append(extra, drv)...),
+		harness.WithLockDir(t.TempDir()),
+		harness.WithAcquireTimeout(10 * time.Second),
+		harness.WithBootTimeout(20 * time.Second),
+	}
+}
 
 func TestADriverThatCannotRunDoesNotHideTheOthers(t *testing.T) {
-	registerBroken()
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
-	t.Setenv("DUT_DRIVER", "")
-	t.Setenv("DUT_TAGS", "sim")
+	opts := append(simDrivers(t, 2, brokenDriver{}), harness.WithImage(im.a), harness.WithTags("sim"))
 	f := faketb.New(t)
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		assert.Equal(t, "sim", dut.Device().Driver())
 	})
 	require.False(t, f.Failed(), f.Message())
 
 	// Chosen by name, its failure is the test's.
-	t.Setenv("DUT_DRIVER", "broken-for-test")
 	f = faketb.New(t)
-	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
+	f.Run(func(tb testing.TB) { harness.Acquire(tb, append(opts, harness.WithDriver("broken-for-test"))...) })
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), "the emulator is not installed")
 }

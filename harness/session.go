@@ -11,7 +11,7 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
-	"github.com/jumpstarter-dev/jumpstarter-go/harness/internal/lock"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 )
 
 // ErrInfrastructure is matched by every [*InfraError]: the lab failed (lock,
@@ -46,7 +46,7 @@ var ErrNotConfigured = errors.New("no DUT configured")
 
 // Holder says who holds a DUT; it is written into the lock file so that a
 // waiting test can name the holder.
-type Holder = lock.Holder
+type Holder = lease.Holder
 
 // Session is the error-returning core of the harness: one exclusively held
 // DUT with its console open. Every method takes a context and returns once
@@ -54,7 +54,7 @@ type Holder = lock.Holder
 type Session struct {
 	cfg   Config
 	dev   driver.Device
-	lease *lock.Lease
+	lease *lease.Lease
 	con   *console.Console
 	logf  func(format string, args ...any)
 
@@ -91,12 +91,12 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 			return nil, &ConfigError{Step: "acquire", Err: fmt.Errorf("%s: %w", Env.Image, err)}
 		}
 	}
-	lease, dev, err := selectAndLock(ctx, cfg, who, logf)
+	l, dev, err := takeLease(ctx, cfg, who, logf)
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{cfg: cfg, lease: lease, dev: dev, logf: logf, infraWatches: map[string]bool{}}
-	s.unclean = readUnclean(lease.Path())
+	s := &Session{cfg: cfg, lease: l, dev: dev, logf: logf, infraWatches: map[string]bool{}}
+	s.unclean = readUnclean(l.Path())
 	if s.unclean != nil {
 		logf("%s: its previous holder (%s) could not power it off at cleanup (%s): powering it off first", dev.Name(), s.unclean.Holder, s.unclean.Error)
 	}
@@ -105,27 +105,6 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 		return nil, err
 	}
 	return s, nil
-}
-
-// rediscover returns the current device object for the device that was
-// selected before waiting for its lock.
-func rediscover(ctx context.Context, drivers []driver.Driver, chosen driver.Device) (driver.Device, error) {
-	for _, d := range drivers {
-		if d.Name() != chosen.Driver() {
-			continue
-		}
-		devs, err := d.Discover(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, dev := range devs {
-			if dev.Name() == chosen.Name() {
-				return dev, nil
-			}
-		}
-		return nil, fmt.Errorf("device %s vanished while this test waited for it: check its connection", chosen.Name())
-	}
-	return chosen, nil
 }
 
 func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisecond) }
@@ -438,7 +417,7 @@ func (s *Session) Close(ctx context.Context) error {
 		if err := s.lease.Release(); err != nil {
 			errs = append(errs, &InfraError{Step: "release lock", Err: err})
 		} else {
-			s.logf("release: unlocked %s", s.lease.Key())
+			s.logf("release: unlocked %s", s.lease.Info().Key())
 		}
 	}
 	return errors.Join(errs...)

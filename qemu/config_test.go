@@ -107,7 +107,9 @@ func TestRegisteredDriverReadsEnv(t *testing.T) {
 	devs, err := dr.Discover(t.Context())
 	require.NoError(t, err)
 	require.Len(t, devs, 2)
-	for i, dev := range devs {
+	for i, info := range devs {
+		dev, err := dr.Open(t.Context(), info)
+		require.NoError(t, err)
 		d := dev.(*Device)
 		t.Cleanup(func() { _ = d.Close() })
 		assert.Equal(t, []string{"qemu-0", "qemu-1"}[i], d.Name())
@@ -130,10 +132,11 @@ func TestDiscover(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, devs, 3)
 	for i, dev := range devs {
-		assert.Equal(t, "qemu-"+string(rune('0'+i)), dev.Name())
-		assert.Equal(t, "qemu", dev.Driver())
-		assert.Equal(t, "", dev.Serial())
-		assert.Equal(t, []string{"qemu", "virtual", "x86_64"}, dev.Tags())
+		assert.Equal(t, "qemu-"+string(rune('0'+i)), dev.Name)
+		assert.Equal(t, "qemu", dev.Driver)
+		assert.Equal(t, "", dev.Serial)
+		assert.Equal(t, []string{"qemu", "virtual", "x86_64"}, dev.Tags)
+		assert.Equal(t, driver.CapabilitiesOf(&Device{}), dev.Capabilities)
 	}
 	fi, err := os.Stat(filepath.Join(dir, "qemu-0.disk"))
 	require.NoError(t, err)
@@ -142,19 +145,15 @@ func TestDiscover(t *testing.T) {
 	assert.Less(t, st.Blocks*512, int64(1<<20), "disks are sparse")
 	assert.Equal(t, "image", readFile(t, filepath.Join(dir, "qemu-1.disk")))
 
-	again, err := dr.Discover(t.Context())
+	first, err := dr.Open(t.Context(), devs[0])
 	require.NoError(t, err)
-	for i := range devs {
-		assert.Same(t, devs[i], again[i], "the same device at every discovery")
-	}
-	require.NoError(t, devs[0].(*Device).Close())
-	again, err = dr.Discover(t.Context())
+	require.NoError(t, first.(*Device).Close())
+	second, err := dr.Open(t.Context(), devs[0])
 	require.NoError(t, err)
-	assert.NotSame(t, devs[0], again[0], "a closed device is replaced")
-	assert.Same(t, devs[1], again[1])
-	for _, d := range again {
-		require.NoError(t, d.(*Device).Close())
-	}
+	assert.NotSame(t, first, second, "every Open gives a fresh device")
+	require.NoError(t, second.(*Device).Close())
+	_, err = dr.Open(t.Context(), driver.Info{Driver: DriverName, Name: "qemu-3"})
+	assert.ErrorIs(t, err, driver.ErrNoDevice)
 
 	none, err := New(Options{Devices: -1, Dir: dir, Binary: exe}).Discover(t.Context())
 	require.NoError(t, err)

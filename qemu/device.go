@@ -156,18 +156,6 @@ func (d *Device) runDir() string {
 	return d.vm.runDir
 }
 
-func (d *Device) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
-}
-
-func (d *Device) setOptions(o Options) {
-	d.mu.Lock()
-	d.opts = o
-	d.mu.Unlock()
-}
-
 func (d *Device) errClosed(op string) error {
 	return fmt.Errorf("qemu %s: %s: %w", d.name, op, ErrClosed)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
@@ -59,7 +58,7 @@ the next discovery on. The simulated DUT has name and tags.`,
 			return cmdLinef("unknown config action %q: use get [KEY] or set KEY VALUE%s", args[1], didYouMean(args[1], []string{"get", "set"}))
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				c, err := driver.As[driver.Configurer](d)
 				if err != nil {
 					return err
@@ -122,7 +121,7 @@ each, until Ctrl-C (or --count readings); the device stays locked meanwhile.`,
 			if count < 0 {
 				return cmdLinef("--count %d is negative: give how many readings to take (0: until Ctrl-C)", count)
 			}
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				m, err := driver.As[driver.PowerMeter](d)
 				if err != nil {
 					return err
@@ -178,7 +177,7 @@ var readOnlyKeys = []string{"serial", "firmware"}
 // refusedKey classifies a SetConfig failure: a key the device does not
 // have, or one that is read-only, is the user's mistake (exit code 2);
 // anything else is the driver's error as it is.
-func refusedKey(ctx context.Context, cfg harness.Config, c driver.Configurer, d driver.Device, key string, err error) error {
+func refusedKey(ctx context.Context, cfg config, c driver.Configurer, d driver.Device, key string, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
@@ -50,7 +49,7 @@ one boot and use it by hand.`,
   dut --timeout 30m console bench-1     # wait for a test holding it to finish`,
 		Args: positional([]string{"DEV"}),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				return a.console(ctx, cfg, d, powerOn)
 			})
 		},
@@ -62,7 +61,7 @@ one boot and use it by hand.`,
 // console runs an interactive console session on d until the exit key,
 // the end of stdin (when it is not a terminal), the console ending or ctx
 // ending.
-func (a *app) console(ctx context.Context, cfg harness.Config, d driver.Device, powerOn bool) (err error) {
+func (a *app) console(ctx context.Context, cfg config, d driver.Device, powerOn bool) (err error) {
 	port, err := driver.As[driver.ConsolePort](d)
 	if err != nil {
 		return err

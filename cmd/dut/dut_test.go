@@ -23,18 +23,16 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
 )
 
 // hold locks the device name as another process's test would, until the
 // returned function is called (or the test ends).
-func hold(t *testing.T, name string, who harness.Holder) (release func()) {
+func hold(t *testing.T, name string, who lease.Holder) (release func()) {
 	t.Helper()
-	cfg, err := harness.ConfigFromEnv()
-	require.NoError(t, err)
-	cfg.Name = name
-	r, err := harness.Reserve(t.Context(), cfg, who, t.Logf)
+	r, err := lease.Acquire(t.Context(), lease.Request{Name: name, Dir: os.Getenv("DUT_LOCK_DIR"), Logf: t.Logf}, who)
 	require.NoError(t, err)
 	var once bool
 	release = func() {
@@ -47,7 +45,7 @@ func hold(t *testing.T, name string, who harness.Holder) (release func()) {
 	return release
 }
 
-var other = harness.Holder{Test: "TestNightlyFlash", PID: 4242, Host: "lab7"}
+var other = lease.Holder{Test: "TestNightlyFlash", PID: 4242, Host: "lab7"}
 
 func TestListShowsDevicesLocksAndProblems(t *testing.T) {
 	lab := env(t)
@@ -200,9 +198,7 @@ func TestPowerSim(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code)
 
 	// The lock is free again after each command.
-	h, held, err := harness.LockHolder(os.Getenv("DUT_LOCK_DIR"), d)
-	require.NoError(t, err)
-	assert.False(t, held, "held by %+v", h)
+	assert.False(t, held(t, d))
 }
 
 func TestResetPinsStorageConfigMeterSim(t *testing.T) {
@@ -571,16 +567,14 @@ func TestFlashInterrupted(t *testing.T) {
 			cancel()
 		}
 	}
-	code := run(ctx, []string{"flash", "sim-0", img}, strings.NewReader(""), &out, errb)
+	code := runWith(ctx, drivers(t), []string{"flash", "sim-0", img}, strings.NewReader(""), &out, errb)
 	t.Logf("stderr:\n%s", errb)
 	assert.Equal(t, exitInterrupted, code)
 	assert.Contains(t, errb.String(), "flash of sim-0 interrupted after ")
 	assert.Contains(t, errb.String(), "flash it again")
 	assert.Equal(t, sim.PowerStateOff, d.PowerState())
 	assert.Equal(t, driver.StorageOff, d.StorageState())
-	_, held, err := harness.LockHolder(os.Getenv("DUT_LOCK_DIR"), d)
-	require.NoError(t, err)
-	assert.False(t, held)
+	assert.False(t, held(t, d))
 }
 
 func TestConsoleDUTlink(t *testing.T) {
@@ -658,9 +652,7 @@ func TestConsoleEnds(t *testing.T) {
 		assert.Contains(t, con.stderr.String(), "console of sim-1 ended")
 	})
 	d := simDevice(t, "sim-0")
-	_, held, err := harness.LockHolder(os.Getenv("DUT_LOCK_DIR"), d)
-	require.NoError(t, err)
-	assert.False(t, held, "every way out releases the lock")
+	assert.False(t, held(t, d), "every way out releases the lock")
 }
 
 func TestMeterWatchEndsAtCtrlC(t *testing.T) {
@@ -697,19 +689,21 @@ func TestExitCodes(t *testing.T) {
 	live := context.Background()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	busy := &harness.InfraError{Step: "acquire", Err: fmt.Errorf("waited: %w", context.DeadlineExceeded)}
+	busy := fmt.Errorf("acquire: %w", &lease.BusyError{Err: context.DeadlineExceeded})
 	for _, c := range []struct {
 		ctx  context.Context
 		err  error
 		want int
 	}{
 		{live, errors.New("EIO"), exitFailure},
-		{live, &harness.InfraError{Step: "power on", Err: errors.New("stall")}, exitFailure},
+		{live, fmt.Errorf("power on: %w", errors.New("stall")), exitFailure},
 		{live, busy, exitBusy},
-		{live, &harness.InfraError{Step: "power on", Err: context.DeadlineExceeded}, exitFailure},
-		{live, &harness.InfraError{Step: "select", Err: driver.ErrNoDevice}, exitNoDevice},
+		{live, fmt.Errorf("power on: %w", context.DeadlineExceeded), exitFailure},
+		{live, fmt.Errorf("select: %w", driver.ErrNoDevice), exitNoDevice},
+		{live, fmt.Errorf("x: %w", lease.ErrBadRequest), exitUsage},
+		{live, fmt.Errorf("set config: %w", driver.ErrInvalidArgument), exitUsage},
 		{live, usagef("x"), exitUsage},
-		{live, fmt.Errorf("x: %w", harness.ErrBadConfig), exitUsage},
+		{live, fmt.Errorf("x: %w", errBadEnv), exitUsage},
 		{live, fmt.Errorf("x: %w", driver.ErrUnsupported), exitUsage},
 		{live, fmt.Errorf("discover: %w", driver.ErrBadConfig), exitUsage},
 		{cancelled, fmt.Errorf("x: %w", context.Canceled), exitInterrupted},
@@ -718,8 +712,7 @@ func TestExitCodes(t *testing.T) {
 	} {
 		assert.Equal(t, c.want, exitCode(c.ctx, c.err), "%v", c.err)
 	}
-	assert.Equal(t, "acquire: waited: context deadline exceeded (a longer --timeout waits longer)", message(busy))
-	assert.Equal(t, "power on on sim-0: x", message(&harness.InfraError{Step: "power on", Device: "sim-0", Err: errors.New("x")}))
+	assert.Equal(t, "acquire:  (a longer --timeout waits longer)", message(busy))
 }
 
 func TestProgressRendering(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
@@ -72,12 +71,12 @@ dut console DEV --power-on, or use it from a test.`,
   DUT_IMAGE=os.img dut flash bench-1 --no-verify`,
 		Args: positional([]string{"DEV"}, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			image := os.Getenv(harness.Env.Image)
+			image := os.Getenv(envImage)
 			if len(args) == 2 {
 				image = args[1]
 			}
 			if image == "" {
-				return cmdLinef("dut flash: missing IMAGE: give IMAGE or set %s", harness.Env.Image)
+				return cmdLinef("dut flash: missing IMAGE: give IMAGE or set %s", envImage)
 			}
 			cfg, err := a.config(cmd)
 			if err != nil {
@@ -97,12 +96,12 @@ dut console DEV --power-on, or use it from a test.`,
 			if o.bmap != "" {
 				if _, err := os.Stat(o.bmap); err != nil {
 					if !cmd.Flags().Changed("bmap") {
-						return usagef("%s: %w", harness.Env.Bmap, err)
+						return usagef("%s: %w", envBmap, err)
 					}
 					return cmdLinef("--bmap: %w", err)
 				}
 			}
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				rep, err := a.flash(ctx, cfg, d, image, o)
 				if err != nil {
 					return err
@@ -129,7 +128,7 @@ func isFile(path string) bool {
 // withEnv returns o with the harness's DUT_BMAP and DUT_FLASH_SKIP_HOLES
 // (as cfg holds them) standing in for the flags not given, as a test's
 // Flash reads them.
-func (o flashOpts) withEnv(cmd *cobra.Command, cfg harness.Config) flashOpts {
+func (o flashOpts) withEnv(cmd *cobra.Command, cfg config) flashOpts {
 	flags := cmd.Flags()
 	if !flags.Changed("bmap") && !flags.Changed("nobmap") {
 		switch cfg.Bmap {
@@ -149,7 +148,7 @@ func (o flashOpts) withEnv(cmd *cobra.Command, cfg harness.Config) flashOpts {
 // flash writes image onto d's storage: power off, storage to the host,
 // write, storage off (whatever happens). After a failure it makes sure the
 // DUT is off.
-func (a *app) flash(ctx context.Context, cfg harness.Config, d driver.Device, image string, o flashOpts) (rep flash.Report, err error) {
+func (a *app) flash(ctx context.Context, cfg config, d driver.Device, image string, o flashOpts) (rep flash.Report, err error) {
 	mux, err := driver.As[driver.StorageMux](d)
 	if err != nil {
 		return rep, err
@@ -202,7 +201,7 @@ func (a *app) flash(ctx context.Context, cfg harness.Config, d driver.Device, im
 
 // powerOff powers d off through its power-off sequence, or, when that fails
 // or it has none, by cutting the power, as the harness does.
-func powerOff(ctx context.Context, cfg harness.Config, d driver.Device) error {
+func powerOff(ctx context.Context, cfg config, d driver.Device) error {
 	pw, hasPower := d.(driver.Power)
 	fp, hasForce := d.(driver.ForcePower)
 	var err error

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
 )
@@ -82,7 +84,7 @@ func dut(t *testing.T, args ...string) result {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code := run(ctx, args, strings.NewReader(""), &out, &errb)
+	code := runWith(ctx, drivers(t), args, strings.NewReader(""), &out, &errb)
 	t.Logf("dut %s -> %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errb.String())
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
@@ -98,7 +100,8 @@ type running struct {
 func start(t *testing.T, ctx context.Context, stdin io.Reader, args ...string) *running {
 	t.Helper()
 	r := &running{stdout: newSyncBuf(), stderr: newSyncBuf(), done: make(chan int, 1)}
-	go func() { r.done <- run(ctx, args, stdin, r.stdout, r.stderr) }()
+	drv := drivers(t)
+	go func() { r.done <- runWith(ctx, drv, args, stdin, r.stdout, r.stderr) }()
 	return r
 }
 
@@ -140,44 +143,139 @@ func env(t *testing.T) *dutlinksim.Lab {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	lab := dutlinksim.NewTestLab(t)
 	lab.Use(t)
+	reg, err := driver.Lookup(sim.DriverName)
+	require.NoError(t, err)
+	theBench = &bench{Driver: reg, devs: map[string]*sim.Device{}}
+	b := theBench
 	t.Cleanup(func() {
 		// The sim devices of this test live in this process: stop them.
-		for _, d := range devices(t, "sim") {
-			_ = d.(*sim.Device).Close()
+		b.closeAll()
+		if theBench == b {
+			theBench = nil
 		}
 	})
 	return lab
 }
 
-// devices returns what the registered driver name finds now.
-func devices(t *testing.T, name string) []driver.Device {
-	t.Helper()
-	dr, err := driver.Lookup(name)
-	require.NoError(t, err)
-	devs, err := dr.Discover(context.Background())
-	require.NoError(t, err)
-	return devs
+// bench is the registered sim driver as a lab bench: its boards keep their
+// state between dut commands, as real boards do (a sim device otherwise
+// ends with the command that opened it), so a test can look at a board
+// after a command. env makes one per test.
+type bench struct {
+	driver.Driver
+	mu   sync.Mutex
+	devs map[string]*sim.Device
 }
 
-// simDevice returns the registered sim driver's device name.
+// theBench is the current test's bench (the tests of this package set the
+// environment, so they run one at a time).
+var theBench *bench
+
+// Discover describes the boards as the bench has them: renamed or retagged
+// by an earlier command.
+func (b *bench) Discover(ctx context.Context) ([]driver.Info, error) {
+	infos, err := b.Driver.Discover(ctx)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, info := range infos {
+		if d := b.devs[info.Serial]; d != nil && d.Usable() {
+			infos[i].Name, infos[i].Tags = d.Name(), d.Tags()
+		}
+	}
+	return infos, err
+}
+
+// Open returns the bench's board for info (by serial), opened at its first
+// use and again after it was closed.
+func (b *bench) Open(ctx context.Context, info driver.Info) (driver.Device, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d := b.devs[info.Serial]; d != nil && d.Usable() {
+		return benchDevice{d}, nil
+	}
+	infos, err := b.Driver.Discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, orig := range infos {
+		if orig.Serial == info.Serial {
+			dev, err := b.Driver.Open(ctx, orig)
+			if err != nil {
+				return nil, err
+			}
+			b.devs[info.Serial] = dev.(*sim.Device)
+			return benchDevice{dev.(*sim.Device)}, nil
+		}
+	}
+	return nil, fmt.Errorf("no sim board with serial %q: %w", info.Serial, driver.ErrNoDevice)
+}
+
+// closeAll stops the bench's boards.
+func (b *bench) closeAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, d := range b.devs {
+		_ = d.Close()
+	}
+}
+
+// benchDevice is a bench board: closing it leaves it as the command left it.
+type benchDevice struct{ *sim.Device }
+
+func (benchDevice) Close() error { return nil }
+
+// drivers are the drivers the in-process dut commands use: the bench in
+// place of the registered sim driver, and every other registered driver.
+func drivers(t *testing.T) []driver.Driver {
+	t.Helper()
+	var out []driver.Driver
+	for _, name := range driver.Drivers() {
+		d, err := driver.Lookup(name)
+		require.NoError(t, err)
+		if name == sim.DriverName && theBench != nil {
+			d = theBench
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// simDevice returns the bench's board name.
 func simDevice(t *testing.T, name string) *sim.Device {
 	t.Helper()
-	for _, d := range devices(t, "sim") {
-		if d.Name() == name {
-			return d.(*sim.Device)
+	require.NotNil(t, theBench, "call env(t) first")
+	infos, err := theBench.Discover(context.Background())
+	require.NoError(t, err)
+	for _, info := range infos {
+		if info.Name == name {
+			d, err := theBench.Open(context.Background(), info)
+			require.NoError(t, err)
+			return d.(benchDevice).Device
 		}
 	}
 	t.Fatalf("no sim device %s", name)
 	return nil
 }
 
+// held reports whether d's lease is held in the test's lock directory.
+func held(t *testing.T, d driver.Device) bool {
+	t.Helper()
+	h, held, err := lease.HolderOf(os.Getenv("DUT_LOCK_DIR"), driver.InfoOf(d))
+	require.NoError(t, err)
+	if held {
+		t.Logf("%s is held by %+v", d.Name(), h)
+	}
+	return held
+}
+
 // bare is a driver whose one device, bare-0, has no capability at all.
 type bare struct{}
 
 func (bare) Name() string { return "bare" }
-func (bare) Discover(context.Context) ([]driver.Device, error) {
-	return []driver.Device{bareDevice{}}, nil
+func (bare) Discover(context.Context) ([]driver.Info, error) {
+	return []driver.Info{driver.InfoOf(bareDevice{})}, nil
 }
+func (bare) Open(context.Context, driver.Info) (driver.Device, error) { return bareDevice{}, nil }
 
 type bareDevice struct{}
 

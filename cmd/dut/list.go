@@ -11,9 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/dutlink"
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 )
 
 // problem is something discovery found but cannot use: a board in DFU mode,
@@ -22,60 +21,29 @@ type problem struct {
 	Driver string `json:"driver"`
 	Where  string `json:"where"`
 	Reason string `json:"reason"`
-	// err is the driver's error, for a problem of the whole driver.
-	err error
 }
-
-// discovery is what the drivers found.
-type discovery struct {
-	devs     []driver.Device
-	problems []problem
-}
-
-func (d discovery) devices() []driver.Device { return d.devs }
 
 // discover asks the drivers cfg selects (all when none) for their devices,
-// each bounded by the step timeout. A driver that fails is a problem, not
-// an error: it must not hide the others. The error is only ctx ending.
-func discover(ctx context.Context, cfg harness.Config) (discovery, error) {
-	names := driver.Drivers()
+// each bounded by the step timeout. A driver that fails is in Found.Failed,
+// not an error: it must not hide the others. The error is only a bad
+// request (an unknown driver) or ctx ending.
+func discover(ctx context.Context, cfg config) (lease.Found, error) {
+	r := cfg.request(nil)
+	r.Driver = "" // a driver chosen by name fails alone: list it as a problem
 	if cfg.Driver != "" {
-		names = []string{cfg.Driver}
-	}
-	var out discovery
-	for _, name := range names {
-		dr, err := driver.Lookup(name)
+		d, err := cfg.lookup(cfg.Driver)
 		if err != nil {
-			return out, err
+			return lease.Found{}, fmt.Errorf("%w: %w", lease.ErrBadRequest, err)
 		}
-		dctx, cancel := stepContext(ctx, cfg)
-		if dl, ok := dr.(*dutlink.Driver); ok {
-			// Scan also says which boards could not be used, and why.
-			scan, err := dl.Scan(dctx)
-			if err == nil {
-				for _, d := range scan.Devices {
-					out.devs = append(out.devs, d)
-				}
-				for _, p := range scan.Problems {
-					out.problems = append(out.problems, problem{Driver: name, Where: p.Where, Reason: p.Err.Error()})
-				}
-			} else {
-				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error(), err: err})
-			}
-		} else {
-			devs, err := dr.Discover(dctx)
-			if err == nil {
-				out.devs = append(out.devs, devs...)
-			} else {
-				out.problems = append(out.problems, problem{Driver: name, Where: "driver", Reason: err.Error(), err: err})
-			}
-		}
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return out, fmt.Errorf("discovering devices: %w", err)
-		}
+		r.Drivers = []driver.Driver{d}
 	}
-	return out, nil
+	dctx, cancel := stepContext(ctx, cfg)
+	defer cancel()
+	found, err := lease.Discover(dctx, r)
+	if err != nil && ctx.Err() != nil {
+		return found, fmt.Errorf("discovering devices: %w", ctx.Err())
+	}
+	return found, err
 }
 
 // listedDevice is one row of dut list, and its JSON form.
@@ -97,8 +65,8 @@ type listedDevice struct {
 
 // lockInfo says whether a device's lock is held and by whom.
 type lockInfo struct {
-	Held   bool            `json:"held"`
-	Holder *harness.Holder `json:"holder,omitempty"`
+	Held   bool          `json:"held"`
+	Holder *lease.Holder `json:"holder,omitempty"`
 	// Error is set when the lock file could not be read.
 	Error string `json:"error,omitempty"`
 }
@@ -164,38 +132,34 @@ list never locks a device and never switches anything.`,
 }
 
 // list discovers the devices cfg selects and reads their locks.
-func (a *app) list(ctx context.Context, cfg harness.Config) (listing, error) {
+func (a *app) list(ctx context.Context, cfg config) (listing, error) {
 	found, err := discover(ctx, cfg)
 	if err != nil {
 		return listing{}, err
 	}
-	l := listing{Devices: []listedDevice{}, Problems: found.problems}
-	if l.Problems == nil {
-		l.Problems = []problem{}
+	l := listing{Devices: []listedDevice{}, Problems: []problem{}}
+	for _, de := range found.Failed {
+		l.Problems = append(l.Problems, problem{Driver: de.Driver, Where: "driver", Reason: de.Err.Error()})
 	}
-	for _, d := range found.devs {
-		if cfg.Name != "" && d.Name() != cfg.Name && (d.Serial() == "" || d.Serial() != cfg.Name) || !driver.HasTags(d, cfg.Tags) {
+	for _, d := range found.Devices {
+		if !driver.Matches(d, cfg.Name, cfg.Tags) {
 			l.Hidden++
 			continue
 		}
-		row := listedDevice{Driver: d.Driver(), Name: d.Name(), Serial: d.Serial(), Tags: d.Tags(), Ephemeral: ephemeral(d)}
+		if d.Unusable {
+			l.Problems = append(l.Problems, problem{Driver: d.Driver, Where: d.Name, Reason: strings.Join(d.Problems, "; ")})
+			continue
+		}
+		row := listedDevice{Driver: d.Driver, Name: d.Name, Serial: d.Serial, Tags: d.Tags, Ephemeral: d.Ephemeral,
+			Firmware: d.Fact("firmware"), Transport: d.Fact("transport"), Warning: strings.Join(d.Problems, "; ")}
 		if row.Tags == nil {
 			row.Tags = []string{}
 		}
-		if dl, ok := d.(*dutlink.Device); ok {
-			// What sysfs and discovery know: no request to a board that a
-			// test may be using.
-			row.Firmware = dl.Board().Version.String()
-			row.Transport = string(dl.Transport())
-			if err := dl.ConfigProblem(); err != nil {
-				row.Warning = err.Error()
-			}
-		}
-		h, held, err := harness.LockHolder(cfg.LockDir, d)
+		h, held, err := lease.HolderOf(cfg.LockDir, d)
 		switch {
 		case err != nil:
 			row.Lock = lockInfo{Error: err.Error()}
-		case held && h != (harness.Holder{}):
+		case held && h != (lease.Holder{}):
 			row.Lock = lockInfo{Held: true, Holder: &h}
 		default:
 			row.Lock = lockInfo{Held: held}
@@ -206,7 +170,7 @@ func (a *app) list(ctx context.Context, cfg harness.Config) (listing, error) {
 }
 
 // writeListing prints l as a table, then the problems.
-func writeListing(w io.Writer, l listing, cfg harness.Config) error {
+func writeListing(w io.Writer, l listing, cfg config) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DRIVER\tNAME\tSERIAL\tTAGS\tFIRMWARE\tTRANSPORT\tLOCK")
 	for _, d := range l.Devices {
@@ -222,7 +186,7 @@ func writeListing(w io.Writer, l listing, cfg harness.Config) error {
 	if l.Hidden > 0 {
 		var by []string
 		if cfg.Name != "" {
-			by = append(by, harness.Env.Name+"="+cfg.Name)
+			by = append(by, envName+"="+cfg.Name)
 		}
 		if len(cfg.Tags) > 0 {
 			by = append(by, "tags "+strings.Join(cfg.Tags, ","))

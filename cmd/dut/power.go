@@ -9,14 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
 // powerAction is one dut power subcommand.
 type powerAction struct {
 	use, short, long, example string
-	run                       func(ctx context.Context, cfg harness.Config, d driver.Device, o powerOpts) (string, error)
+	run                       func(ctx context.Context, cfg config, d driver.Device, o powerOpts) (string, error)
 	// ephemeral says what becomes of the action on a driver.Ephemeral
 	// device once dut exits (see app.noteEphemeral).
 	ephemeral func(d driver.Device) string
@@ -96,7 +95,7 @@ dut console DEV --power-on.`,
 				if o.offTime < 0 {
 					return cmdLinef("--off-time %s is negative: give how long the DUT stays off, such as 2s", o.offTime)
 				}
-				return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+				return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 					msg, err := act.run(ctx, cfg, d, o)
 					if err != nil {
 						return err
@@ -125,7 +124,7 @@ func powerActions() []powerAction {
 			long: `Connect the storage to the DUT (unless --keep-storage) and power it on
 through the board's power-on sequence. The DUT stays on when dut exits.`,
 			example: "  dut power on bench-1\n  dut power on bench-1 --keep-storage",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, o powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, o powerOpts) (string, error) {
 				pw, err := driver.As[driver.Power](d)
 				if err != nil {
 					return "", err
@@ -144,7 +143,7 @@ through the board's power-on sequence. The DUT stays on when dut exits.`,
 			long: `Power the DUT off through the board's power-off sequence. When that fails,
 dut power force-off cuts the power directly.`,
 			example: "  dut power off bench-1",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, _ powerOpts) (string, error) {
 				pw, err := driver.As[driver.Power](d)
 				if err != nil {
 					return "", err
@@ -162,7 +161,7 @@ dut power force-off cuts the power directly.`,
 			use: "force-on", ephemeral: staysOn, short: "Apply power directly, without the power-on sequence",
 			long:    `Apply power directly, without the board's power-on sequence.`,
 			example: "  dut power force-on bench-1",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, _ powerOpts) (string, error) {
 				fp, err := driver.As[driver.ForcePower](d)
 				if err != nil {
 					return "", err
@@ -177,7 +176,7 @@ dut power force-off cuts the power directly.`,
 			use: "force-off", ephemeral: staysOff, short: "Cut the power directly, without the power-off sequence",
 			long:    `Cut the power directly, without the board's power-off sequence.`,
 			example: "  dut power force-off bench-1",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, _ powerOpts) (string, error) {
 				fp, err := driver.As[driver.ForcePower](d)
 				if err != nil {
 					return "", err
@@ -193,7 +192,7 @@ dut power force-off cuts the power directly.`,
 			long: `Power the DUT on into its rescue (recovery, flashing) mode: a DUTlink runs
 its power_rescue sequence; the simulated DUT stops at its rescue> prompt.`,
 			example: "  dut power rescue bench-1 && dut console bench-1",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, _ powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, _ powerOpts) (string, error) {
 				r, err := driver.As[driver.Rescuer](d)
 				if err != nil {
 					return "", err
@@ -209,7 +208,7 @@ its power_rescue sequence; the simulated DUT stops at its rescue> prompt.`,
 			long: `Power the DUT off, wait --off-time (default 2s) so that it really loses
 power, connect the storage to the DUT (unless --keep-storage) and power it on.`,
 			example: "  dut power cycle bench-1\n  dut power cycle bench-1 --off-time 10s",
-			run: func(ctx context.Context, cfg harness.Config, d driver.Device, o powerOpts) (string, error) {
+			run: func(ctx context.Context, cfg config, d driver.Device, o powerOpts) (string, error) {
 				pw, err := driver.As[driver.Power](d)
 				if err != nil {
 					return "", err
@@ -237,7 +236,7 @@ power, connect the storage to the DUT (unless --keep-storage) and power it on.`,
 }
 
 // storageToDUT connects a storage mux, if the device has one, to the DUT.
-func storageToDUT(ctx context.Context, cfg harness.Config, d driver.Device, o powerOpts) error {
+func storageToDUT(ctx context.Context, cfg config, d driver.Device, o powerOpts) error {
 	mux, ok := d.(driver.StorageMux)
 	if !ok || o.keepStorage {
 		return nil
@@ -247,7 +246,7 @@ func storageToDUT(ctx context.Context, cfg harness.Config, d driver.Device, o po
 
 // step runs one hardware step bounded by the step timeout and names it in
 // its error.
-func step(ctx context.Context, cfg harness.Config, name string, fn func(context.Context) error) error {
+func step(ctx context.Context, cfg config, name string, fn func(context.Context) error) error {
 	sctx, cancel := stepContext(ctx, cfg)
 	defer cancel()
 	if err := fn(sctx); err != nil {
@@ -267,7 +266,7 @@ so): reset those from a test.`,
 		Example: "  dut reset bench-1",
 		Args:    positional([]string{"DEV"}),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				r, err := driver.As[driver.Resetter](d)
 				if err != nil {
 					return err
@@ -327,7 +326,7 @@ exits; a simulated DUT's is released again (dut prints a note saying so).`,
 				return err
 			}
 			pin := strings.ToLower(args[1])
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				p, err := driver.As[driver.Pins](d)
 				if err != nil {
 					return err
@@ -378,7 +377,7 @@ prints a note saying so); its disk file keeps what is written to it.`,
 			if err != nil {
 				return usageError{err: err, cmdLine: true}
 			}
-			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg harness.Config, d driver.Device) error {
+			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				mux, err := driver.As[driver.StorageMux](d)
 				if err != nil {
 					return err

@@ -67,7 +67,7 @@ func dutBinary(t *testing.T) string {
 			return
 		}
 		dutBin = filepath.Join(dir, "dut")
-		build := exec.Command("go", "build", "-o", dutBin, ".")
+		build := exec.Command("go", "build", "-tags", "dutsim", "-o", dutBin, ".")
 		if goCache != "" {
 			build.Env = append(os.Environ(), "GOCACHE="+goCache)
 		}

@@ -97,7 +97,7 @@ func TestFlashProgressBarOnTerminal(t *testing.T) {
 	}()
 	img := writeImage(t, 2<<20)
 	var out strings.Builder
-	code := run(t.Context(), []string{"flash", "sim-0", img}, strings.NewReader(""), &out, slave)
+	code := runWith(t.Context(), drivers(t), []string{"flash", "sim-0", img}, strings.NewReader(""), &out, slave)
 	require.Equal(t, exitOK, code)
 	require.NoError(t, slave.Close())
 	got := <-screen

@@ -10,13 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/jumpstarter-dev/jumpstarter-go/dutlink"
-	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 
-	// The drivers dut knows; each registers itself when imported.
+	// The drivers dut knows; each registers itself when imported. The
+	// simulated DUT is linked in only with -tags dutsim (sim.go).
+	_ "github.com/jumpstarter-dev/jumpstarter-go/dutlink"
 	_ "github.com/jumpstarter-dev/jumpstarter-go/qemu"
-	_ "github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
 )
 
 // Exit codes of the dut command.
@@ -34,6 +34,7 @@ const (
 type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	drivers        []driver.Driver // nil: the registered ones
 
 	driver  string
 	tags    string
@@ -45,7 +46,13 @@ type app struct {
 // run executes the dut command line args and returns the exit code. Errors
 // are printed on stderr. ctx ends the command early (Ctrl-C).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	return runWith(ctx, nil, args, stdin, stdout, stderr)
+}
+
+// runWith is run with the drivers to use instead of the registered ones
+// (nil: the registered ones).
+func runWith(ctx context.Context, drivers []driver.Driver, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, drivers: drivers}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -65,18 +72,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // exitCode classifies err; ctx is the command's context.
 func exitCode(ctx context.Context, err error) int {
-	var ie *harness.InfraError
 	switch {
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return exitInterrupted
-	case errors.As(err, &ie) && ie.Step == "acquire" && errors.Is(err, context.DeadlineExceeded):
+	case isBusy(err):
 		return exitBusy
 	case errors.Is(err, driver.ErrNoDevice):
 		return exitNoDevice
 	case errors.As(err, new(usageError)), isCommandLineError(err),
-		errors.Is(err, harness.ErrBadConfig), errors.Is(err, harness.ErrNotConfigured),
+		errors.Is(err, errBadEnv), errors.Is(err, lease.ErrBadRequest),
 		errors.Is(err, driver.ErrUnknownDriver), errors.Is(err, driver.ErrBadTags), errors.Is(err, driver.ErrBadConfig),
-		errors.Is(err, driver.ErrUnsupported), errors.Is(err, dutlink.ErrBadConfig):
+		errors.Is(err, driver.ErrUnsupported), errors.Is(err, driver.ErrInvalidArgument):
 		return exitUsage
 	}
 	return exitFailure
@@ -92,27 +98,19 @@ func isCommandLineError(err error) bool {
 	return strings.HasPrefix(err.Error(), "unknown command ")
 }
 
-// message renders err for the user: a harness step failure without the
-// test-report wording "infrastructure failure".
+// message renders err for the user; a busy device's says which flag
+// waits longer.
 func message(err error) string {
-	var ie *harness.InfraError
-	if errors.As(err, &ie) && ie.Err != nil {
-		where := ie.Step
-		if ie.Device != "" {
-			where += " on " + ie.Device
+	msg := err.Error()
+	if isBusy(err) {
+		const hint = "raise DUT_ACQUIRE_TIMEOUT"
+		if strings.Contains(msg, hint) {
+			msg = strings.Replace(msg, hint, "raise --timeout (DUT_ACQUIRE_TIMEOUT)", 1)
+		} else {
+			msg += " (a longer --timeout waits longer)"
 		}
-		msg := strings.Replace(err.Error(), ie.Error(), where+": "+ie.Err.Error(), 1)
-		if ie.Step == "acquire" && errors.Is(err, context.DeadlineExceeded) {
-			const hint = "raise DUT_ACQUIRE_TIMEOUT"
-			if strings.Contains(msg, hint) {
-				msg = strings.Replace(msg, hint, "raise --timeout (DUT_ACQUIRE_TIMEOUT)", 1)
-			} else {
-				msg += " (a longer --timeout waits longer)"
-			}
-		}
-		return msg
 	}
-	return err.Error()
+	return msg
 }
 
 func (a *app) rootCmd() *cobra.Command {
@@ -155,7 +153,7 @@ DUT_* variable, a value the board refuses, a capability the device lacks),
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.driver, "driver", "", "only devices of this driver: dutlink, qemu or sim (default $DUT_DRIVER, else all)")
 	pf.StringVar(&a.tags, "tags", "", "only devices carrying all these comma-separated tags (default $DUT_TAGS)")
-	pf.StringVar(&a.lockDir, "lock-dir", "", "the lock directory shared with the tests (default $DUT_LOCK_DIR, else "+harness.DefaultLockDir()+")")
+	pf.StringVar(&a.lockDir, "lock-dir", "", "the lock directory shared with the tests (default $DUT_LOCK_DIR, else "+lease.DefaultDir()+")")
 	pf.DurationVar(&a.timeout, "timeout", 0, "how long to wait for a busy device (default $DUT_ACQUIRE_TIMEOUT, else 5m)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log each discovery and hardware step on stderr")
 
@@ -173,20 +171,21 @@ DUT_* variable, a value the board refuses, a capability the device lacks),
 	return root
 }
 
-// config returns the harness configuration: the DUT_* environment with the
-// global flags that were given on top.
-func (a *app) config(cmd *cobra.Command) (harness.Config, error) {
-	cfg, err := harness.ConfigFromEnv()
+// config returns the configuration: the DUT_* environment with the global
+// flags that were given on top.
+func (a *app) config(cmd *cobra.Command) (config, error) {
+	cfg, err := configFromEnv()
 	if err != nil {
 		return cfg, err
 	}
+	cfg.Drivers = a.drivers
 	flags := cmd.Flags()
 	if flags.Changed("driver") {
 		cfg.Driver = strings.TrimSpace(a.driver)
 	}
 	if cfg.Driver != "" {
-		if _, err := driver.Lookup(cfg.Driver); err != nil {
-			return cfg, fmt.Errorf("--driver/%s: %w", harness.Env.Driver, err)
+		if _, err := cfg.lookup(cfg.Driver); err != nil {
+			return cfg, fmt.Errorf("--driver/%s: %w", envDriver, err)
 		}
 	}
 	if flags.Changed("tags") {
@@ -208,7 +207,7 @@ func (a *app) config(cmd *cobra.Command) (harness.Config, error) {
 		}
 		cfg.AcquireTimeout = a.timeout
 	}
-	return cfg.WithDefaults(), nil
+	return cfg, nil
 }
 
 // logf returns the step logger: stderr with --verbose, else nothing.
@@ -220,9 +219,10 @@ func (a *app) logf() func(string, ...any) {
 }
 
 // withDevice selects the device dev names (with the global selection),
-// locks it as a test would, runs fn and releases the lock. A busy device is
-// waited for up to the acquire timeout, saying on stderr who holds it.
-func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Context, cfg harness.Config, d driver.Device) error) (err error) {
+// leases it as a test would, opens it, runs fn, closes it and releases the
+// lease. A busy device is waited for up to the acquire timeout, saying on
+// stderr who holds it.
+func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Context, cfg config, d driver.Device) error) (err error) {
 	ctx := cmd.Context()
 	if strings.TrimSpace(dev) == "" {
 		return cmdLinef("DEV is empty: give a device's name or serial (see dut list)")
@@ -232,88 +232,98 @@ func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Con
 		return err
 	}
 	cfg.Name = dev
-	who := harness.Holder{Test: strings.TrimSpace(cmd.CommandPath() + " " + dev)}
+	who := lease.Holder{Test: strings.TrimSpace(cmd.CommandPath() + " " + dev)}
 
 	// One try without waiting first: when the device is busy, say so
 	// before the wait rather than sit silent for minutes.
-	quick := cfg
-	quick.AcquireTimeout = time.Nanosecond
-	r, err := a.reserve(ctx, quick, who)
-	if isBusy(err) && ctx.Err() == nil {
-		a.sayWaiting(ctx, cfg)
-		r, err = a.reserve(ctx, cfg, who)
+	l, err := a.lease(ctx, cfg, who, lease.TryAcquire)
+	var busy *lease.BusyError
+	if errors.As(err, &busy) && ctx.Err() == nil {
+		a.sayWaiting(cfg, busy)
+		l, err = a.lease(ctx, cfg, who, lease.Acquire)
 	}
 	if errors.Is(err, driver.ErrNoDevice) {
-		// A board another process holds may be the one asked for: the
-		// DUTlink driver cannot read its name while its tty is held.
-		found, _ := discover(ctx, cfg)
-		var unusable []string
-		var misconfigured []error
-		for _, p := range found.problems {
-			switch {
-			case p.Where != "driver":
-				unusable = append(unusable, p.Driver+" "+p.Where+": "+p.Reason)
-			case errors.Is(p.err, driver.ErrBadConfig):
-				misconfigured = append(misconfigured, fmt.Errorf("driver %s: %w", p.Driver, p.err))
-			}
-		}
-		if len(unusable) > 0 {
-			err = fmt.Errorf("%w; found but not usable now: %s", err, strings.Join(unusable, "; "))
-		}
-		if len(misconfigured) > 0 {
-			// The device may well be there, behind the driver's bad
-			// variable: that is what to fix (a usage error, exit code 2).
-			err = fmt.Errorf("%v; a driver could not look for devices: %w", err, errors.Join(misconfigured...))
-		}
+		err = explainNoDevice(ctx, cfg, err)
 	}
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if rerr := r.Release(); rerr != nil {
+		if rerr := l.Release(); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 	}()
-	return fn(ctx, cfg, r.Device())
+	octx, cancel := stepContext(ctx, cfg)
+	d, err := l.Open(octx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if c, ok := d.(driver.Closer); ok {
+			if cerr := c.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("close %s: %w", d.Name(), cerr))
+			}
+		}
+	}()
+	return fn(ctx, cfg, d)
 }
 
-// reserve selects and locks a device as cfg says. Discovery gets a
-// deadline too: the step timeout on top of the lock wait.
-func (a *app) reserve(ctx context.Context, cfg harness.Config, who harness.Holder) (*harness.Reservation, error) {
-	ctx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout+2*cfg.StepTimeout)
-	defer cancel()
-	return harness.Reserve(ctx, cfg, who, a.logf())
-}
-
-// isBusy reports whether err is a lock wait that timed out.
-func isBusy(err error) bool {
-	var ie *harness.InfraError
-	return errors.As(err, &ie) && ie.Step == "acquire" && errors.Is(err, context.DeadlineExceeded)
-}
-
-// sayWaiting tells the user who holds the devices cfg selects.
-func (a *app) sayWaiting(ctx context.Context, cfg harness.Config) {
+// explainNoDevice adds to a selection that found nothing the drivers that
+// could not look, which may hide the device.
+func explainNoDevice(ctx context.Context, cfg config, err error) error {
 	found, _ := discover(ctx, cfg)
-	devs, _ := driver.Select(found.devices(), cfg.Name, cfg.Tags)
-	var held []string
-	for _, d := range devs {
-		h, ok, err := harness.LockHolder(cfg.LockDir, d)
-		if err == nil && ok {
-			held = append(held, d.Name()+" is held by "+describeHolder(h))
+	var misconfigured []error
+	for _, de := range found.Failed {
+		if errors.Is(de.Err, driver.ErrBadConfig) {
+			misconfigured = append(misconfigured, fmt.Errorf("driver %s: %w", de.Driver, de.Err))
 		}
 	}
-	what := "the device"
+	if len(misconfigured) > 0 {
+		// The device may well be there, behind the driver's bad variable:
+		// that is what to fix (a usage error, exit code 2).
+		return fmt.Errorf("%v; a driver could not look for devices: %w", err, errors.Join(misconfigured...))
+	}
+	return err
+}
+
+// lease selects and leases a device as cfg says, with take (lease.Acquire
+// or lease.TryAcquire), waiting up to the acquire timeout; discovery gets
+// the step timeout on top.
+func (a *app) lease(ctx context.Context, cfg config, who lease.Holder, take func(context.Context, lease.Request, lease.Holder) (*lease.Lease, error)) (*lease.Lease, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.AcquireTimeout+cfg.StepTimeout)
+	defer cancel()
+	l, err := take(ctx, cfg.request(a.logf()), who)
+	if isBusy(err) {
+		return nil, fmt.Errorf("acquire: %w", err)
+	}
+	return l, err
+}
+
+// isBusy reports whether err is a lease wait that timed out.
+func isBusy(err error) bool {
+	var be *lease.BusyError
+	return errors.As(err, &be)
+}
+
+// sayWaiting tells the user who holds the devices a try found busy.
+func (a *app) sayWaiting(cfg config, busy *lease.BusyError) {
+	var held []string
+	for i, d := range busy.Devices {
+		if i < len(busy.Holders) && busy.Holders[i] != (lease.Holder{}) {
+			held = append(held, d.Name+" is held by "+describeHolder(busy.Holders[i]))
+		}
+	}
+	what := "the device is busy"
 	if len(held) > 0 {
 		what = strings.Join(held, "; ")
-	} else {
-		what += " is busy"
 	}
-	fmt.Fprintf(a.stderr, "dut: %s; waiting up to %s for it (--timeout, %s)\n", what, cfg.AcquireTimeout, harness.Env.AcquireTimeout)
+	fmt.Fprintf(a.stderr, "dut: %s; waiting up to %s for it (--timeout, %s)\n", what, cfg.AcquireTimeout, envAcquireTimeout)
 }
 
 // describeHolder names a lock holder, e.g. "TestBoot (pid 42 on host lab1)
 // since 2026-01-02T15:04:05Z".
-func describeHolder(h harness.Holder) string {
+func describeHolder(h lease.Holder) string {
 	name := h.Test
 	if name == "" {
 		if f := strings.Fields(h.Command); len(f) > 0 {
@@ -339,13 +349,13 @@ func describeHolder(h harness.Holder) string {
 }
 
 // stepContext bounds one hardware step by the configured step timeout.
-func stepContext(ctx context.Context, cfg harness.Config) (context.Context, context.CancelFunc) {
+func stepContext(ctx context.Context, cfg config) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, cfg.StepTimeout)
 }
 
 // cleanupContext is for steps that must run even when ctx was cancelled
 // (Ctrl-C): it keeps ctx's values, not its cancellation, and has its own
 // deadline.
-func cleanupContext(ctx context.Context, cfg harness.Config) (context.Context, context.CancelFunc) {
+func cleanupContext(ctx context.Context, cfg config) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), cfg.StepTimeout)
 }

@@ -156,7 +156,7 @@ func TestPositional(t *testing.T) {
 // for the command; the command's own output is unchanged.
 func TestEphemeralNotes(t *testing.T) {
 	env(t)
-	const why = "dut: note: sim-1 is a simulated device: its power, storage mux, pins, console and config live only in the process that discovered it (only its disk file outlives it), so "
+	const why = "dut: note: sim-1 is a simulated device: its power, storage mux, pins, console and config live only in the process that opened it (only its disk file outlives it), so "
 	img := writeImage(t, 64<<10)
 	for _, c := range []struct {
 		args         []string
@@ -298,7 +298,7 @@ func TestEphemeralQEMU(t *testing.T) {
 	t.Setenv("DUT_QEMU_BINARY", fake)
 	r := dut(t, "storage", "qemu-0", "host")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "dut: note: qemu-0 is a QEMU virtual machine run by the process that discovered it: QEMU is killed when that process exits, and its storage mux and console end with it (only its disk file outlives it), so the next dut command finds the mux at off again")
+	assert.Contains(t, r.stderr, "dut: note: qemu-0 is a QEMU virtual machine run by the process that opened it: QEMU is killed when that process exits, and its storage mux and console end with it (only its disk file outlives it), so the next dut command finds the mux at off again")
 	r = dut(t, "storage", "qemu-0", "off")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "dut: note: qemu-0 is a QEMU virtual machine")

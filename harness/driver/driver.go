@@ -32,7 +32,7 @@ import (
 	"sync"
 )
 
-// Device is one device under test as a driver found it.
+// Device is one device under test, opened by its driver ([Driver.Open]).
 //
 // Name and Serial identify it; Tags are the labels it can be selected by. The
 // capability interfaces of this package say what else it can do.
@@ -48,14 +48,127 @@ type Device interface {
 	Driver() string
 }
 
-// Driver discovers devices of one kind.
+// Driver discovers devices of one kind and opens them.
+//
+// Discovery is apart from use: Discover only describes the devices present
+// (it changes nothing on them and holds nothing open once it returns), and a
+// device is opened with Open after its lease is held, so that no two users
+// ever drive one device. Every Open returns a fresh [Device] value that owns
+// the device's ports until it is closed ([Closer]).
 type Driver interface {
 	// Name is the name the driver registers under (DUT_DRIVER selects it).
 	Name() string
-	// Discover returns the devices present now. A device that cannot be
-	// used (busy port, vanished mid-discovery) is left out or reported by
-	// the driver's own means; it must not hide the other devices.
-	Discover(ctx context.Context) ([]Device, error)
+	// Discover describes the devices present now. A device that cannot be
+	// used now (a board in firmware-update mode, a port another process
+	// holds) is described with its [Info.Problems]; it must not hide the
+	// other devices. The error is for the driver itself failing (a bad
+	// configuration, which wraps [ErrBadConfig]; a missing tool).
+	Discover(ctx context.Context) ([]Info, error)
+	// Open opens the device info describes (as Discover returned it). A
+	// device that is no longer there is an error wrapping [ErrNoDevice]
+	// or [ErrGone]; one held outside this process, [ErrBusy].
+	Open(ctx context.Context, info Info) (Device, error)
+}
+
+// Info describes a device as [Driver.Discover] found it, without opening it:
+// what selection, listing and leasing need.
+type Info struct {
+	// Driver is the name of the driver that found the device.
+	Driver string `json:"driver"`
+	// Name is the device's name, unique within its driver.
+	Name string `json:"name"`
+	// Serial is the device's serial number, or "".
+	Serial string `json:"serial,omitempty"`
+	// Tags are the labels the device can be selected by.
+	Tags []string `json:"tags"`
+	// Capabilities name what the device can do, as [CapabilitiesOf] names
+	// them ("power", "storage", "console", ...).
+	Capabilities []string `json:"capabilities"`
+	// Facts are what the driver knows about the device beyond its name,
+	// in the order to show them (firmware version, transport, ...).
+	Facts []Fact `json:"facts,omitempty"`
+	// Problems say, in words that say what to do, what is wrong with the
+	// device now ("tty /dev/ttyACM0 held by pid 812 (minicom)", "board in
+	// DFU mode"). A device with problems may still be usable.
+	Problems []string `json:"problems,omitempty"`
+	// Unusable marks a device that its Problems keep from use: it is
+	// listed, but never selected.
+	Unusable bool `json:"unusable,omitempty"`
+	// Ephemeral, when set, says why the device's state ends with the
+	// process that opened it (see [Ephemeral]).
+	Ephemeral string `json:"ephemeral,omitempty"`
+}
+
+// Fact is one thing a driver knows about a device, such as its firmware.
+type Fact struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Key is the key the device is leased under: "driver/name".
+func (i Info) Key() string { return i.Driver + "/" + i.Name }
+
+// Fact returns the value of the fact named key, or "".
+func (i Info) Fact(key string) string {
+	for _, f := range i.Facts {
+		if f.Key == key {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// String renders the device for messages: name, serial and tags, as
+// [Describe] does for a Device.
+func (i Info) String() string { return describe(i.Name, i.Serial, i.Tags) }
+
+// InfoOf describes an open device: its name, serial, tags, driver,
+// capabilities and, for an [Ephemeral] device, why its state ends with the
+// process. Drivers use it to describe the devices they find.
+func InfoOf(dev Device) Info {
+	info := Info{Driver: dev.Driver(), Name: dev.Name(), Serial: dev.Serial(), Tags: slices.Clone(dev.Tags()), Capabilities: CapabilitiesOf(dev)}
+	if info.Tags == nil {
+		info.Tags = []string{}
+	}
+	if e, ok := dev.(Ephemeral); ok {
+		info.Ephemeral = e.Ephemeral()
+	}
+	return info
+}
+
+// CapabilitiesOf names the capabilities v implements, in a fixed order:
+// "power", "force_power", "rescue", "reset", "storage", "console", "pins",
+// "meter", "config". v may be a nil pointer of a device type, which lets
+// a driver describe devices it has not opened.
+func CapabilitiesOf(v any) []string {
+	var caps []string
+	add := func(ok bool, name string) {
+		if ok {
+			caps = append(caps, name)
+		}
+	}
+	_, ok := v.(Power)
+	add(ok, "power")
+	_, ok = v.(ForcePower)
+	add(ok, "force_power")
+	_, ok = v.(Rescuer)
+	add(ok, "rescue")
+	_, ok = v.(Resetter)
+	add(ok, "reset")
+	_, ok = v.(StorageMux)
+	add(ok, "storage")
+	_, ok = v.(ConsolePort)
+	add(ok, "console")
+	_, ok = v.(Pins)
+	add(ok, "pins")
+	_, ok = v.(PowerMeter)
+	add(ok, "meter")
+	_, ok = v.(Configurer)
+	add(ok, "config")
+	if caps == nil {
+		caps = []string{}
+	}
+	return caps
 }
 
 // Power switches a device's power.
@@ -180,7 +293,7 @@ type Closer interface {
 }
 
 // Ephemeral is implemented by devices whose state does not outlive the
-// process that discovered them: the simulated DUT and the QEMU virtual DUT
+// process that opened them: the simulated DUT and the QEMU virtual DUT
 // keep their power, storage multiplexer, pins, console and configuration in
 // that process (a QEMU VM is killed when it exits); only their disk files
 // are shared. A test, which holds its device for its whole run, is not
@@ -189,7 +302,7 @@ type Closer interface {
 //
 // Ephemeral returns why the device's state ends with the process, as a
 // sentence naming the device, e.g. "sim-0 is a simulated device: its
-// power, storage, pins and config live only in the process that discovered
+// power, storage, pins and config live only in the process that opened
 // it". An empty string means the state does outlive the process after all
 // (a driver whose devices differ by configuration).
 type Ephemeral interface {
@@ -209,13 +322,15 @@ func As[C any](dev Device) (C, error) {
 }
 
 // Describe renders a device for messages: name, serial and tags.
-func Describe(dev Device) string {
+func Describe(dev Device) string { return describe(dev.Name(), dev.Serial(), dev.Tags()) }
+
+func describe(name, serial string, tags []string) string {
 	var b strings.Builder
-	b.WriteString(dev.Name())
-	if s := dev.Serial(); s != "" {
-		fmt.Fprintf(&b, " (serial %s)", s)
+	b.WriteString(name)
+	if serial != "" {
+		fmt.Fprintf(&b, " (serial %s)", serial)
 	}
-	if tags := dev.Tags(); len(tags) > 0 {
+	if len(tags) > 0 {
 		fmt.Fprintf(&b, " [%s]", strings.Join(tags, ","))
 	}
 	return b.String()

@@ -28,10 +28,11 @@ type poweredDev struct{ dev }
 func (poweredDev) PowerOn(context.Context) error  { return nil }
 func (poweredDev) PowerOff(context.Context) error { return nil }
 
-var lab = []driver.Device{
-	dev{"orin-1", "1a2b3c4d", []string{"ARM64", "orin"}},
-	dev{"rpi-1", "99887766", []string{"arm64", "rpi"}},
-	dev{"x86-1", "", []string{"x86_64"}},
+var lab = []driver.Info{
+	driver.InfoOf(dev{"orin-1", "1a2b3c4d", []string{"ARM64", "orin"}}),
+	driver.InfoOf(dev{"rpi-1", "99887766", []string{"arm64", "rpi"}}),
+	driver.InfoOf(dev{"x86-1", "", []string{"x86_64"}}),
+	{Driver: "test", Name: "dfu-1", Serial: "55", Tags: []string{"arm64"}, Problems: []string{"board in DFU mode: replug it"}, Unusable: true},
 }
 
 func TestParseTags(t *testing.T) {
@@ -53,13 +54,16 @@ func TestSelect(t *testing.T) {
 	assert.Len(t, got, 2, "tags match case-insensitively")
 	got, err = driver.Select(lab, "", []string{"arm64", "orin"})
 	require.NoError(t, err)
-	assert.Equal(t, "orin-1", got[0].Name())
+	assert.Equal(t, "orin-1", got[0].Name)
 	got, err = driver.Select(lab, "99887766", nil)
 	require.NoError(t, err)
-	assert.Equal(t, "rpi-1", got[0].Name(), "a name matches the serial too")
+	assert.Equal(t, "rpi-1", got[0].Name, "a name matches the serial too")
 	got, err = driver.Select(lab, "", nil)
 	require.NoError(t, err)
-	assert.Len(t, got, 3)
+	assert.Len(t, got, 3, "an unusable device is never selected")
+	_, err = driver.Select(lab, "dfu-1", nil)
+	require.ErrorIs(t, err, driver.ErrNoDevice)
+	assert.Contains(t, err.Error(), "cannot be used now: dfu-1 (serial 55) [arm64]: board in DFU mode: replug it")
 
 	_, err = driver.Select(lab, "orin-1", []string{"rpi"})
 	require.ErrorIs(t, err, driver.ErrNoDevice)
@@ -70,7 +74,7 @@ func TestSelect(t *testing.T) {
 }
 
 func TestAsNamesTheMissingCapability(t *testing.T) {
-	_, err := driver.As[driver.Power](lab[0])
+	_, err := driver.As[driver.Power](dev{"orin-1", "1a2b3c4d", nil})
 	require.ErrorIs(t, err, driver.ErrUnsupported)
 	assert.Contains(t, err.Error(), "orin-1 (driver test) has no driver.Power")
 	p, err := driver.As[driver.Power](poweredDev{dev{name: "p"}})
@@ -80,8 +84,11 @@ func TestAsNamesTheMissingCapability(t *testing.T) {
 
 type fakeDriver struct{ name string }
 
-func (d fakeDriver) Name() string                                      { return d.name }
-func (d fakeDriver) Discover(context.Context) ([]driver.Device, error) { return lab, nil }
+func (d fakeDriver) Name() string                                    { return d.name }
+func (d fakeDriver) Discover(context.Context) ([]driver.Info, error) { return lab, nil }
+func (d fakeDriver) Open(_ context.Context, info driver.Info) (driver.Device, error) {
+	return dev{info.Name, info.Serial, info.Tags}, nil
+}
 
 // registerFake registers the registry test's driver once per test binary:
 // the registry is process-wide, and -count runs TestRegistry again.
@@ -116,7 +123,7 @@ func ExampleSelect() {
 		return
 	}
 	for _, d := range devs {
-		fmt.Println(driver.Describe(d))
+		fmt.Println(d)
 	}
 	_, err = driver.Select(lab, "", []string{"riscv"})
 	fmt.Println(errors.Is(err, driver.ErrNoDevice))
@@ -149,4 +156,13 @@ func TestRefineMatchesItsSentinelOnly(t *testing.T) {
 	assert.NotErrorIs(t, err, driver.ErrBusy)
 	assert.Equal(t, "power on: DUTlink board gone", err.Error())
 	assert.Equal(t, "gone", driver.Code(err))
+}
+
+func TestInfoOfNamesCapabilities(t *testing.T) {
+	info := driver.InfoOf(poweredDev{dev{"p", "", nil}})
+	assert.Equal(t, []string{"power"}, info.Capabilities)
+	assert.Equal(t, "test/p", info.Key())
+	assert.Equal(t, []string{}, info.Tags, "no tags list as an empty list, not null")
+	assert.Equal(t, []string{"power"}, driver.CapabilitiesOf((*poweredDev)(nil)), "a nil pointer of a device type names its capabilities")
+	assert.Equal(t, []string{}, driver.CapabilitiesOf(dev{}))
 }

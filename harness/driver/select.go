@@ -45,8 +45,8 @@ func validTagRune(r rune) bool {
 
 // HasTags reports whether dev carries every tag in want, compared
 // case-insensitively. No tags match every device.
-func HasTags(dev Device, want []string) bool {
-	have := dev.Tags()
+func HasTags(dev Info, want []string) bool {
+	have := dev.Tags
 	for _, w := range want {
 		if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, w) }) {
 			return false
@@ -58,17 +58,28 @@ func HasTags(dev Device, want []string) bool {
 // ErrNoDevice is returned (wrapped) by [Select] when no device matches.
 var ErrNoDevice = errors.New("no matching device")
 
-// Select returns the devices that match name and carry all of tags. A name
+// Matches reports whether dev matches name and carries all of tags: a name
 // matches a device's name or its serial, exactly; an empty name matches all.
-// When nothing matches, the error wraps [ErrNoDevice] and lists the devices
-// that were found, so the user sees what to select instead.
-func Select(devs []Device, name string, tags []string) ([]Device, error) {
-	var out []Device
+func Matches(dev Info, name string, tags []string) bool {
+	if name != "" && dev.Name != name && (dev.Serial == "" || dev.Serial != name) {
+		return false
+	}
+	return HasTags(dev, tags)
+}
+
+// Select returns the usable devices that match name and carry all of tags
+// (see [Matches]). When nothing matches, the error wraps [ErrNoDevice] and
+// lists the devices that were found, and why a matching one cannot be used,
+// so the user sees what to select instead.
+func Select(devs []Info, name string, tags []string) ([]Info, error) {
+	var out []Info
+	var unusable []string
 	for _, d := range devs {
-		if name != "" && d.Name() != name && (d.Serial() == "" || d.Serial() != name) {
+		if !Matches(d, name, tags) {
 			continue
 		}
-		if !HasTags(d, tags) {
+		if d.Unusable {
+			unusable = append(unusable, d.String()+": "+strings.Join(d.Problems, "; "))
 			continue
 		}
 		out = append(out, d)
@@ -89,9 +100,23 @@ func Select(devs []Device, name string, tags []string) ([]Device, error) {
 	if len(devs) == 0 {
 		return nil, fmt.Errorf("%w: wanted %s, but the driver found no devices at all; check that the board is connected and powered", ErrNoDevice, strings.Join(want, " and "))
 	}
-	found := make([]string, len(devs))
-	for i, d := range devs {
-		found[i] = Describe(d)
+	if len(unusable) > 0 {
+		return nil, fmt.Errorf("%w: wanted %s; found it, but it cannot be used now: %s", ErrNoDevice, strings.Join(want, " and "), strings.Join(unusable, "; "))
 	}
-	return nil, fmt.Errorf("%w: wanted %s; found %s", ErrNoDevice, strings.Join(want, " and "), strings.Join(found, "; "))
+	var found, broken []string
+	for _, d := range devs {
+		if d.Unusable {
+			broken = append(broken, d.Driver+" "+strings.Join(d.Problems, "; "))
+		} else {
+			found = append(found, d.String())
+		}
+	}
+	msg := fmt.Sprintf("wanted %s; found %s", strings.Join(want, " and "), strings.Join(found, "; "))
+	if len(found) == 0 {
+		msg = fmt.Sprintf("wanted %s; found no usable device", strings.Join(want, " and "))
+	}
+	if len(broken) > 0 {
+		msg += "; found but not usable now: " + strings.Join(broken, "; ")
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoDevice, msg)
 }

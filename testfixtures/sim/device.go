@@ -212,14 +212,8 @@ func (d *Device) Pin(name string) driver.PinLevel {
 	return d.pins[name]
 }
 
-func (d *Device) setOptions(o Options) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.opts = o
-}
-
-// usable reports whether the device is neither closed nor gone.
-func (d *Device) usable() bool {
+// Usable reports whether the device is neither closed nor unplugged.
+func (d *Device) Usable() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return !d.closed && !d.gone

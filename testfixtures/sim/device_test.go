@@ -390,14 +390,9 @@ func TestDiscoverFromEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		for _, d := range devs {
-			d.(driver.Closer).Close()
-		}
-	})
 	var got []string
 	for _, d := range devs {
-		got = append(got, driver.Describe(d))
+		got = append(got, d.String())
 	}
 	want := []string{
 		"sim-0 (serial SIM00000) [sim,virtual,even]",
@@ -407,40 +402,53 @@ func TestDiscoverFromEnv(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("Discover = %q, want %q", got, want)
 	}
+	if caps := devs[0].Capabilities; !slices.Equal(caps, driver.CapabilitiesOf(&Device{})) || len(caps) != 9 {
+		t.Errorf("Capabilities = %q", caps)
+	}
+	if !strings.Contains(devs[0].Ephemeral, "only in the process that opened it") {
+		t.Errorf("Ephemeral = %q", devs[0].Ephemeral)
+	}
 	for i, size := range []int64{1 << 20, int64(len(img)), 1 << 20} {
-		fi, err := os.Stat(filepath.Join(dir, devs[i].Name()+".disk"))
+		fi, err := os.Stat(filepath.Join(dir, devs[i].Name+".disk"))
 		if err != nil || fi.Size() != size {
-			t.Errorf("disk of %s: %v, %v; want %d bytes", devs[i].Name(), fi, err, size)
+			t.Errorf("disk of %s: %v, %v; want %d bytes", devs[i].Name, fi, err, size)
 		}
 	}
 	odd, err := driver.Select(devs, "", []string{"odd"})
-	if err != nil || len(odd) != 1 || odd[0].Name() != "sim-1" {
+	if err != nil || len(odd) != 1 || odd[0].Name != "sim-1" {
 		t.Errorf("Select(odd) = %v, %v", odd, err)
 	}
-	if bySerial, err := driver.Select(devs, "SIM00002", nil); err != nil || bySerial[0] != devs[2] {
+	if bySerial, err := driver.Select(devs, "SIM00002", nil); err != nil || bySerial[0].Name != "sim-2" {
 		t.Errorf("Select(SIM00002) = %v, %v", bySerial, err)
 	}
 
-	// The same devices come back, with their state; a closed one is
-	// replaced.
-	sim1 := devs[1].(*Device)
-	if err := sim1.SetStorage(context.Background(), driver.StorageHost); err != nil {
+	// Open gives a fresh device each time: what one changed ends with it.
+	open := func(info driver.Info) *Device {
+		t.Helper()
+		d, err := drv.Open(context.Background(), info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.(driver.Closer).Close() })
+		return d.(*Device)
+	}
+	first := open(devs[1])
+	if err := first.SetConfig(context.Background(), "name", "renamed"); err != nil {
 		t.Fatal(err)
 	}
-	if err := devs[0].(driver.Closer).Close(); err != nil {
+	if err := first.SetStorage(context.Background(), driver.StorageHost); err != nil {
 		t.Fatal(err)
 	}
-	again, err := drv.Discover(context.Background())
-	if err != nil {
+	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if again[1] != devs[1] || sim1.StorageState() != driver.StorageHost {
-		t.Error("a second Discover returned a different sim-1")
+	sim1 := open(devs[1])
+	if sim1 == first || sim1.Name() != "sim-1" || sim1.StorageState() != driver.StorageOff {
+		t.Errorf("Open after Close = %s with storage %s, want a fresh sim-1 with storage off", sim1.Name(), sim1.StorageState())
 	}
-	if again[0] == devs[0] || !again[0].(*Device).usable() {
-		t.Error("a closed device was not replaced")
+	if _, err := drv.Open(context.Background(), driver.Info{Driver: DriverName, Name: "sim-3"}); !errors.Is(err, driver.ErrNoDevice) {
+		t.Errorf("Open(sim-3) = %v, want ErrNoDevice", err)
 	}
-	devs = append(devs, again[0])
 
 	// The configured boot time is used: the prompt comes quickly.
 	tm := openTerm(t, sim1)
@@ -477,10 +485,9 @@ func TestDiscoverDefaults(t *testing.T) {
 		t.Fatalf("Discover found %d devices, want %d", len(devs), DefaultDevices)
 	}
 	for _, d := range devs {
-		defer d.(driver.Closer).Close()
-		fi, err := os.Stat(filepath.Join(DefaultDir(), d.Name()+".disk"))
+		fi, err := os.Stat(filepath.Join(DefaultDir(), d.Name+".disk"))
 		if err != nil || fi.Size() != DefaultDiskSize {
-			t.Errorf("disk of %s: %v, %v", d.Name(), fi, err)
+			t.Errorf("disk of %s: %v, %v", d.Name, fi, err)
 		}
 	}
 }
@@ -533,9 +540,6 @@ func TestNewDriver(t *testing.T) {
 	devs, err := drv.Discover(context.Background())
 	if err != nil || len(devs) != 4 {
 		t.Fatalf("Discover = %d devices, %v", len(devs), err)
-	}
-	for _, d := range devs {
-		defer d.(driver.Closer).Close()
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "sim-3.disk")); err != nil || fi.Size() != 128<<10 {
 		t.Errorf("sim-3.disk: %v, %v", fi, err)

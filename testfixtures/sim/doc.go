@@ -34,7 +34,7 @@
 //     boot takes exactly this much virtual time.
 //
 // A device's power, storage multiplexer, pins and console live in the
-// process that discovered it; only the disk files are shared.
+// process that opened it; only the disk files are shared.
 //
 // # Storage
 //

@@ -9,6 +9,8 @@ var _ driver.Ephemeral = (*Device)(nil)
 // pins, console and config are lost when that process exits, and the next
 // process finds it powered off with the multiplexer at off. Only its disk
 // file is shared.
-func (d *Device) Ephemeral() string {
-	return d.Name() + " is a simulated device: its power, storage mux, pins, console and config live only in the process that discovered it (only its disk file outlives it)"
+func (d *Device) Ephemeral() string { return ephemeral(d.Name()) }
+
+func ephemeral(name string) string {
+	return name + " is a simulated device: its power, storage mux, pins, console and config live only in the process that opened it (only its disk file outlives it)"
 }

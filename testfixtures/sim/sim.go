@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
@@ -149,83 +148,107 @@ func optionsFromEnv() (Options, error) {
 	return o, nil
 }
 
-// Driver is the sim driver: it discovers simulated devices.
+// Driver is the sim driver: it discovers simulated devices and opens them.
 //
-// A Driver returns the same *Device for the same disk file at every
-// Discover, as real hardware stays the same board, so a device's state
-// (power, console, renaming) carries over between discoveries. A device
-// that was closed or unplugged is replaced by a fresh one, as if plugged
-// back in.
+// Discover describes sim-0, sim-1, ... without creating anything but their
+// disk files; Open returns a fresh *Device for the disk file, as if the
+// board were plugged in anew: power off, storage off, its configured name
+// and tags. What a Device changes (power, renaming) ends with it, apart
+// from its disk file.
 type Driver struct {
 	fromEnv bool
 	opts    Options
-
-	mu      sync.Mutex
-	devices map[string]*Device // by disk path
 }
 
 // New returns a sim driver configured by o instead of the environment. It
-// is not registered; use it directly in unit tests.
-func New(o Options) *Driver {
-	return &Driver{opts: o, devices: map[string]*Device{}}
-}
+// is not registered: hand it to the harness or to package lease as a driver
+// value, or use it directly in tests.
+func New(o Options) *Driver { return &Driver{opts: o} }
 
-func init() {
-	driver.Register(&Driver{fromEnv: true, devices: map[string]*Device{}})
-}
+func init() { driver.Register(&Driver{fromEnv: true}) }
 
 // Name returns DriverName.
 func (dr *Driver) Name() string { return DriverName }
 
-// Discover returns the simulated devices, creating the disk directory and
-// missing disk files. The registered driver reads its configuration from
-// the environment (see the package documentation) at every call; a bad
-// value is an error naming the variable.
-func (dr *Driver) Discover(ctx context.Context) ([]driver.Device, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("sim: discover: %w", err)
-	}
+// options returns the options in force for this call: the driver's, or the
+// environment's for the registered driver, with their defaults, checked.
+func (dr *Driver) options() (Options, error) {
 	o := dr.opts
 	if dr.fromEnv {
 		var err error
 		if o, err = optionsFromEnv(); err != nil {
-			return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
+			return Options{}, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
 		}
 	}
 	o = o.withDefaults()
 	if err := o.check(); err != nil {
-		return nil, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
+		return Options{}, fmt.Errorf("%w: %w", driver.ErrBadConfig, err)
+	}
+	return o, nil
+}
+
+// identity is one simulated board's identity: index i of the configuration.
+func identity(i int) (name, serial string, tags []string) {
+	parity := "even"
+	if i%2 == 1 {
+		parity = "odd"
+	}
+	return fmt.Sprintf("sim-%d", i), fmt.Sprintf("SIM%05d", i), []string{"sim", "virtual", parity}
+}
+
+// Discover describes the simulated devices, creating the disk directory and
+// missing disk files. The registered driver reads its configuration from
+// the environment (see the package documentation) at every call; a bad
+// value is an error naming the variable.
+func (dr *Driver) Discover(ctx context.Context) ([]driver.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sim: discover: %w", err)
+	}
+	o, err := dr.options()
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sim: creating the disk directory (%s): %w", EnvDir, err)
 	}
-
-	dr.mu.Lock()
-	defer dr.mu.Unlock()
-	devs := make([]driver.Device, 0, max(o.Devices, 0))
+	infos := make([]driver.Info, 0, max(o.Devices, 0))
 	for i := range max(o.Devices, 0) {
-		name := fmt.Sprintf("sim-%d", i)
-		disk := filepath.Join(o.Dir, name+".disk")
-		if d := dr.devices[disk]; d != nil && d.usable() {
-			if err := ensureDisk(disk, o.DiskSize); err != nil {
-				return nil, err
-			}
-			d.setOptions(o)
-			devs = append(devs, d)
-			continue
-		}
-		parity := "even"
-		if i%2 == 1 {
-			parity = "odd"
-		}
-		d, err := NewDevice(name, fmt.Sprintf("SIM%05d", i), []string{"sim", "virtual", parity}, disk, o)
-		if err != nil {
+		name, serial, tags := identity(i)
+		if err := ensureDisk(filepath.Join(o.Dir, name+".disk"), o.DiskSize); err != nil {
 			return nil, err
 		}
-		dr.devices[disk] = d
-		devs = append(devs, d)
+		infos = append(infos, driver.Info{
+			Driver: DriverName, Name: name, Serial: serial, Tags: tags,
+			Capabilities: driver.CapabilitiesOf((*Device)(nil)),
+			Ephemeral:    ephemeral(name),
+		})
 	}
-	return devs, nil
+	return infos, nil
+}
+
+// Open returns a fresh device for the board info names (by its name, as
+// Discover gave it): powered off, storage off. A name the configuration no
+// longer has is an error wrapping driver.ErrNoDevice.
+func (dr *Driver) Open(ctx context.Context, info driver.Info) (driver.Device, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sim: open %s: %w", info.Name, err)
+	}
+	o, err := dr.options()
+	if err != nil {
+		return nil, err
+	}
+	for i := range max(o.Devices, 0) {
+		name, serial, tags := identity(i)
+		if name != info.Name {
+			continue
+		}
+		disk := filepath.Join(o.Dir, name+".disk")
+		if err := ensureDisk(disk, o.DiskSize); err != nil {
+			return nil, err
+		}
+		return NewDevice(name, serial, tags, disk, o)
+	}
+	return nil, fmt.Errorf("sim: open %s: the configuration has %d device(s) (%s) and no %s: %w", info.Name, max(o.Devices, 0), EnvDevices, info.Name, driver.ErrNoDevice)
 }
 
 // ensureDisk creates the disk file at path unless it exists; see

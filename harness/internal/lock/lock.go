@@ -288,6 +288,11 @@ func Acquire(ctx context.Context, dir string, keys []string, who Holder) (*Lease
 	if err != nil {
 		return nil, err
 	}
+	return acquire(ctx, dir, keys, names, fillHolder(who))
+}
+
+// fillHolder fills in who's zero PID, Host and Command from this process.
+func fillHolder(who Holder) Holder {
 	if who.PID == 0 {
 		who.PID = os.Getpid()
 	}
@@ -297,7 +302,7 @@ func Acquire(ctx context.Context, dir string, keys []string, who Holder) (*Lease
 	if who.Command == "" {
 		who.Command = strings.Join(os.Args, " ")
 	}
-	return acquire(ctx, dir, keys, names, who)
+	return who
 }
 
 // ReadHolder reports whether key is leased in dir and, if so, by whom. A zero

@@ -25,3 +25,8 @@ func readHolder(string) (Holder, bool, error) {
 func unlockFile(*os.File) error {
 	return unsupported()
 }
+
+// AcquireAll is not supported here.
+func AcquireAll(context.Context, string, [][]string, Holder) ([]*Lease, error) {
+	return nil, unsupported()
+}
