@@ -216,7 +216,7 @@ func (d *DUT) Session() *Session { return d.s }
 
 // Device returns the driver's device, for capabilities the harness has no
 // helper for (pins, power meter): use a type assertion or [driver.As].
-func (d *DUT) Device() driver.Device { return d.s.dev }
+func (d *DUT) Device() driver.Device { return d.s.Device() }
 
 // Name returns the device's name.
 func (d *DUT) Name() string { return d.s.dev.Name() }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -546,4 +547,50 @@ func TestReadPowerRecordsTheReading(t *testing.T) {
 	assert.Zero(t, off.Watts, "nothing drawn while off")
 	assert.Greater(t, on.Watts, 0.0)
 	assert.Equal(t, 1, f.AttrCount(harness.AttrPowerW), "one property, the last reading")
+}
+
+// countingSim is a sim driver whose devices count their power-offs.
+type countingSim struct {
+	*sim.Driver
+	offs *atomic.Int32
+}
+
+func (c countingSim) Open(ctx context.Context, info driver.Info) (driver.Device, error) {
+	d, err := c.Driver.Open(ctx, info)
+	if err != nil {
+		return nil, err
+	}
+	return countingDevice{d.(*sim.Device), c.offs}, nil
+}
+
+type countingDevice struct {
+	*sim.Device
+	offs *atomic.Int32
+}
+
+func (d countingDevice) PowerOff(ctx context.Context) error {
+	d.offs.Add(1)
+	return d.Device.PowerOff(ctx)
+}
+
+// TestCleanupPowersOffOnce: the cleanup's power-off is the only one at the
+// end of a test; Close does not power the DUT off a second time. A test
+// with its own driver value and no environment runs in parallel.
+func TestCleanupPowersOffOnce(t *testing.T) {
+	t.Parallel()
+	im := buildImages(t)
+	offs := new(atomic.Int32)
+	drv := countingSim{sim.New(sim.Options{Devices: 1, Dir: t.TempDir(), BootTime: 50 * time.Millisecond}), offs}
+	f := faketb.New(t)
+	var atAcquire int32
+	f.Run(func(tb testing.TB) {
+		dut := harness.Acquire(tb, harness.WithDrivers(drv), harness.WithLockDir(t.TempDir()), harness.WithImage(im.a))
+		atAcquire = offs.Load()
+		dut.Flash()
+		dut.PowerOn()
+		dut.Login()
+	})
+	require.False(t, f.Failed(), f.Message())
+	assert.Equal(t, int32(1), atAcquire, "Acquire powers off once (the known state)")
+	assert.Equal(t, int32(3), offs.Load(), "one more for the flash, one at cleanup: %d", offs.Load())
 }

@@ -61,6 +61,7 @@ type Session struct {
 	infraWatches map[string]bool
 	poweredAt    time.Time
 	on           bool           // the harness powered the DUT on and has not powered it off since
+	knownOff     bool           // the last power step powered it off, and nobody took the raw device since
 	loggedIn     bool           // Login succeeded since the last power on
 	unclean      *uncleanRecord // the previous holder could not power the DUT off
 	bootSeconds  string         // power-on to login prompt of the last Login, for properties
@@ -163,8 +164,13 @@ func (s *Session) step(ctx context.Context, name string, fn func(context.Context
 	return nil
 }
 
-// Device returns the held device.
-func (s *Session) Device() driver.Device { return s.dev }
+// Device returns the held device. A caller that uses it directly may
+// change its power behind the session's back: Close then powers it off
+// even when the session last did.
+func (s *Session) Device() driver.Device {
+	s.knownOff = false
+	return s.dev
+}
 
 // Config returns the session's configuration.
 func (s *Session) Config() Config { return s.cfg }
@@ -268,6 +274,7 @@ func (s *Session) PowerOn(ctx context.Context) error {
 	}
 	s.poweredAt = time.Now()
 	s.loggedIn = false
+	s.knownOff = false
 	if err := s.step(ctx, "power on", pw.PowerOn); err != nil {
 		return err
 	}
@@ -306,6 +313,7 @@ func (s *Session) PowerOff(ctx context.Context) error { return s.off(ctx) }
 
 func (s *Session) off(ctx context.Context) error {
 	err := s.cutPower(ctx)
+	s.knownOff = err == nil
 	if err == nil {
 		s.on, s.loggedIn = false, false
 	}
@@ -381,12 +389,13 @@ func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
 	return res, nil
 }
 
-// Close powers the DUT off, disconnects its storage, closes its console and
-// releases the lock, doing every step even when one fails. Give it a context
-// with its own deadline (the test's may have passed).
+// Close powers the DUT off (unless the session's last power step did, and
+// the raw device was not handed out since), disconnects its storage, closes
+// its console and releases the lock, doing every step even when one fails.
+// Give it a context with its own deadline (the test's may have passed).
 func (s *Session) Close(ctx context.Context) error {
 	var errs []error
-	if s.dev != nil {
+	if s.dev != nil && !s.knownOff {
 		if err := s.off(ctx); err != nil {
 			errs = append(errs, err)
 			// The lock is released below (the kernel would release it at
@@ -397,6 +406,8 @@ func (s *Session) Close(ctx context.Context) error {
 				}
 			}
 		}
+	}
+	if s.dev != nil {
 		if mux, ok := s.dev.(driver.StorageMux); ok {
 			if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
 				errs = append(errs, err)
