@@ -40,13 +40,17 @@ func openLeased(ctx context.Context, l *lease.Lease, cfg Config) (driver.Device,
 	dev, err := l.Open(octx)
 	if err != nil {
 		_ = l.Release()
-		info := l.Info()
-		if errors.Is(err, driver.ErrBadConfig) {
-			return nil, &ConfigError{Step: "open", Device: info.Name, Err: err}
-		}
-		return nil, &InfraError{Step: "open", Device: info.Name, Err: err}
+		return nil, openFailure(l, err)
 	}
 	return dev, nil
+}
+
+// openFailure types the failure to open the device of lease l.
+func openFailure(l *lease.Lease, err error) error {
+	if errors.Is(err, driver.ErrBadConfig) {
+		return &ConfigError{Step: "open", Device: l.Info().Name, Err: err}
+	}
+	return &InfraError{Step: "open", Device: l.Info().Name, Err: err}
 }
 
 // classifyLeaseError tells whose failure a lease error is: a bad request
@@ -68,4 +72,56 @@ func classifyLeaseError(err error) error {
 		return &InfraError{Step: "select", Err: err}
 	}
 	return &InfraError{Step: "acquire", Err: err}
+}
+
+// OpenAll opens one session per configuration, as [Open] does, taking
+// every lease at once (see [lease.AcquireAll]): it waits, up to the first
+// configuration's AcquireTimeout and ctx, until every DUT is free, holding
+// none meanwhile, so that two users that want the same DUTs in opposite
+// orders never deadlock. No two configurations get the same DUT. Every
+// configuration must use the same lock directory. On failure nothing is
+// left held or powered.
+func OpenAll(ctx context.Context, cfgs []Config, who Holder, logf func(string, ...any)) ([]*Session, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	reqs := make([]lease.Request, len(cfgs))
+	for i := range cfgs {
+		cfg, err := checkConfig(cfgs[i])
+		if err != nil {
+			return nil, err
+		}
+		cfgs[i] = cfg
+		reqs[i] = request(cfg, logf)
+	}
+	start := time.Now()
+	ls, err := lease.AcquireAll(ctx, reqs, who)
+	if err != nil {
+		return nil, classifyLeaseError(err)
+	}
+	sessions := make([]*Session, 0, len(ls))
+	fail := func(err error) ([]*Session, error) {
+		for _, s := range sessions {
+			_ = s.Close(context.WithoutCancel(ctx))
+		}
+		for _, l := range ls[len(sessions):] {
+			_ = l.Release()
+		}
+		return nil, err
+	}
+	for i, l := range ls {
+		dev, err := l.Open(ctx)
+		if err != nil {
+			return fail(openFailure(l, err)) // l is released with the rest
+		}
+		logf("acquire: locked %s (%s) after %s", driver.Describe(dev), l.Path(), since(start))
+		s, err := openSession(ctx, cfgs[i], l, dev, logf)
+		if err != nil {
+			// openSession closed dev and released l.
+			ls = append(ls[:i:i], ls[i+1:]...)
+			return fail(err)
+		}
+		sessions = append(sessions, s)
+	}
+	return sessions, nil
 }

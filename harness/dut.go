@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,8 @@ const flashLogEvery = 5 * time.Second
 type DUT struct {
 	t    testing.TB
 	s    *Session
-	root *DUT // the acquiring DUT; nil for itself
+	root *DUT   // the acquiring DUT; nil for itself
+	role string // the DUT's role among several (AcquireAll); "" for a test's only DUT
 	mark console.Mark
 	log  testLogger
 	// reserve is the time kept for cleanup before the test's deadline,
@@ -65,6 +67,68 @@ var errTestDeadline = errors.New("the test's deadline (go test -timeout minus th
 func Acquire(t testing.TB, opts ...Option) *DUT {
 	t.Helper()
 	d := &DUT{t: t, log: testLogger{t}}
+	cfg := d.configure(opts)
+	// Open before registering cleanup, with its own deadline: a failed
+	// Open leaves nothing held.
+	ctx, cancel := d.Context()
+	defer cancel()
+	s, err := Open(ctx, cfg, holderFor(t.Name()), d.log.logf)
+	if err != nil {
+		d.fail(err, ctx)
+	}
+	d.start(s)
+	return d
+}
+
+// Want is one DUT of [AcquireAll]: its role in the test ("client",
+// "server") and the options that select it, on top of the environment.
+type Want struct {
+	Role    string
+	Options []Option
+}
+
+// AcquireAll returns one DUT per want, all taken at once: it waits until
+// every one is free, holding none meanwhile, so that two tests that want the
+// same DUTs in opposite orders never deadlock (acquiring them one by one
+// with [Acquire] can: each test holds one and waits for the other until its
+// acquire timeout). No two wants get the same DUT; a want that matches
+// nothing fails the test as Acquire does.
+//
+// Each DUT records its properties under its role, "dut.<role>.name",
+// "dut.<role>.image_sha256", ..., and writes "<role>-console.log" (and
+// "<role>-flash.json") into the test's artifact folder. Roles must be
+// distinct and non-empty.
+func AcquireAll(t testing.TB, wants ...Want) []*DUT {
+	t.Helper()
+	duts := make([]*DUT, len(wants))
+	cfgs := make([]Config, len(wants))
+	seen := map[string]bool{}
+	for i, w := range wants {
+		if w.Role == "" || seen[w.Role] || strings.ContainsAny(w.Role, " ./\\\t\n") {
+			t.Fatalf("jumpstarter: AcquireAll: role %q of DUT %d is empty, repeated or holds spaces, dots or slashes: give each DUT a distinct one-word role, such as client and server", w.Role, i+1)
+		}
+		seen[w.Role] = true
+		duts[i] = &DUT{t: t, log: testLogger{t}, role: w.Role}
+		cfgs[i] = duts[i].configure(w.Options)
+	}
+	ctx, cancel := duts[0].Context()
+	defer cancel()
+	sessions, err := OpenAll(ctx, cfgs, holderFor(t.Name()), duts[0].log.logf)
+	if err != nil {
+		duts[0].fail(err, ctx)
+	}
+	for i, d := range duts {
+		d.start(sessions[i])
+	}
+	return duts
+}
+
+// configure reads the configuration (dut.env, the environment, opts), skips
+// or fails the test when no DUT is configured, makes its result uncacheable
+// and fixes the cleanup reserve.
+func (d *DUT) configure(opts []Option) Config {
+	t := d.t
+	t.Helper()
 	envFile, err := loadEnvFileOnce()
 	if err != nil {
 		d.fail(err, nil)
@@ -100,23 +164,19 @@ func Acquire(t testing.TB, opts ...Option) *DUT {
 	} else if cfg.CleanupReserve > 0 {
 		d.reserve = cfg.CleanupReserve
 	}
-	// Open before registering cleanup, with its own deadline: a failed
-	// Open leaves nothing held.
-	ctx, cancel := d.Context()
-	defer cancel()
-	s, err := Open(ctx, cfg, holderFor(t.Name()), d.log.logf)
-	if err != nil {
-		d.fail(err, ctx)
-	}
+	return cfg
+}
+
+// start binds the open session s to d and registers d's cleanup.
+func (d *DUT) start(s *Session) {
 	d.s, d.mark = s, markOf(s)
 	// Without go test -artifacts the artifact directory is a temporary one
 	// that a cleanup removes; asking for it now registers that cleanup
 	// before ours, so it runs after ours (cleanups run last-in first-out)
 	// and the console log and flash report can still be written.
-	t.ArtifactDir()
-	t.Cleanup(d.cleanup)
+	d.t.ArtifactDir()
+	d.t.Cleanup(d.cleanup)
 	d.recordDevice()
-	return d
 }
 
 // cleanup ends the test's use of the DUT: evidence first, then power off,
@@ -188,7 +248,7 @@ func testDeadline(t testing.TB) (time.Time, bool) {
 func (d *DUT) Sub(t testing.TB) *DUT {
 	t.Helper()
 	root := d.rootDUT()
-	sub := &DUT{t: t, s: d.s, root: root, mark: markOf(d.s), log: testLogger{t}}
+	sub := &DUT{t: t, s: d.s, root: root, role: d.role, mark: markOf(d.s), log: testLogger{t}}
 	t.ArtifactDir() // before our cleanup: see Acquire
 	t.Cleanup(func() {
 		sub.writeConsole()

@@ -137,7 +137,7 @@ func (d *DUT) writeFlashReport(rep flash.Report, err error) {
 		d.t.Errorf("jumpstarter: flash report: %v", merr)
 		return
 	}
-	path := filepath.Join(d.t.ArtifactDir(), FlashReportFile)
+	path := filepath.Join(d.t.ArtifactDir(), d.file(FlashReportFile))
 	if werr := os.WriteFile(path, append(b, '\n'), 0o644); werr != nil {
 		d.t.Errorf("jumpstarter: writing the flash report: %v", werr)
 		return
@@ -149,6 +149,7 @@ func (d *DUT) writeFlashReport(rep flash.Report, err error) {
 // cleanup, so a test that flashes or logs in twice carries each property
 // once.
 func (d *DUT) attr(key, value string) {
+	key = d.key(key)
 	d.propsMu.Lock()
 	defer d.propsMu.Unlock()
 	if d.props == nil {
@@ -172,6 +173,24 @@ func (d *DUT) flushAttrs() {
 }
 
 // oneLine makes a property value safe: no newlines.
+// key is the property key under which d records key: "dut.<role>.x" for
+// a DUT with a role (AcquireAll), key itself for a test's only DUT.
+func (d *DUT) key(key string) string {
+	if d.role == "" {
+		return key
+	}
+	return "dut." + d.role + "." + strings.TrimPrefix(key, "dut.")
+}
+
+// file is the artifact file name under which d writes name: "<role>-name"
+// for a DUT with a role.
+func (d *DUT) file(name string) string {
+	if d.role == "" {
+		return name
+	}
+	return d.role + "-" + name
+}
+
 func oneLine(s string) string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(s) }
 
 // writeConsole writes the test's slice of the console into its artifact
@@ -184,12 +203,12 @@ func (d *DUT) writeConsole() {
 	dir := d.t.ArtifactDir()
 	end := con.Mark()
 	var errs []error
-	if f, err := os.Create(filepath.Join(dir, ConsoleLogFile)); err == nil {
+	if f, err := os.Create(filepath.Join(dir, d.file(ConsoleLogFile))); err == nil {
 		errs = append(errs, con.WriteLog(f, d.mark, end), f.Close())
 	} else {
 		errs = append(errs, err)
 	}
-	if f, err := os.Create(filepath.Join(dir, ConsoleRawFile)); err == nil {
+	if f, err := os.Create(filepath.Join(dir, d.file(ConsoleRawFile))); err == nil {
 		errs = append(errs, con.WriteRaw(f, d.mark, end), f.Close())
 	} else {
 		errs = append(errs, err)
@@ -198,7 +217,7 @@ func (d *DUT) writeConsole() {
 		d.t.Errorf("jumpstarter: writing the console log: %v", err)
 		return
 	}
-	log := filepath.Join(dir, ConsoleLogFile)
+	log := filepath.Join(dir, d.file(ConsoleLogFile))
 	if d.t.Failed() {
 		log = d.keepFailedConsole(dir)
 	}
@@ -217,7 +236,7 @@ const (
 // a folder that stays ($TMPDIR/jumpstarter-go/failed/...). It returns the
 // console log's lasting path.
 func (d *DUT) keepFailedConsole(dir string) string {
-	log := filepath.Join(dir, ConsoleLogFile)
+	log := filepath.Join(dir, d.file(ConsoleLogFile))
 	how := "in the test's artifact folder"
 	if !artifactsKept() {
 		kept, err := keepFiles(dir, d.t.Name())
@@ -225,7 +244,7 @@ func (d *DUT) keepFailedConsole(dir string) string {
 			d.t.Errorf("jumpstarter: keeping the console log of this failed test: %v", err)
 			return log
 		}
-		log = filepath.Join(kept, ConsoleLogFile)
+		log = filepath.Join(kept, d.file(ConsoleLogFile))
 		how = "kept, since go test ran without -artifacts"
 	}
 	tail, lines, err := fileTail(log, failedTailLines, failedTailBytes)

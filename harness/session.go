@@ -83,19 +83,36 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	cfg = cfg.WithDefaults()
-	if !cfg.Configured() {
-		return nil, fmt.Errorf("%w: set %s (e.g. sim), %s or %s", ErrNotConfigured, Env.Driver, Env.Name, Env.Tags)
-	}
-	if cfg.Image != "" {
-		if _, err := flash.CheckImage(cfg.Image); err != nil {
-			return nil, &ConfigError{Step: "acquire", Err: fmt.Errorf("%s: %w", Env.Image, err)}
-		}
+	cfg, err := checkConfig(cfg)
+	if err != nil {
+		return nil, err
 	}
 	l, dev, err := takeLease(ctx, cfg, who, logf)
 	if err != nil {
 		return nil, err
 	}
+	return openSession(ctx, cfg, l, dev, logf)
+}
+
+// checkConfig applies cfg's defaults and checks it names a DUT and a good
+// image.
+func checkConfig(cfg Config) (Config, error) {
+	cfg = cfg.WithDefaults()
+	if !cfg.Configured() {
+		return cfg, fmt.Errorf("%w: set %s (e.g. sim), %s or %s", ErrNotConfigured, Env.Driver, Env.Name, Env.Tags)
+	}
+	if cfg.Image != "" {
+		if _, err := flash.CheckImage(cfg.Image); err != nil {
+			return cfg, &ConfigError{Step: "acquire", Err: fmt.Errorf("%s: %w", Env.Image, err)}
+		}
+	}
+	return cfg, nil
+}
+
+// openSession makes the session of the opened device dev under held lease
+// l: it puts the DUT in a known state and opens its console, or closes
+// everything and releases l.
+func openSession(ctx context.Context, cfg Config, l *lease.Lease, dev driver.Device, logf func(string, ...any)) (*Session, error) {
 	s := &Session{cfg: cfg, lease: l, dev: dev, logf: logf, infraWatches: map[string]bool{}}
 	s.unclean = readUnclean(l.Path())
 	if s.unclean != nil {
