@@ -94,7 +94,7 @@ main-job-sim: qemu-deps images
 	$(call run-examples,sim,$(OUT)/images/sim-$(MAIN_RELEASE).img,$(EVIDENCE)$(comma)dut.serial)
 
 ## main-job-qemu: the examples against the QEMU virtual DUT, flashing the zstd image (about 20 s),
-## then the end-to-end tests of qemu/e2e (flash A then B, reboot, power cycle, blank, panic, hang,
+## then the end-to-end tests of e2e/qemu (flash A then B, reboot, power cycle, blank, panic, hang,
 ## killed QEMU; about 40 s) into $(OUT)/report/qemu-e2e.
 main-job-qemu: qemu-images
 	$(call run-examples,qemu,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE))
@@ -103,7 +103,7 @@ main-job-qemu: qemu-images
 	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/qemu-e2e/junit.xml \
 	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
-	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/qemu-e2e/artifacts) ./qemu/e2e/...
+	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/qemu-e2e/artifacts) ./e2e/qemu/...
 	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE) \
 	  -files console.log $(OUT)/report/qemu-e2e/junit.xml
 

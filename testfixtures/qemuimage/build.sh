@@ -452,7 +452,7 @@ build_image() { # NAME KIND VERSION HASH
     blank)
       # All hole: without a bmap the flash engine makes the target
       # byte-identical to the image, so this must wipe the image flashed
-      # before it (qemu/e2e's TestBlankImageIsAnInfrastructureFailure
+      # before it (e2e/qemu's TestBlankImageIsAnInfrastructureFailure
       # flashes a good one first).
       rm -f "$tmp"
       truncate -s "${DISK_MIB}M" "$tmp" ;;

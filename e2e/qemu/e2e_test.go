@@ -1,4 +1,4 @@
-package e2e_test
+package qemue2e_test
 
 import (
 	"fmt"
