@@ -18,21 +18,6 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
 )
 
-// generations are the firmware/transport combinations every capability is
-// driven through.
-var generations = []struct {
-	name      string
-	version   string
-	transport dutlink.TransportKind
-	want      dutlink.TransportKind
-}{
-	{"fw0.07-auto-shell", "0.07", dutlink.TransportAuto, dutlink.TransportShell},
-	{"fw0.08-auto-usb", "0.08", dutlink.TransportAuto, dutlink.TransportUSB},
-	{"fw0.08-forced-shell", "0.08", dutlink.TransportShell, dutlink.TransportShell},
-	{"fw0.09-auto-usb", "0.09", dutlink.TransportAuto, dutlink.TransportUSB},
-	{"fw0.09-forced-shell", "0.09", dutlink.TransportShell, dutlink.TransportShell},
-}
-
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -73,20 +58,20 @@ func openAll(t *testing.T, dr *dutlink.Driver) []*dutlink.Device {
 }
 
 func TestEveryCapabilityDirect(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, Config: map[string]string{
 				"name": "orin-1", "tags": "orin,arm64", "power_on": "p1,bL,w1,bZ",
 			}})
-			d := scanOne(t, lab, g.transport)
+			d := scanOne(t, lab, g.Transport)
 			assert.Equal(t, "orin-1", d.Name())
 			assert.Equal(t, []string{"orin", "arm64"}, d.Tags())
 			assert.Equal(t, b.Serial(), d.Serial())
-			assert.Equal(t, g.want, d.Transport())
-			assert.Equal(t, g.version, d.Board().Version.String())
+			assert.Equal(t, g.Want, d.Transport())
+			assert.Equal(t, g.Version, d.Board().Version.String())
 
 			require.NoError(t, d.PowerOn(ctx))
 			assert.True(t, b.Power())
@@ -128,7 +113,7 @@ func TestEveryCapabilityDirect(t *testing.T) {
 
 			v, err := d.FirmwareVersion(ctx)
 			require.NoError(t, err)
-			assert.Equal(t, g.version+" git-ref: dutlinksim", v)
+			assert.Equal(t, g.Version+" git-ref: dutlinksim", v)
 
 			cfg, err := d.Config(ctx)
 			require.NoError(t, err)
@@ -170,31 +155,31 @@ func TestEveryCapabilityDirect(t *testing.T) {
 }
 
 func TestConfigSurvivesRebootAndRenames(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
-			d := scanOne(t, lab, g.transport)
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version})
+			d := scanOne(t, lab, g.Transport)
 			assert.Equal(t, "jp-"+b.Serial(), d.Name(), "default name")
 			require.NoError(t, d.SetConfig(ctx, "name", "bench-3"))
 			assert.Equal(t, "jp-"+b.Serial(), d.Name(), "a device's name is stable")
 			b.Reboot()
-			d2 := scanOne(t, lab, g.transport)
+			d2 := scanOne(t, lab, g.Transport)
 			assert.Equal(t, "bench-3", d2.Name())
 			require.NoError(t, d2.SetConfig(ctx, "name", ""))
-			assert.Equal(t, "jp-"+b.Serial(), scanOne(t, lab, g.transport).Name())
+			assert.Equal(t, "jp-"+b.Serial(), scanOne(t, lab, g.Transport).Name())
 		})
 	}
 }
 
 func TestConfigTheFirmwareCannotStore(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"name": "keep"}})
-			d := scanOne(t, lab, g.transport)
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, Config: map[string]string{"name": "keep"}})
+			d := scanOne(t, lab, g.Transport)
 			for _, c := range []struct{ key, value, want string }{
 				{"name", strings.Repeat("n", 65), "at most 64"},
 				{"name", "two words", "letters, digits"},
@@ -222,7 +207,7 @@ func TestConfigTheFirmwareCannotStore(t *testing.T) {
 			b.FailConfigWrites(true)
 			err := d.SetConfig(ctx, "name", "new")
 			require.Error(t, err)
-			if g.want == dutlink.TransportUSB {
+			if g.Want == dutlink.TransportUSB {
 				assert.ErrorIs(t, err, dutlink.ErrBadConfig)
 			} else {
 				assert.ErrorIs(t, err, dutlink.ErrReply)
@@ -342,11 +327,11 @@ func TestCheckTargetRefusesOtherFiles(t *testing.T) {
 // would not fit together are refused before anything is stored, and what
 // fits is read back whole.
 func TestSetConfigKeepsTheWholeConfigPrintable(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			lab := dutlinksim.NewTestLab(t)
-			lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
-			d := scanOne(t, lab, g.transport)
+			lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version})
+			d := scanOne(t, lab, g.Transport)
 			ctx := testCtx(t)
 			require.NoError(t, d.SetConfig(ctx, "tags", strings.Repeat("t", 250)))
 			require.NoError(t, d.SetConfig(ctx, "usb_console", strings.Repeat("u", 60)))

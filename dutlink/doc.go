@@ -61,9 +61,10 @@
 // The choice is automatic by firmware version and can be forced with
 // [Options.Transport] or DUTLINK_TRANSPORT=usb|shell. The USB transport
 // exists only in builds with libusb (see Building). Whatever the build,
-// [Options.OpenUSB] (or [SetUSBOpener] for the registered driver) can
-// supply any [Controller], which is how the simulator in
-// testfixtures/dutlinksim stands in for a board.
+// a driver value made with [New] and [Options.OpenUSB] can supply any
+// [Controller], which is how the simulator in testfixtures/dutlinksim
+// stands in for a board (the registered driver, configured by DUTLINK_*
+// variables, always uses libusb).
 //
 // # Building
 //

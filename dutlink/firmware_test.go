@@ -32,40 +32,6 @@ func scanWith(t *testing.T, o dutlink.Options, tr dutlink.TransportKind) *dutlin
 	return openOnly(t, dutlink.New(o))
 }
 
-// foreignOnSwitch plugs a stranger's disk that appears delay after the
-// board's mux next switches to the host, and returns a function that
-// returns its file once it is plugged.
-func foreignOnSwitch(t *testing.T, lab *dutlinksim.Lab, b *dutlinksim.Board, id string, delay time.Duration) func() string {
-	t.Helper()
-	files := make(chan string, 1)
-	b.OnStorage("host", func() {
-		f, err := lab.AddDiskAfter(id, 1<<20, delay)
-		if err != nil {
-			t.Errorf("foreign disk: %v", err)
-		}
-		files <- f
-	})
-	var file string
-	get := func() string {
-		if file == "" {
-			select {
-			case file = <-files:
-			case <-time.After(10 * time.Second):
-				t.Fatalf("the stranger's disk %s was never plugged", id)
-			}
-		}
-		return file
-	}
-	return get
-}
-
-func untouched(t *testing.T, file string) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	require.NoError(t, err)
-	assert.False(t, bytes.ContainsFunc(data, func(r rune) bool { return r != 0x5a }), "%s was written", file)
-}
-
 // A board on a root port cannot tell its disk by topology. A filter for
 // every board (DUTLINK_STORAGE_FILTER=SanDisk) is refused as its identity
 // before the mux moves, even though a stranger's stick that matches it
@@ -73,20 +39,20 @@ func untouched(t *testing.T, file string) {
 // with the board's own filter (its stick's serial) the board's disk is
 // taken and the stranger is never written, whatever the transport.
 func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, RootPort: true,
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, RootPort: true,
 				DiskID: "SanDisk_Ultra_4C530001", DiskAppearDelay: 300 * time.Millisecond})
 			before, err := lab.AddDisk("SanDisk_Cruzer_0BEF0RE", 1<<20)
 			require.NoError(t, err)
 
 			shared := lab.Options()
 			shared.StorageFilter = "SanDisk"
-			d := scanWith(t, shared, g.transport)
-			during := foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
+			d := scanWith(t, shared, g.Transport)
+			during := lab.ForeignOnSwitch(t, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
 			err = d.SetStorage(ctx, driver.StorageHost)
 			require.ErrorIs(t, err, dutlink.ErrUnprovenDisk)
 			assert.Contains(t, err.Error(), "dut config "+b.Serial()+" set storage_filter")
@@ -95,16 +61,16 @@ func TestRootPortBoardNeverTakesAStrangersDisk(t *testing.T) {
 
 			own := lab.Options()
 			own.StorageFilters = map[string]string{b.Serial(): "4C530001"}
-			d = scanWith(t, own, g.transport)
+			d = scanWith(t, own, g.Transport)
 			require.NoError(t, d.SetStorage(ctx, driver.StorageHost))
 			after, err := lab.AddDiskAfter("SanDisk_Cruzer_2AFTER", 1<<20, 0)
 			require.NoError(t, err)
 			require.NoError(t, writeTarget(ctx, d, []byte("the board's image")))
 			require.NoError(t, d.SetStorage(ctx, driver.StorageOff))
-			assert.True(t, diskHas(t, b.DiskFile(), []byte("the board's image")))
-			untouched(t, before)
-			untouched(t, during())
-			untouched(t, after)
+			assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), []byte("the board's image")))
+			dutlinksim.Untouched(t, before)
+			dutlinksim.Untouched(t, during())
+			dutlinksim.Untouched(t, after)
 		})
 	}
 }
@@ -173,7 +139,7 @@ func TestTwoRootPortBoardsFlashedAtOnce(t *testing.T) {
 				continue
 			}
 			require.NoError(t, errs[i])
-			assert.True(t, diskHas(t, b.DiskFile(), []byte("image of "+b.Serial())), "board %s has its own image", b.Serial())
+			assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), []byte("image of "+b.Serial())), "board %s has its own image", b.Serial())
 		}
 	}
 }
@@ -231,13 +197,13 @@ func TestHubBoardNeverTakesAStrangersDisk(t *testing.T) {
 	o := lab.Options()
 	o.StorageFilter = "SanDisk"
 	d := scanWith(t, o, dutlink.TransportAuto)
-	during := foreignOnSwitch(t, lab, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
+	during := lab.ForeignOnSwitch(t, b, "SanDisk_Cruzer_1DUR1NG", 100*time.Millisecond)
 	img := make([]byte, 4096)
 	_, _ = rand.Read(img)
 	require.NoError(t, flashOnce(ctx, d, img))
-	assert.True(t, diskHas(t, b.DiskFile(), img))
-	untouched(t, before)
-	untouched(t, during())
+	assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), img))
+	dutlinksim.Untouched(t, before)
+	dutlinksim.Untouched(t, during())
 }
 
 // The shell transport waits for the escape's answer: from console mode
@@ -308,21 +274,21 @@ func offTimes(log []dutlinksim.PowerChange) []time.Duration {
 // the request completed; with p0,w5 it comes first and the sequence's own
 // wait counts.
 func TestCycleCountsFromTheRealPowerCut(t *testing.T) {
-	for _, g := range generations {
+	for _, g := range dutlinksim.Generations {
 		for _, seq := range []string{"w5,p0", "p0,w5"} {
-			t.Run(g.name+"/"+seq, func(t *testing.T) {
+			t.Run(g.Name+"/"+seq, func(t *testing.T) {
 				t.Parallel()
 				ctx := testCtx(t)
 				lab := dutlinksim.NewTestLab(t)
-				b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"power_off": seq}})
-				d := scanWith(t, lab.Options(), g.transport)
+				b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, Config: map[string]string{"power_off": seq}})
+				d := scanWith(t, lab.Options(), g.Transport)
 				require.NoError(t, d.PowerOn(ctx))
 				require.NoError(t, d.Cycle(ctx, 300*time.Millisecond))
 				assert.True(t, b.Power())
 				offs := offTimes(b.PowerLog())
 				require.Len(t, offs, 1)
 				assert.GreaterOrEqual(t, offs[0], 300*time.Millisecond)
-				if seq == "p0,w5" && g.want == dutlink.TransportUSB {
+				if seq == "p0,w5" && g.Want == dutlink.TransportUSB {
 					assert.Less(t, offs[0], 1500*time.Millisecond, "the wait after the cut counts toward the off time")
 				}
 				t.Logf("off for %s", offs[0])
@@ -334,23 +300,23 @@ func TestCycleCountsFromTheRealPowerCut(t *testing.T) {
 // Whoever switches the mux away from the host flushes and ejects the disk
 // there, also when another process switched it to the host.
 func TestStorageLeftAtTheHostByAnotherProcessIsEjected(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
-			first := scanWith(t, lab.Options(), g.transport)
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version})
+			first := scanWith(t, lab.Options(), g.Transport)
 			require.NoError(t, first.SetStorage(ctx, driver.StorageHost))
 			target, err := first.BlockTarget(ctx)
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(target, []byte("written by the first process"), 0))
 
-			second := scanWith(t, lab.Options(), g.transport)
+			second := scanWith(t, lab.Options(), g.Transport)
 			require.NoError(t, second.SetStorage(ctx, driver.StorageDUT))
 			assert.Len(t, b.Ejected(), 1, "the second process ejected the disk it found at the host")
 			assert.Equal(t, "dut", b.Storage())
-			assert.True(t, diskHas(t, b.DiskFile(), []byte("written by the first process")))
+			assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), []byte("written by the first process")))
 		})
 	}
 }
@@ -380,14 +346,14 @@ func TestFailedExchangeReturnsToConsoleMode(t *testing.T) {
 // mode when its console opens, whatever the transport: the DUT's output
 // reaches the console.
 func TestConsoleOpensInConsoleMode(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version})
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version})
 			leaveAtShell(t, b)
-			d := scanWith(t, lab.Options(), g.transport)
+			d := scanWith(t, lab.Options(), g.Transport)
 			con, err := d.OpenConsole(ctx)
 			require.NoError(t, err)
 			defer con.Close()
@@ -444,19 +410,19 @@ func readUntil(t *testing.T, r interface{ Read([]byte) (int, error) }, want stri
 // taken, and json can be cleared whatever the transport.
 func TestConfigThatOverflowsTheShellReply(t *testing.T) {
 	js := fmt.Sprintf(`{"note":%q}`, strings.Repeat("x", 440))
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"name": "full-1", "json": js}})
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, Config: map[string]string{"name": "full-1", "json": js}})
 			var logs strings.Builder
 			var mu sync.Mutex
 			o := lab.Options()
 			o.Logf = func(f string, a ...any) { mu.Lock(); fmt.Fprintf(&logs, f+"\n", a...); mu.Unlock() }
-			d := scanWith(t, o, g.transport)
+			d := scanWith(t, o, g.Transport)
 			assert.Equal(t, "full-1", d.Name(), "discovered by name")
-			if g.want == dutlink.TransportShell {
+			if g.Want == dutlink.TransportShell {
 				assert.Equal(t, []string{"power_off", "power_rescue"}, d.ConfigCut())
 				mu.Lock()
 				assert.Contains(t, logs.String(), "dut config "+b.Serial()+" set json ''")
@@ -495,7 +461,7 @@ func TestRootPortFilterThatNamesAStrangerIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), "stayed at the host")
 	assert.Equal(t, "off", b.Storage())
 	assert.NotContains(t, b.Events(), "storage host")
-	untouched(t, before)
+	dutlinksim.Untouched(t, before)
 
 	own := lab.Options()
 	own.StorageFilters = map[string]string{b.Serial(): "4C530001"}

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -155,27 +154,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-var (
-	usbOverrideMu sync.Mutex
-	usbOverride   USBOpener
-)
-
-// SetUSBOpener makes the registered driver (the one DUT_DRIVER=dutlink
-// selects) open boards' vendor interfaces with open instead of libusb, until
-// the returned restore function is called. It exists for simulators such as
-// testfixtures/dutlinksim; a driver made with [New] uses [Options.OpenUSB].
-func SetUSBOpener(open USBOpener) (restore func()) {
-	usbOverrideMu.Lock()
-	defer usbOverrideMu.Unlock()
-	prev := usbOverride
-	usbOverride = open
-	return func() {
-		usbOverrideMu.Lock()
-		defer usbOverrideMu.Unlock()
-		usbOverride = prev
-	}
-}
-
 // OptionsFromEnv reads the DUTLINK_* environment variables into Options. A
 // malformed value is an error naming the variable.
 func OptionsFromEnv() (Options, error) {
@@ -206,9 +184,6 @@ func OptionsFromEnv() (Options, error) {
 	}
 	o.StateDir = strings.TrimSpace(os.Getenv(EnvStateDir))
 	o.ConfigDir = strings.TrimSpace(os.Getenv(EnvConfigDir))
-	usbOverrideMu.Lock()
-	o.OpenUSB = usbOverride
-	usbOverrideMu.Unlock()
 	return o, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/jumpstarter-dev/jumpstarter-go/dutlink"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
@@ -142,10 +143,12 @@ func env(t *testing.T) *dutlinksim.Lab {
 	t.Setenv("DUT_QEMU_DIR", t.TempDir())
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	lab := dutlinksim.NewTestLab(t)
-	lab.Use(t)
+	for k, v := range lab.Env() {
+		t.Setenv(k, v)
+	}
 	reg, err := driver.Lookup(sim.DriverName)
 	require.NoError(t, err)
-	theBench = &bench{Driver: reg, devs: map[string]*sim.Device{}}
+	theBench = &bench{Driver: reg, devs: map[string]*sim.Device{}, lab: lab}
 	b := theBench
 	t.Cleanup(func() {
 		// The sim devices of this test live in this process: stop them.
@@ -165,6 +168,7 @@ type bench struct {
 	driver.Driver
 	mu   sync.Mutex
 	devs map[string]*sim.Device
+	lab  *dutlinksim.Lab // the DUTlink boards of the test
 }
 
 // theBench is the current test's bench (the tests of this package set the
@@ -235,9 +239,25 @@ func drivers(t *testing.T) []driver.Driver {
 		if name == sim.DriverName && theBench != nil {
 			d = theBench
 		}
+		if name == dutlink.DriverName && theBench != nil {
+			d = theBench.dutlink(d)
+		}
 		out = append(out, d)
 	}
 	return out
+}
+
+// dutlink returns a dutlink driver over the bench's lab, configured like
+// the registered one from the DUTLINK_* variables, plus the lab's USB
+// controllers, which live in this process. A malformed variable leaves
+// reg, the registered driver, to report it as a command would.
+func (b *bench) dutlink(reg driver.Driver) driver.Driver {
+	o, err := dutlink.OptionsFromEnv()
+	if err != nil {
+		return reg
+	}
+	o.OpenUSB = b.lab.OpenUSB
+	return dutlink.New(o)
 }
 
 // simDevice returns the bench's board name.

@@ -67,7 +67,9 @@ func (l *Lab) Options() dutlink.Options {
 }
 
 // Env returns the environment variables that point the registered driver
-// at the lab (the USB controllers still need [dutlink.SetUSBOpener]).
+// at the lab, for a program run in another process (it can reach the
+// boards' shells only: the lab's USB controllers live in this process, see
+// [Lab.Options]).
 func (l *Lab) Env() map[string]string {
 	return map[string]string{
 		dutlink.EnvSysfs: l.Sys, dutlink.EnvDev: l.Dev, dutlink.EnvFileDisks: "1",
@@ -293,7 +295,7 @@ func (l *Lab) AddDiskAfter(id string, size int64, delay time.Duration) (file str
 	if dup {
 		return "", fmt.Errorf("dutlinksim: a foreign disk %q is plugged already", id)
 	}
-	if err := makeDisk(file, size, 0x5a); err != nil {
+	if err := makeDisk(file, size, diskFill); err != nil {
 		l.RemoveDisk(file)
 		return "", err
 	}
@@ -351,6 +353,9 @@ func (l *Lab) RemoveDisk(file string) {
 		_ = os.RemoveAll(hub)
 	}
 }
+
+// diskFill is the byte a foreign disk of [Lab.AddDisk] is filled with.
+const diskFill = 0x5a
 
 // makeDisk creates a disk file of size bytes filled with fill.
 func makeDisk(path string, size int64, fill byte) error {

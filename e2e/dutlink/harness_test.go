@@ -1,7 +1,6 @@
-package dutlink_test
+package dutlinke2e_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -21,68 +20,63 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/dutlinksim"
 )
 
-// harnessEnv points the harness at the registered dutlink driver and the
-// driver at lab, with private lock and image files; it returns the image.
-func harnessEnv(t *testing.T, lab *dutlinksim.Lab, tr dutlink.TransportKind) []byte {
+// setup builds, in code, what a test of lab needs: a dutlink driver value
+// over lab (transport tr, then mods applied to its options), a private
+// lock directory, bounded timeouts, and a random image of 512 KiB, which it
+// returns. Nothing is read from or written to the environment, so tests
+// using it run in parallel.
+func setup(t *testing.T, lab *dutlinksim.Lab, tr dutlink.TransportKind, mods ...func(*dutlink.Options)) ([]harness.Option, []byte) {
 	t.Helper()
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "DUT_") || strings.HasPrefix(k, "DUTLINK_") {
-			t.Setenv(k, "")
-		}
+	o := lab.Options()
+	o.Transport = tr
+	for _, m := range mods {
+		m(&o)
 	}
-	lab.Use(t)
-	t.Setenv("DUTLINK_TRANSPORT", string(tr))
-	t.Setenv("DUT_DRIVER", "dutlink")
-	t.Setenv("DUT_LOCK_DIR", t.TempDir())
-	t.Setenv("DUT_ACQUIRE_TIMEOUT", "10s")
-	t.Setenv("DUT_STEP_TIMEOUT", "30s")
-	t.Setenv("DUT_COMMAND_TIMEOUT", "10s")
 	img := make([]byte, 512<<10)
 	_, _ = rand.Read(img)
 	path := filepath.Join(t.TempDir(), "os.img")
 	require.NoError(t, os.WriteFile(path, img, 0o644))
-	t.Setenv("DUT_IMAGE", path)
-	return img
+	return []harness.Option{
+		harness.WithDrivers(dutlink.New(o)),
+		harness.WithLockDir(t.TempDir()),
+		harness.WithAcquireTimeout(10 * time.Second),
+		harness.WithStepTimeout(30 * time.Second),
+		harness.WithCommandTimeout(10 * time.Second),
+		harness.WithImage(path),
+	}, img
 }
 
-func diskHas(t *testing.T, file string, img []byte) bool {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	require.NoError(t, err)
-	return bytes.HasPrefix(data, img)
-}
-
-func zeros(t *testing.T, file string) bool {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	require.NoError(t, err)
-	return !bytes.ContainsFunc(data, func(r rune) bool { return r != 0 })
+// filter sets the storage filter of every board.
+func filter(f string) func(*dutlink.Options) {
+	return func(o *dutlink.Options) { o.StorageFilter = f }
 }
 
 // TestHarnessEndToEnd drives every capability through harness.Acquire for
-// both firmware generations and both transports: acquire (known state),
+// both firmware dutlinksim.Generations and both transports: acquire (known state),
 // flash (storage host, disk identified, CheckTarget, flush, eject), power on
 // with the storage at the DUT, the console (DUT banner, input and echo),
 // pins, reset, meter, config, rescue, force power, and cleanup (DUT off,
 // storage off, lock free).
 func TestHarnessEndToEnd(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	t.Parallel()
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
+			t.Parallel()
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, Config: map[string]string{"name": "bench-1", "tags": "orin"}})
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, Config: map[string]string{"name": "bench-1", "tags": "orin"}})
 			stranger, err := lab.AddDisk("stranger", 1<<20)
 			require.NoError(t, err)
-			img := harnessEnv(t, lab, g.transport)
-			t.Setenv("DUT_TAGS", "orin")
+			opts, img := setup(t, lab, g.Transport)
+			opts = append(opts, harness.WithTags("orin"))
 
 			f := faketb.New(t)
 			var lockPath string
 			f.Run(func(tb testing.TB) {
-				dut := harness.Acquire(tb)
+				dut := harness.Acquire(tb, opts...)
 				dev, ok := dut.Device().(*dutlink.Device)
 				require.True(t, ok, "device is %T", dut.Device())
 				assert.Equal(t, "bench-1", dut.Name())
-				assert.Equal(t, g.want, dev.Transport())
+				assert.Equal(t, g.Want, dev.Transport())
 				lockPath = dut.Session().LockPath()
 				assert.Contains(t, lockPath, "dutlink_bench-1")
 				assert.False(t, b.Power())
@@ -90,7 +84,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 
 				rep := dut.Flash()
 				assert.Equal(t, int64(len(img)), rep.Bytes)
-				assert.True(t, diskHas(t, b.DiskFile(), img), "the image is on the board's disk")
+				assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), img), "the image is on the board's disk")
 				assert.Equal(t, "off", b.Storage(), "flash disconnects the storage again")
 				assert.Len(t, b.Ejected(), 1)
 				assert.NotContains(t, string(mustRead(t, stranger)), string(img[:64]), "the foreign disk is untouched")
@@ -134,7 +128,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 			assert.Equal(t, "off", b.Storage(), "cleanup disconnected the storage")
 			// The lock is free: a second acquire gets the board at once.
 			f2 := faketb.New(t)
-			f2.Run(func(tb testing.TB) { harness.Acquire(tb) })
+			f2.Run(func(tb testing.TB) { harness.Acquire(tb, opts...) })
 			require.False(t, f2.Failed(), f2.Message())
 		})
 	}
@@ -158,9 +152,10 @@ func TestHarnessFailures(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		gen     int // index into generations
+		gen     int // index into dutlinksim.Generations
 		opts    dutlinksim.BoardOptions
-		setup   func(t *testing.T, e env)
+		mods    []func(*dutlink.Options)
+		acquire []harness.Option
 		body    func(t *testing.T, tb testing.TB, dut *harness.DUT, e env)
 		want    []string
 		errIs   error
@@ -168,8 +163,8 @@ func TestHarnessFailures(t *testing.T) {
 	}{
 		{
 			name: "unknown board", gen: 1,
-			setup: func(t *testing.T, e env) { t.Setenv("DUT_NAME", "nosuch") },
-			want:  []string{`no matching device: wanted name "nosuch"`, "found jp-"},
+			acquire: []harness.Option{harness.WithName("nosuch")},
+			want:    []string{`no matching device: wanted name "nosuch"`, "found jp-"},
 		},
 		{
 			name: "two disks appear at once", gen: 1, opts: dutlinksim.BoardOptions{TwoDisks: true},
@@ -180,7 +175,7 @@ func TestHarnessFailures(t *testing.T) {
 		},
 		{
 			name: "no disk appears", gen: 0, opts: dutlinksim.BoardOptions{NoDisk: true},
-			setup:   func(t *testing.T, e env) { t.Setenv("DUTLINK_STORAGE_TIMEOUT", "300ms") },
+			mods:    []func(*dutlink.Options){func(o *dutlink.Options) { o.StorageTimeout = 300 * time.Millisecond }},
 			body:    func(t *testing.T, tb testing.TB, dut *harness.DUT, e env) { dut.Flash() },
 			want:    []string{"no disk appeared on the storage port", "within 300ms", "check that the USB storage is plugged"},
 			errIs:   dutlink.ErrNoDisk,
@@ -214,23 +209,24 @@ func TestHarnessFailures(t *testing.T) {
 			errIs: dutlink.ErrGone,
 		},
 	}
+	t.Parallel()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			g := generations[c.gen]
+			t.Parallel()
+			g := dutlinksim.Generations[c.gen]
 			lab := dutlinksim.NewTestLab(t)
 			o := c.opts
-			o.Version = g.version
+			o.Version = g.Version
 			b := lab.AddBoardT(t, o)
 			stranger, err := lab.AddDisk("stranger", 1<<20)
 			require.NoError(t, err)
 			before := mustRead(t, stranger)
-			e := env{lab: lab, b: b, img: harnessEnv(t, lab, g.transport)}
-			if c.setup != nil {
-				c.setup(t, e)
-			}
+			opts, img := setup(t, lab, g.Transport, c.mods...)
+			opts = append(opts, c.acquire...)
+			e := env{lab: lab, b: b, img: img}
 			f := faketb.New(t)
 			f.Run(func(tb testing.TB) {
-				dut := harness.Acquire(tb)
+				dut := harness.Acquire(tb, opts...)
 				// A hook to observe the power state after the failure but
 				// before the harness's own cleanup.
 				c.body(t, tb, dut, e)
@@ -244,7 +240,7 @@ func TestHarnessFailures(t *testing.T) {
 			assert.Equal(t, before, mustRead(t, stranger), "the foreign disk is untouched")
 			if c.untouch != nil {
 				for _, p := range c.untouch(e) {
-					assert.True(t, zeros(t, p), "%s must not be written", p)
+					assert.True(t, dutlinksim.Zeroed(t, p), "%s must not be written", p)
 				}
 				assert.Equal(t, "off", b.Storage(), "the mux is switched off again")
 			}
@@ -259,24 +255,25 @@ func TestHarnessFailures(t *testing.T) {
 // the board's storage_filter (json config) or DUTLINK_STORAGE_FILTER says
 // so, and refuses a filter that matches a foreign disk too.
 func TestHarnessStorageFilterOverride(t *testing.T) {
+	t.Parallel()
 	lab := dutlinksim.NewTestLab(t)
 	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: "0.07", Config: map[string]string{"json": `{"storage_filter":"DUTlinkSim_Storage"}`}})
 	stranger, err := lab.AddDisk("stranger", 1<<20)
 	require.NoError(t, err)
-	img := harnessEnv(t, lab, dutlink.TransportAuto)
+	opts, img := setup(t, lab, dutlink.TransportAuto)
 	f := faketb.New(t)
-	f.Run(func(tb testing.TB) { harness.Acquire(tb).Flash() })
+	f.Run(func(tb testing.TB) { harness.Acquire(tb, opts...).Flash() })
 	require.False(t, f.Failed(), f.Message())
-	assert.True(t, diskHas(t, b.DiskFile(), img))
+	assert.True(t, dutlinksim.DiskHas(t, b.DiskFile(), img))
 
 	// A filter that matches every usb-* disk, the foreign one too: only
 	// disks below the board's own hub count, so the board's is picked and
 	// the stranger stays untouched.
 	before, err := os.ReadFile(stranger)
 	require.NoError(t, err)
-	t.Setenv("DUTLINK_STORAGE_FILTER", "_")
+	opts, _ = setup(t, lab, dutlink.TransportAuto, filter("_"))
 	f = faketb.New(t)
-	f.Run(func(tb testing.TB) { harness.Acquire(tb).Flash() })
+	f.Run(func(tb testing.TB) { harness.Acquire(tb, opts...).Flash() })
 	require.False(t, f.Failed(), f.Message())
 	after, err := os.ReadFile(stranger)
 	require.NoError(t, err)
@@ -284,12 +281,12 @@ func TestHarnessStorageFilterOverride(t *testing.T) {
 }
 
 func TestHarnessStorageFilterMatchingTwoOfTheBoardsDisks(t *testing.T) {
+	t.Parallel()
 	lab := dutlinksim.NewTestLab(t)
 	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: "0.07", TwoDisks: true})
-	harnessEnv(t, lab, dutlink.TransportAuto)
-	t.Setenv("DUTLINK_STORAGE_FILTER", "DUTlinkSim")
+	opts, _ := setup(t, lab, dutlink.TransportAuto, filter("DUTlinkSim"))
 	f := faketb.New(t)
-	f.Run(func(tb testing.TB) { harness.Acquire(tb).Flash() })
+	f.Run(func(tb testing.TB) { harness.Acquire(tb, opts...).Flash() })
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), "more than one disk")
 	assert.Equal(t, "off", b.Storage())
@@ -298,14 +295,16 @@ func TestHarnessStorageFilterMatchingTwoOfTheBoardsDisks(t *testing.T) {
 // TestUSBConsole reads the DUT console from the separate USB UART named by
 // usb_console while the board's own tty stays free for the shell.
 func TestUSBConsole(t *testing.T) {
-	for _, g := range generations {
-		t.Run(g.name, func(t *testing.T) {
+	t.Parallel()
+	for _, g := range dutlinksim.Generations {
+		t.Run(g.Name, func(t *testing.T) {
+			t.Parallel()
 			lab := dutlinksim.NewTestLab(t)
-			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.version, USBConsole: "Orin_1421", Config: map[string]string{"usb_console": "Orin_1421"}})
-			harnessEnv(t, lab, g.transport)
+			b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: g.Version, USBConsole: "Orin_1421", Config: map[string]string{"usb_console": "Orin_1421"}})
+			opts, _ := setup(t, lab, g.Transport)
 			f := faketb.New(t)
 			f.Run(func(tb testing.TB) {
-				dut := harness.Acquire(tb)
+				dut := harness.Acquire(tb, opts...)
 				dev := dut.Device().(*dutlink.Device)
 				p, err := dev.ConsolePath()
 				require.NoError(t, err)
@@ -322,9 +321,9 @@ func TestUSBConsole(t *testing.T) {
 
 	lab := dutlinksim.NewTestLab(t)
 	lab.AddBoardT(t, dutlinksim.BoardOptions{Config: map[string]string{"usb_console": "Missing"}})
-	harnessEnv(t, lab, "")
+	opts, _ := setup(t, lab, "")
 	f := faketb.New(t)
-	f.Run(func(tb testing.TB) { harness.Acquire(tb) })
+	f.Run(func(tb testing.TB) { harness.Acquire(tb, opts...) })
 	require.True(t, f.Failed())
 	assert.Contains(t, f.Message(), `usb_console="Missing"`)
 	assert.Contains(t, f.Message(), "clear usb_console")
@@ -334,9 +333,10 @@ func TestUSBConsole(t *testing.T) {
 // stable name) serializes two tests on one board, and that the board's tty
 // held by the first does not hide the board from the second.
 func TestTwoTestsWaitForOneBoard(t *testing.T) {
+	t.Parallel()
 	lab := dutlinksim.NewTestLab(t)
 	b := lab.AddBoardT(t, dutlinksim.BoardOptions{Version: "0.07", Config: map[string]string{"name": "shared"}})
-	harnessEnv(t, lab, "")
+	opts, _ := setup(t, lab, "")
 	first := faketb.New(t)
 	release := make(chan struct{})
 	acquired := make(chan struct{})
@@ -344,7 +344,7 @@ func TestTwoTestsWaitForOneBoard(t *testing.T) {
 	go func() {
 		defer close(done)
 		first.Run(func(tb testing.TB) {
-			dut := harness.Acquire(tb)
+			dut := harness.Acquire(tb, opts...)
 			dut.PowerOn()
 			close(acquired)
 			<-release
@@ -353,8 +353,11 @@ func TestTwoTestsWaitForOneBoard(t *testing.T) {
 	<-acquired
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cfg, err := harness.ConfigFromEnv()
-	require.NoError(t, err)
+	var cfg harness.Config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg = cfg.WithDefaults()
 	type opened struct {
 		s   *harness.Session
 		err error
