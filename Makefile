@@ -41,7 +41,7 @@ tekton: qemu-images
 ## mutants: each DUTlink firmware fix put back, one at a time, in a copy of the working tree: the
 ## test that guards it must fail (about 90 s; needs git).
 mutants: qemu-deps
-	$(GO) run ./internal/cmd/mutants
+	$(GO) run ./cmd/mutants
 
 ## qemu-deps: the Debian packages the tests need: the QEMU virtual DUT's, libusb for the DUTlink
 ## driver, bmap-tools and the compressors for the flash engine's checks (as root; a no-op when
@@ -75,7 +75,7 @@ main-job: main-job-sim main-job-qemu
 # run-examples DRIVER IMAGE PROPS: the examples through gotestsum into $(OUT)/report/DRIVER, then checked.
 define run-examples
 	rm -rf $(OUT)/report/$(1) && mkdir -p $(OUT)/report/$(1)/artifacts $(OUT)/bin
-	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./internal/cmd/junitcheck
+	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./cmd/junitcheck
 	DUT_DRIVER=$(1) DUT_REQUIRE=1 DUT_IMAGE=$(abspath $(2)) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
 	DUT_SIM_DIR=$(abspath $(OUT)/sim) DUT_QEMU_DIR=$(abspath $(OUT)/qemu) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
 	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/$(1)/junit.xml \
@@ -110,7 +110,7 @@ main-job-qemu: qemu-images
 ## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).
 bench-qemu: qemu-images
-	$(GO) run ./internal/cmd/bootbench -images $(QEMU_IMAGES)
+	$(GO) run ./cmd/bootbench -images $(QEMU_IMAGES)
 
 ## bench-flash: the flash engine (verified, write-only, hash cached) against dd and bmaptool copy on 1 GiB dense,
 ## sparse (with a bmap, without one: byte-identical, and skip-holes), zstd, xz and bzip2 images (against

@@ -41,7 +41,7 @@ PKGS=(
   pkg-config
   # the Tekton checks: the JUnit schema validation
   libxml2-utils   # xmllint
-  # the bare baseline of make bench-qemu (internal/cmd/bootbench)
+  # the bare baseline of make bench-qemu (cmd/bootbench)
   expect          # bare.exp
   socat           # bare.exp: QEMU's console and QMP sockets
 )

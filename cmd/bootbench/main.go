@@ -27,7 +27,7 @@
 // It needs qemu-system-x86_64, zstd, expect and socat, and the images of
 // `make qemu-images`. Run it from the repository root:
 //
-//	go run ./internal/cmd/bootbench [-runs 3] [-parallel 1,2,4] [-images out/qemu-images]
+//	go run ./cmd/bootbench [-runs 3] [-parallel 1,2,4] [-images out/qemu-images]
 //
 // A default run takes about a minute on a 2-core host without KVM. The
 // environment's DUT_QEMU_MEMORY, DUT_QEMU_ARGS and DUT_QEMU_BINARY apply to
@@ -81,7 +81,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 8*time.Minute, "deadline of the whole run")
 	flag.BoolVar(&o.verbose, "v", false, "print the harness's step log and the bare script's events")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: go run ./internal/cmd/bootbench [-runs N] [-parallel 1,2,4] [-images DIR]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./cmd/bootbench [-runs N] [-parallel 1,2,4] [-images DIR]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()

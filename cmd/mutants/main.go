@@ -5,7 +5,7 @@
 // line per mutant and exits 1 when a mutant survives (its test passed) or
 // no longer applies (the code it edits changed: update the mutant).
 //
-//	go run ./internal/cmd/mutants [-run NAME]
+//	go run ./cmd/mutants [-run NAME]
 package main
 
 import (
