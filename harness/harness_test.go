@@ -123,14 +123,14 @@ func TestBadConfigurationFailsClearly(t *testing.T) {
 // cycle, prove B; then cleanup leaves the DUT off, storage disconnected, the
 // lock free and the console log written.
 func TestFlashBootProveAndSwitchImages(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	f := faketb.New(t)
 	var dev *sim.Device
 	var lockPath string
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dev = simDevice(t, dut)
 		lockPath = dut.Session().LockPath()
 		assert.Equal(t, sim.PowerState("off"), dev.PowerState())
@@ -214,13 +214,13 @@ func TestInfrastructureVersusProductFailures(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			simEnv(t)
-			t.Setenv("DUT_IMAGE", c.image)
+			t.Parallel()
+			opts := append(simDrivers(t, 2), harness.WithImage(c.image))
 			f := faketb.New(t)
 			var dev *sim.Device
 			start := time.Now()
 			f.Run(func(tb testing.TB) {
-				dut := harness.Acquire(tb)
+				dut := harness.Acquire(tb, opts...)
 				dev = simDevice(t, dut)
 				dut.Flash()
 				dut.PowerOn()
@@ -243,12 +243,12 @@ func TestInfrastructureVersusProductFailures(t *testing.T) {
 }
 
 func TestDeviceGoneMidTestIsInfrastructure(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	f := faketb.New(t)
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dut.Flash()
 		dut.PowerOn()
 		sh := dut.Login()
@@ -261,13 +261,13 @@ func TestDeviceGoneMidTestIsInfrastructure(t *testing.T) {
 }
 
 func TestSubtestGetsItsOwnEvidence(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	parent := faketb.New(t)
 	child := faketb.New(t)
 	parent.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dut.Flash()
 		dut.PowerOn()
 		sh := dut.Login()
@@ -294,13 +294,13 @@ func TestSubtestGetsItsOwnEvidence(t *testing.T) {
 }
 
 func TestConsoleExpectFailureShowsTheTail(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
-	t.Setenv("DUT_COMMAND_TIMEOUT", "300ms")
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
+	opts = append(opts, harness.WithCommandTimeout(300*time.Millisecond))
 	f := faketb.New(t)
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dut.Flash()
 		dut.PowerOn()
 		dut.Login()
@@ -330,12 +330,12 @@ func readHolder(t *testing.T, path string) (string, bool) {
 }
 
 func TestFailureInASubtestFailsTheSubtestOnly(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	parent, child := faketb.New(t), faketb.New(t)
 	parent.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dut.Flash()
 		dut.PowerOn()
 		dut.Login()
@@ -350,12 +350,12 @@ func TestFailureInASubtestFailsTheSubtestOnly(t *testing.T) {
 }
 
 func TestLoginAfterPowerCycleWaitsForTheNewBoot(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	f := faketb.New(t)
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		dut.Flash()
 		dut.PowerOn()
 		dut.Login()
@@ -512,12 +512,12 @@ func TestWaiterGetsAUsableDeviceAfterTheHolderClosedIt(t *testing.T) {
 // console log after a flash wrote its report there during the test (a real
 // *testing.T here, not the fake: the order of cleanups is the point).
 func TestEvidenceIsWrittenWithoutTheArtifactsFlag(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	var report string
 	ok := t.Run("flash", func(t *testing.T) {
-		dut := harness.Acquire(t)
+		dut := harness.Acquire(t, opts...)
 		dut.Flash()
 		report = filepath.Join(t.ArtifactDir(), harness.FlashReportFile)
 		_, err := os.Stat(report)
@@ -530,13 +530,13 @@ func TestEvidenceIsWrittenWithoutTheArtifactsFlag(t *testing.T) {
 }
 
 func TestReadPowerRecordsTheReading(t *testing.T) {
-	simEnv(t)
+	t.Parallel()
 	im := buildImages(t)
-	t.Setenv("DUT_IMAGE", im.a)
+	opts := append(simDrivers(t, 2), harness.WithImage(im.a))
 	f := faketb.New(t)
 	var on, off driver.PowerReading
 	f.Run(func(tb testing.TB) {
-		dut := harness.Acquire(tb)
+		dut := harness.Acquire(tb, opts...)
 		off = dut.ReadPower()
 		dut.Flash()
 		dut.PowerOn()
