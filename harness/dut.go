@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -258,8 +257,8 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	if rep, ok := d.s.LastFlash(); ok {
 		sub.recordFlash(rep)
 	}
-	if d.s.bootSeconds != "" {
-		sub.attr(AttrBootSeconds, d.s.bootSeconds)
+	if d.s.boot > 0 {
+		sub.apply(bootProperties(d.s.boot))
 	}
 	return sub
 }
@@ -365,10 +364,9 @@ func (d *DUT) Login() *Shell {
 		d.fail(fmt.Errorf("the DUT did not reach a logged-in shell: %w", err), ctx)
 	}
 	if !d.s.poweredAt.IsZero() && !res.PromptAt.IsZero() {
-		secs := strconv.FormatFloat(res.PromptAt.Sub(d.s.poweredAt).Seconds(), 'f', 3, 64)
-		d.s.bootSeconds = secs
-		d.attr(AttrBootSeconds, secs)
-		d.log.logf("jumpstarter: %s reached the login prompt %ss after power-on", d.Name(), secs)
+		d.s.boot = res.PromptAt.Sub(d.s.poweredAt)
+		d.apply(bootProperties(d.s.boot))
+		d.log.logf("jumpstarter: %s reached the login prompt %.3fs after power-on", d.Name(), d.s.boot.Seconds())
 	}
 	return &Shell{d: d}
 }

@@ -3,62 +3,17 @@ package harness
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
-)
-
-// Property keys the harness records on each test with t.Attr (gotestsum turns
-// them into JUnit testcase properties).
-const (
-	AttrDriver      = "dut.driver"
-	AttrName        = "dut.name"
-	AttrSerial      = "dut.serial"
-	AttrImage       = "dut.image"
-	AttrImageSHA256 = "dut.image_sha256"
-	AttrFlashBytes  = "dut.flash_bytes"
-	AttrFlashMBps   = "dut.flash_mbps"
-	// AttrFlashMapped is the fraction of the image that was written (bmap
-	// or sparse holes leave the rest); AttrFlashVerified says whether the
-	// written ranges were read back and matched.
-	AttrFlashMapped   = "dut.flash_mapped_fraction"
-	AttrFlashVerified = "dut.flash_verified"
-	// AttrFlashWritten is how many bytes reached the storage;
-	// AttrFlashVerifySeconds what the read-back added to the flash;
-	// AttrFlashReport the path of the flash report artifact.
-	AttrFlashWritten       = "dut.flash_written_bytes"
-	AttrFlashVerifySeconds = "dut.flash_verify_seconds"
-	AttrFlashReport        = "dut.flash_report"
-	// AttrFlashMode is what the storage holds besides what was written
-	// (flash.Mode: "full", the image byte for byte; "bmap"; "skip-holes");
-	// AttrFlashZeroed how many bytes were zeroed rather than written.
-	AttrFlashMode   = "dut.flash_mode"
-	AttrFlashZeroed = "dut.flash_zeroed_bytes"
-	// AttrPowerW, AttrPowerV and AttrPowerA are the DUT's power draw, from
-	// the board's meter (where it has one), read at the end of a test that
-	// powered the DUT, or by [DUT.ReadPower].
-	AttrPowerW      = "dut.power_w"
-	AttrPowerV      = "dut.power_v"
-	AttrPowerA      = "dut.power_a"
-	AttrBootSeconds = "dut.boot_seconds"
-	// AttrConsoleLog is the test's console log: in its artifact folder, or,
-	// for a failed test run without go test -artifacts, the kept copy.
-	AttrConsoleLog = "dut.console_log"
-	// AttrFailure says whose failure failed the test when it was not the
-	// product's: [FailureInfrastructure] or [FailureConfiguration];
-	// AttrFailureStep names the harness step.
-	AttrFailure     = "dut.failure"
-	AttrFailureStep = "dut.failure_step"
 )
 
 // Artifact file names written into t.ArtifactDir().
@@ -68,88 +23,57 @@ const (
 	FlashReportFile = "flash.json"  // the last flash's report (also of a failed flash)
 )
 
+// recordDevice records the device's properties.
 func (d *DUT) recordDevice() {
 	dev := d.s.dev
-	d.attr(AttrDriver, dev.Driver())
-	d.attr(AttrName, dev.Name())
-	if s := dev.Serial(); s != "" {
-		d.attr(AttrSerial, s)
-	}
+	d.apply(deviceProperties(driver.Info{Driver: dev.Driver(), Name: dev.Name(), Serial: dev.Serial()}))
 }
 
+// recordFlash records the properties of the flash rep describes, the
+// image's hash included.
 func (d *DUT) recordFlash(rep flash.Report) {
-	abs, err := filepath.Abs(rep.Image)
-	if err != nil {
-		abs = rep.Image
-	}
-	d.attr(AttrImage, oneLine(abs))
-	d.attr(AttrImageSHA256, rep.SHA256)
-	d.attr(AttrFlashBytes, strconv.FormatInt(rep.Bytes, 10))
-	d.attr(AttrFlashMBps, strconv.FormatFloat(rep.MBps(), 'f', 1, 64))
-	d.attr(AttrFlashMapped, strconv.FormatFloat(rep.MappedFraction, 'f', 3, 64))
-	d.attr(AttrFlashVerified, strconv.FormatBool(rep.Verified))
-	d.attr(AttrFlashWritten, strconv.FormatInt(rep.MappedBytes, 10))
-	d.attr(AttrFlashMode, string(rep.Mode))
-	d.attr(AttrFlashZeroed, strconv.FormatInt(rep.ZeroedBytes, 10))
-	d.attr(AttrFlashVerifySeconds, strconv.FormatFloat(rep.VerifyDuration.Seconds(), 'f', 3, 64))
-}
-
-// flashReport is the flash report artifact (FlashReportFile).
-type flashReport struct {
-	Image          string  `json:"image"`
-	SHA256         string  `json:"sha256,omitempty"`
-	SHA256Cached   bool    `json:"sha256_cached,omitempty"`
-	Format         string  `json:"format"`
-	Decoder        string  `json:"decoder,omitempty"`
-	Target         string  `json:"target"`
-	Bmap           string  `json:"bmap,omitempty"`
-	Sparse         bool    `json:"sparse,omitempty"`
-	Mode           string  `json:"mode"`
-	ZeroedBytes    int64   `json:"zeroed_bytes,omitempty"`
-	ZeroedBy       string  `json:"zeroed_by,omitempty"`
-	Bytes          int64   `json:"bytes"`
-	WrittenBytes   int64   `json:"written_bytes"`
-	MappedFraction float64 `json:"mapped_fraction"`
-	Direct         bool    `json:"direct"`
-	WriteSeconds   float64 `json:"write_seconds"`
-	MBps           float64 `json:"mbps"`
-	Verified       bool    `json:"verified"`
-	VerifySeconds  float64 `json:"verify_seconds"`
-	Error          string  `json:"error,omitempty"`
+	rep = withAbsImage(rep)
+	d.apply(flashProperties(rep))
+	d.apply(imageHashProperties(rep))
 }
 
 // writeFlashReport writes rep (and err, for a failed flash) as the test's
 // flash report artifact and records its path as a property.
 func (d *DUT) writeFlashReport(rep flash.Report, err error) {
-	r := flashReport{
-		Image: rep.Image, SHA256: rep.SHA256, SHA256Cached: rep.SHA256Cached, Format: string(rep.Format),
-		Decoder: rep.Decoder, Target: rep.Target, Bmap: rep.Bmap, Sparse: rep.Sparse, Mode: string(rep.Mode),
-		ZeroedBytes: rep.ZeroedBytes, ZeroedBy: rep.ZeroedBy, Bytes: rep.Bytes,
-		WrittenBytes: rep.MappedBytes, MappedFraction: rep.MappedFraction, Direct: rep.Direct,
-		WriteSeconds: rep.Duration.Seconds(), MBps: rep.MBps(), Verified: rep.Verified,
-		VerifySeconds: rep.VerifyDuration.Seconds(),
-	}
-	if err != nil {
-		r.Error = err.Error()
-	}
-	b, merr := json.MarshalIndent(r, "", "  ")
-	if merr != nil {
-		d.t.Errorf("jumpstarter: flash report: %v", merr)
+	b, jerr := flashReportJSON(withAbsImage(rep), err)
+	if jerr != nil {
+		d.t.Errorf("jumpstarter: flash report: %v", jerr)
 		return
 	}
 	path := filepath.Join(d.t.ArtifactDir(), d.file(FlashReportFile))
-	if werr := os.WriteFile(path, append(b, '\n'), 0o644); werr != nil {
+	if werr := os.WriteFile(path, b, 0o644); werr != nil {
 		d.t.Errorf("jumpstarter: writing the flash report: %v", werr)
 		return
 	}
-	d.attr(AttrFlashReport, oneLine(path))
+	d.attr(AttrFlashReport, path)
 }
 
-// attr records a property; flushAttrs emits the last value of each at
-// cleanup, so a test that flashes or logs in twice carries each property
-// once.
+// withAbsImage returns rep with its image path made absolute, as the
+// evidence names it (the test's working directory is not the reader's).
+func withAbsImage(rep flash.Report) flash.Report {
+	if abs, err := filepath.Abs(rep.Image); err == nil && rep.Image != "" {
+		rep.Image = abs
+	}
+	return rep
+}
+
+// apply records props (see attr).
+func (d *DUT) apply(props []property) {
+	for _, p := range props {
+		d.attr(p.Key, p.Value)
+	}
+}
+
+// attr records a property, under d's role (see [roleKey]), its value made
+// one line; flushAttrs emits the last value of each at cleanup, so a test
+// that flashes or logs in twice carries each property once.
 func (d *DUT) attr(key, value string) {
-	key = d.key(key)
+	key, value = roleKey(d.role, key), oneLine(value)
 	d.propsMu.Lock()
 	defer d.propsMu.Unlock()
 	if d.props == nil {
@@ -172,16 +96,6 @@ func (d *DUT) flushAttrs() {
 	d.props = nil
 }
 
-// oneLine makes a property value safe: no newlines.
-// key is the property key under which d records key: "dut.<role>.x" for
-// a DUT with a role (AcquireAll), key itself for a test's only DUT.
-func (d *DUT) key(key string) string {
-	if d.role == "" {
-		return key
-	}
-	return "dut." + d.role + "." + strings.TrimPrefix(key, "dut.")
-}
-
 // file is the artifact file name under which d writes name: "<role>-name"
 // for a DUT with a role.
 func (d *DUT) file(name string) string {
@@ -191,6 +105,7 @@ func (d *DUT) file(name string) string {
 	return d.role + "-" + name
 }
 
+// oneLine makes a property value safe: no newlines.
 func oneLine(s string) string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(s) }
 
 // writeConsole writes the test's slice of the console into its artifact
@@ -221,7 +136,7 @@ func (d *DUT) writeConsole() {
 	if d.t.Failed() {
 		log = d.keepFailedConsole(dir)
 	}
-	d.attr(AttrConsoleLog, oneLine(log))
+	d.attr(AttrConsoleLog, log)
 }
 
 // failedTail is how much of a failed test's console its log shows.
@@ -372,15 +287,10 @@ func (d *DUT) recordPower(ctx context.Context) {
 	d.recordReading(r)
 }
 
-func (d *DUT) recordReading(r driver.PowerReading) {
-	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
-	d.attr(AttrPowerW, f(r.Watts))
-	d.attr(AttrPowerV, f(r.Volts))
-	d.attr(AttrPowerA, f(r.Amps))
-}
+func (d *DUT) recordReading(r driver.PowerReading) { d.apply(powerProperties(r)) }
 
 // ReadPower reads the DUT's power draw from the board's meter and records
-// it as the properties dut.power_w, dut.power_v and dut.power_a (the last
+// it as the properties dut.power_watts, dut.power_volts and dut.power_amps (the last
 // reading of a test wins; cleanup reads once more while the DUT is still
 // on). It fails the test when the device has no meter.
 func (d *DUT) ReadPower() driver.PowerReading {

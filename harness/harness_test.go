@@ -158,7 +158,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	_, held := readHolder(t, lockPath)
 	assert.False(t, held, "cleanup releases the lock")
 
-	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashWritten, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog, harness.AttrPowerW, harness.AttrPowerV, harness.AttrPowerA} {
+	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashMappedBytes, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog, harness.AttrPowerWatts, harness.AttrPowerVolts, harness.AttrPowerAmps} {
 		v, ok := f.AttrValue(k)
 		assert.True(t, ok && v != "", "property %s", k)
 	}
@@ -173,7 +173,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 
 	// The meter was read while the DUT was still on (the sim draws a few
 	// watts then, 0 when off).
-	w, _ := f.AttrValue(harness.AttrPowerW)
+	w, _ := f.AttrValue(harness.AttrPowerWatts)
 	watts, err := strconv.ParseFloat(w, 64)
 	require.NoError(t, err)
 	assert.Greater(t, watts, 0.0, "read before power-off")
@@ -187,7 +187,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	sum, _ := f.AttrValue(harness.AttrImageSHA256)
 	assert.Equal(t, sum, fr["sha256"])
 	assert.Equal(t, true, fr["verified"])
-	assert.Greater(t, fr["written_bytes"], 0.0)
+	assert.Greater(t, fr["mapped_bytes"], 0.0)
 	rp, _ := f.AttrValue(harness.AttrFlashReport)
 	assert.Equal(t, filepath.Join(f.Dir, harness.FlashReportFile), rp)
 
@@ -546,7 +546,7 @@ func TestReadPowerRecordsTheReading(t *testing.T) {
 	require.False(t, f.Failed(), f.Message())
 	assert.Zero(t, off.Watts, "nothing drawn while off")
 	assert.Greater(t, on.Watts, 0.0)
-	assert.Equal(t, 1, f.AttrCount(harness.AttrPowerW), "one property, the last reading")
+	assert.Equal(t, 1, f.AttrCount(harness.AttrPowerWatts), "one property, the last reading")
 }
 
 // countingSim is a sim driver whose devices count their power-offs.

@@ -64,7 +64,7 @@ type Session struct {
 	knownOff     bool           // the last power step powered it off, and nobody took the raw device since
 	loggedIn     bool           // Login succeeded since the last power on
 	unclean      *uncleanRecord // the previous holder could not power the DUT off
-	bootSeconds  string         // power-on to login prompt of the last Login, for properties
+	boot         time.Duration  // power-on to login prompt of the last Login, for properties
 	flashed      *flash.Report
 }
 

@@ -213,57 +213,57 @@ const (
 
 // Report says what a [Write] did (on failure: how far it got).
 type Report struct {
-	Image  string // the image's path
-	Format Format // the image's encoding
+	Image  string `json:"image"`  // the image's path
+	Format Format `json:"format"` // the image's encoding
 	// Decoder says what unpacked the image: "none" for a raw image,
 	// "built-in", or the command that did.
-	Decoder string
-	Target  string // the target's path
+	Decoder string `json:"decoder"`
+	Target  string `json:"target"` // the target's path
 	// Bytes is how far into the unpacked image the write got: its size
 	// after a success.
-	Bytes  int64
-	SHA256 string // hex SHA-256 of the image file as given
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"` // hex SHA-256 of the image file as given
 	// SHA256Cached says the SHA-256 came from the hash cache (see
 	// [Options.NoHashCache]) instead of being computed by this write.
-	SHA256Cached bool
+	SHA256Cached bool `json:"sha256_cached"`
 	// Duration runs from the start of the write to the end of the final
 	// sync. The read-back overlaps it: each range is read back once a
 	// sync made it durable.
-	Duration time.Duration
+	Duration time.Duration `json:"-"`
 
 	// Mode says what the target holds besides what was written: the image
 	// byte for byte (ModeFull), or old bytes outside a bmap's mapped
 	// ranges (ModeBmap) or under a raw image's holes (ModeSkipHoles).
-	Mode Mode
-	Bmap string // the bmap file used, "" when none
+	Mode Mode   `json:"mode"`
+	Bmap string `json:"bmap"` // the bmap file used, "" when none
 	// Sparse says the raw image's holes were skipped, left as they were
 	// on the target: Mode is ModeSkipHoles.
-	Sparse bool
+	Sparse bool `json:"sparse"`
 	// MappedBytes is how many bytes of the image were written to the
 	// target: the mapped ranges of a bmap, the data of a sparse raw image
 	// (with the short holes between its data ranges, under 256 KiB, read
 	// and written as the zeros they are), or all Bytes.
-	MappedBytes int64
+	MappedBytes int64 `json:"mapped_bytes"`
 	// MappedFraction is MappedBytes / Bytes.
-	MappedFraction float64
+	MappedFraction float64 `json:"mapped_fraction"`
 	// ZeroedBytes is how many bytes of the target were made zero, rather
 	// than written from the image, to match the holes of a sparse raw
 	// image (ModeFull). With ModeFull, MappedBytes + ZeroedBytes = Bytes.
-	ZeroedBytes int64
+	ZeroedBytes int64 `json:"zeroed_bytes"`
 	// ZeroedBy says how: "punch-hole" or "zero-range" (fallocate on a
 	// regular file), "blkzeroout" (the BLKZEROOUT ioctl of a block device,
 	// which reads back as zeros by contract), "write" (zeros written, where
 	// the device offers none of these), "+"-joined when several were used
 	// (an unaligned last hole of a block device is written); "" when
 	// nothing was zeroed.
-	ZeroedBy string
-	Direct   bool // writes went through O_DIRECT
+	ZeroedBy string `json:"zeroed_by"`
+	Direct   bool   `json:"direct"` // writes went through O_DIRECT
 	// Verified says the written ranges were read back and matched, and
 	// the zeroed ones read as zeros.
-	Verified bool
+	Verified bool `json:"verified"`
 	// VerifyDuration is how long the read-back ran on after the write
 	// ended: what verification adds to a flash.
-	VerifyDuration time.Duration
+	VerifyDuration time.Duration `json:"-"`
 }
 
 // MBps returns the flash rate in MB/s (10^6 bytes) of the image's size,
