@@ -24,6 +24,7 @@ type flashOpts struct {
 	noBmap    bool
 	skipHoles bool
 	noVerify  bool
+	json      bool
 }
 
 func (a *app) flashCmd() *cobra.Command {
@@ -60,6 +61,9 @@ interrupted, so the DUT ends powered off with its storage disconnected (power
 it on with dut power on). A progress bar is drawn on a terminal, plain
 progress lines otherwise; at the end the report: bytes, bytes written (and
 zeroed), what the storage holds, MB/s, verify time and the image's SHA-256.
+With --json the report is the JSON of the flash.Report, the shape of a
+test's flash.json, also for a failed flash (with its "error"; how far it
+got), with the progress and notes on stderr.
 
 On a sim or qemu device the image stays on its disk file, but its power ends
 with each dut command (dut prints a note saying so): boot and watch it with
@@ -68,7 +72,8 @@ dut console DEV --power-on, or use it from a test.`,
   dut flash bench-1 os.img.xz --bmap os.img.bmap
   dut flash bench-1 os.img --nobmap
   dut flash bench-1 sparse.img --skip-holes
-  DUT_IMAGE=os.img dut flash bench-1 --no-verify`,
+  DUT_IMAGE=os.img dut flash bench-1 --no-verify
+  dut flash bench-1 os.img --json | jq .mbps`,
 		Args: positional([]string{"DEV"}, "IMAGE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			image := os.Getenv(envImage)
@@ -103,10 +108,15 @@ dut console DEV --power-on, or use it from a test.`,
 			}
 			return a.withDevice(cmd, args[0], func(ctx context.Context, cfg config, d driver.Device) error {
 				rep, err := a.flash(ctx, cfg, d, image, o)
+				switch {
+				case o.json:
+					err = errors.Join(err, writeJSONReport(a.stdout, rep, err))
+				case err == nil:
+					writeReport(a.stdout, d, rep)
+				}
 				if err != nil {
 					return err
 				}
-				writeReport(a.stdout, d, rep)
 				a.noteEphemeral(d, "the image stays on its disk file, but its power does not outlive a dut command: boot and watch it with dut console "+d.Name()+" --power-on, or use it from a test (harness.Acquire)")
 				return nil
 			})
@@ -116,6 +126,7 @@ dut console DEV --power-on, or use it from a test.`,
 	cmd.Flags().BoolVar(&o.noBmap, "nobmap", false, "ignore any bmap (IMAGE.bmap beside the image too): the storage ends byte-identical to the image, as with bmaptool copy --nobmap (default: DUT_BMAP=none)")
 	cmd.Flags().BoolVar(&o.skipHoles, "skip-holes", false, "leave the storage under a sparse raw image's holes as it was (no bmap): faster, but old data stays there (default $DUT_FLASH_SKIP_HOLES)")
 	cmd.Flags().BoolVar(&o.noVerify, "no-verify", false, "do not read the written ranges back")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the report as JSON, the shape of a test's flash.json (also for a failed flash, with its error)")
 	return cmd
 }
 
@@ -213,6 +224,20 @@ func powerOff(ctx context.Context, cfg config, d driver.Device) error {
 	if hasForce {
 		return step(ctx, cfg, "force off", fp.ForceOff)
 	}
+	return err
+}
+
+// writeJSONReport prints rep as JSON, failed with flashErr when that is not
+// nil; nothing when the flash failed before it started.
+func writeJSONReport(w io.Writer, rep flash.Report, flashErr error) error {
+	if rep.Image == "" {
+		return nil
+	}
+	b, err := flash.MarshalReport(rep, flashErr)
+	if err != nil {
+		return fmt.Errorf("the flash report: %w", err)
+	}
+	_, err = w.Write(b)
 	return err
 }
 
