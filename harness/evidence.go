@@ -32,13 +32,17 @@ func (d *DUT) recordDevice() {
 // recordFlash records the properties of the flash rep describes, the
 // image's hash included.
 func (d *DUT) recordFlash(rep flash.Report) {
-	rep = withAbsImage(rep)
-	d.apply(flashProperties(rep))
-	d.apply(imageHashProperties(rep))
+	d.apply(flashProperties(withAbsImage(rep)))
+	d.recordImageHash(rep)
 }
 
+// recordImageHash records the image's SHA-256 once rep has it: apart from
+// the rest of the flash, since the hash may be known after the write.
+func (d *DUT) recordImageHash(rep flash.Report) { d.apply(imageHashProperties(rep)) }
+
 // writeFlashReport writes rep (and err, for a failed flash) as the test's
-// flash report artifact and records its path as a property.
+// flash report artifact and records its path as a property. Writing it
+// again (once the image's hash is known) replaces it.
 func (d *DUT) writeFlashReport(rep flash.Report, err error) {
 	b, jerr := flashReportJSON(withAbsImage(rep), err)
 	if jerr != nil {
@@ -56,7 +60,10 @@ func (d *DUT) writeFlashReport(rep flash.Report, err error) {
 // withAbsImage returns rep with its image path made absolute, as the
 // evidence names it (the test's working directory is not the reader's).
 func withAbsImage(rep flash.Report) flash.Report {
-	if abs, err := filepath.Abs(rep.Image); err == nil && rep.Image != "" {
+	if rep.Image == "" {
+		return rep
+	}
+	if abs, err := filepath.Abs(rep.Image); err == nil {
 		rep.Image = abs
 	}
 	return rep

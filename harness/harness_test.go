@@ -158,7 +158,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	_, held := readHolder(t, lockPath)
 	assert.False(t, held, "cleanup releases the lock")
 
-	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashMBps, harness.AttrFlashMappedBytes, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog, harness.AttrPowerWatts, harness.AttrPowerVolts, harness.AttrPowerAmps} {
+	for _, k := range []string{harness.AttrDriver, harness.AttrName, harness.AttrSerial, harness.AttrImage, harness.AttrImageSHA256, harness.AttrFlashFormat, harness.AttrFlashBytes, harness.AttrFlashSeconds, harness.AttrFlashMBps, harness.AttrFlashMode, harness.AttrFlashMappedBytes, harness.AttrFlashMappedFraction, harness.AttrFlashZeroedBytes, harness.AttrFlashVerified, harness.AttrFlashVerifySeconds, harness.AttrFlashReport, harness.AttrBootSeconds, harness.AttrConsoleLog, harness.AttrPowerWatts, harness.AttrPowerVolts, harness.AttrPowerAmps} {
 		v, ok := f.AttrValue(k)
 		assert.True(t, ok && v != "", "property %s", k)
 	}
