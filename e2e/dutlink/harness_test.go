@@ -41,7 +41,7 @@ func setup(t *testing.T, lab *dutlinksim.Lab, tr dutlink.TransportKind, mods ...
 		harness.WithLockDir(t.TempDir()),
 		harness.WithAcquireTimeout(10 * time.Second),
 		harness.WithStepTimeout(30 * time.Second),
-		harness.WithCommandTimeout(10 * time.Second),
+		harness.WithCommandTimeout(30 * time.Second), // generous: the tests run in parallel, under -race
 		harness.WithImage(path),
 	}, img
 }
