@@ -8,6 +8,7 @@ import (
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // request is the lease request cfg makes (cfg has its defaults).
@@ -21,7 +22,12 @@ func request(cfg Config, logf func(string, ...any)) lease.Request {
 // an *InfraError for the lab's.
 func takeLease(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)) (*lease.Lease, driver.Device, error) {
 	start := time.Now()
-	l, err := lease.Acquire(ctx, request(cfg, logf), who)
+	lctx, st := step.Start(ctx, "lock", "dir", cfg.LockDir, "timeout", cfg.AcquireTimeout)
+	l, err := lease.Acquire(lctx, request(cfg, logf), who)
+	if err == nil {
+		st.Set("key", l.Info().Key())
+	}
+	st.End(err)
 	if err != nil {
 		return nil, nil, classifyLeaseError(err)
 	}
@@ -35,9 +41,11 @@ func takeLease(ctx context.Context, cfg Config, who Holder, logf func(string, ..
 
 // openLeased opens the device of held lease l, releasing l when it cannot.
 func openLeased(ctx context.Context, l *lease.Lease, cfg Config) (driver.Device, error) {
-	octx, cancel := context.WithTimeout(ctx, cfg.StepTimeout)
+	octx, cancel := context.WithTimeout(step.WithDevice(ctx, l.Info().Name), cfg.StepTimeout)
 	defer cancel()
+	octx, st := step.Start(octx, "open")
 	dev, err := l.Open(octx)
+	st.End(err)
 	if err != nil {
 		_ = l.Release()
 		return nil, openFailure(l, err)
@@ -82,6 +90,13 @@ func classifyLeaseError(err error) error {
 // configuration must use the same lock directory. On failure nothing is
 // left held or powered.
 func OpenAll(ctx context.Context, cfgs []Config, who Holder, logf func(string, ...any)) ([]*Session, error) {
+	return openAll(ctx, cfgs, who, logf, nil)
+}
+
+// openAll is OpenAll; tracers, when given, trace each session's steps
+// (taking the leases, done for all at once, goes to ctx's tracer).
+func openAll(ctx context.Context, cfgs []Config, who Holder, logf func(string, ...any), tracers []*step.Tracer) ([]*Session, error) {
+	ctx = withLogTracer(ctx, logf)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -95,7 +110,9 @@ func OpenAll(ctx context.Context, cfgs []Config, who Holder, logf func(string, .
 		reqs[i] = request(cfg, logf)
 	}
 	start := time.Now()
-	ls, err := lease.AcquireAll(ctx, reqs, who)
+	lctx, st := step.Start(ctx, "lock all", "devices", len(reqs))
+	ls, err := lease.AcquireAll(lctx, reqs, who)
+	st.End(err)
 	if err != nil {
 		return nil, classifyLeaseError(err)
 	}
@@ -110,12 +127,21 @@ func OpenAll(ctx context.Context, cfgs []Config, who Holder, logf func(string, .
 		return nil, err
 	}
 	for i, l := range ls {
-		dev, err := l.Open(ctx)
+		ctx := ctx
+		if tracers != nil {
+			ctx = step.WithTracer(ctx, tracers[i])
+		}
+		ctx, st := step.Start(step.WithDevice(ctx, l.Info().Name), "acquire")
+		octx, ost := step.Start(ctx, "open")
+		dev, err := l.Open(octx)
+		ost.End(err)
 		if err != nil {
+			st.End(err)
 			return fail(openFailure(l, err)) // l is released with the rest
 		}
 		logf("acquire: locked %s (%s) after %s", driver.Describe(dev), l.Path(), since(start))
 		s, err := openSession(ctx, cfgs[i], l, dev, logf)
+		st.End(err)
 		if err != nil {
 			// openSession closed dev and released l.
 			ls = append(ls[:i:i], ls[i+1:]...)

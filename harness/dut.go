@@ -12,6 +12,7 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 )
 
@@ -31,6 +32,10 @@ type DUT struct {
 	role string // the DUT's role among several (AcquireAll); "" for a test's only DUT
 	mark console.Mark
 	log  testLogger
+	// tracer traces the hardware steps of d's test to its log and, through
+	// steps, to its StepsFile.
+	tracer *step.Tracer
+	steps  *step.JSONL
 	// reserve is the time kept for cleanup before the test's deadline,
 	// fixed at Acquire (see Config.CleanupReserve).
 	reserve time.Duration
@@ -63,10 +68,16 @@ var errTestDeadline = errors.New("the test's deadline (go test -timeout minus th
 // test's console log into t.ArtifactDir() (and, for a failed test, keeps it
 // and shows its tail), powers the DUT off, disconnects its storage and
 // releases the lock.
+//
+// Every hardware step (acquire, power, storage, flash, login, each command,
+// and the driver's own steps within them) is logged when it starts and
+// when it ends, so that a step that hangs shows in the log as the one
+// running, and recorded in [StepsFile] in t.ArtifactDir().
 func Acquire(t testing.TB, opts ...Option) *DUT {
 	t.Helper()
 	d := &DUT{t: t, log: testLogger{t}}
 	cfg := d.configure(opts)
+	d.startTrace()
 	// Open before registering cleanup, with its own deadline: a failed
 	// Open leaves nothing held.
 	ctx, cancel := d.Context()
@@ -110,9 +121,15 @@ func AcquireAll(t testing.TB, wants ...Want) []*DUT {
 		duts[i] = &DUT{t: t, log: testLogger{t}, role: w.Role}
 		cfgs[i] = duts[i].configure(w.Options)
 	}
+	tracers := make([]*step.Tracer, len(duts))
+	for i, d := range duts {
+		d.startTrace()
+		tracers[i] = d.tracer
+	}
 	ctx, cancel := duts[0].Context()
 	defer cancel()
-	sessions, err := OpenAll(ctx, cfgs, holderFor(t.Name()), duts[0].log.logf)
+	ctx = step.WithTracer(ctx, acquireAllTracer(duts))
+	sessions, err := openAll(ctx, cfgs, holderFor(t.Name()), duts[0].log.logf, tracers)
 	if err != nil {
 		duts[0].fail(err, ctx)
 	}
@@ -213,10 +230,11 @@ func markOf(s *Session) console.Mark {
 
 // Context returns a context for hardware steps of this test: it ends at the
 // test's deadline less the cleanup reserve (fixed when the DUT was
-// acquired), or when the test ends. Call the returned cancel function when
-// done.
+// acquired), or when the test ends, and it carries the test's step tracer,
+// so that the steps of a driver called with it are logged and recorded as
+// the harness's are. Call the returned cancel function when done.
 func (d *DUT) Context() (context.Context, context.CancelFunc) {
-	ctx := d.t.Context()
+	ctx := d.traced(d.t.Context())
 	if dl, ok := testDeadline(d.t); ok {
 		return context.WithDeadlineCause(ctx, dl.Add(-d.rootDUT().reserve), errTestDeadline)
 	}
@@ -229,10 +247,11 @@ func (d *DUT) Context() (context.Context, context.CancelFunc) {
 // when there is no deadline.
 func (d *DUT) cleanupContext() (context.Context, context.CancelFunc) {
 	reserve := d.rootDUT().reserve
+	ctx := d.traced(context.Background())
 	if dl, ok := testDeadline(d.t); ok {
-		return context.WithDeadline(context.Background(), dl.Add(-min(time.Second, reserve/5)))
+		return context.WithDeadline(ctx, dl.Add(-min(time.Second, reserve/5)))
 	}
-	return context.WithTimeout(context.Background(), reserve)
+	return context.WithTimeout(ctx, reserve)
 }
 
 func testDeadline(t testing.TB) (time.Time, bool) {
@@ -249,6 +268,7 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	root := d.rootDUT()
 	sub := &DUT{t: t, s: d.s, root: root, role: d.role, mark: markOf(d.s), log: testLogger{t}}
 	t.ArtifactDir() // before our cleanup: see Acquire
+	sub.startTrace()
 	t.Cleanup(func() {
 		sub.writeConsole()
 		sub.flushAttrs()
@@ -347,8 +367,11 @@ func (d *DUT) PowerOff() {
 // PowerCycle powers the DUT off and on again.
 func (d *DUT) PowerCycle() {
 	d.t.Helper()
-	d.PowerOff()
-	d.PowerOn()
+	ctx, cancel := d.Context()
+	defer cancel()
+	if err := d.s.PowerCycle(ctx); err != nil {
+		d.fail(err, ctx)
+	}
 }
 
 // Login waits through the boot for the login prompt, logs in (DUT_USER,

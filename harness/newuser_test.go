@@ -268,7 +268,7 @@ func TestLogLinesPointAtTheTest(t *testing.T) {
 			powerOn = l
 		}
 	}
-	assert.Regexp(t, `^newuser_test\.go:\d+: sim-\d: power on`, powerOn)
+	assert.Regexp(t, `^newuser_test\.go:\d+: ← sim-\d: power on`, powerOn)
 	assert.NotContains(t, f.Logs(), "session.go:")
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // ErrInfrastructure is matched by every [*InfraError]: the lab failed (lock,
@@ -57,6 +58,7 @@ type Session struct {
 	lease *lease.Lease
 	con   *console.Console
 	logf  func(format string, args ...any)
+	trace *step.Tracer // the tracer of Open's context, for calls whose context has none
 
 	infraWatches map[string]bool
 	poweredAt    time.Time
@@ -70,8 +72,13 @@ type Session struct {
 
 // Open selects a DUT as cfg says, locks it (waiting up to cfg.AcquireTimeout
 // and ctx), puts it into a known state (power off, storage off) and opens its
-// console. logf, when not nil, receives one line per hardware step with its
-// arguments and duration. A configuration mistake (a bad image, a name or
+// console, all as the step "acquire".
+//
+// Every hardware step of the session is traced (see package step) to the
+// tracer of the call's context, else to the tracer of Open's context; when
+// Open's context has none and logf is not nil, to logf, one line at each
+// step's start and end with its arguments and duration. logf also receives
+// what is not a step (discovery, the lock). A configuration mistake (a bad image, a name or
 // tags that match none of the devices found) is a [*ConfigError] or wraps
 // [ErrBadConfig]; every other failure is an [*InfraError]. Open leaves
 // nothing locked or powered when it fails.
@@ -80,6 +87,7 @@ type Session struct {
 // log and powers it off before anything else; if that fails too, the DUT is
 // left marked and Open fails naming both.
 func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)) (*Session, error) {
+	ctx = withLogTracer(ctx, logf)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -87,6 +95,18 @@ func Open(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)
 	if err != nil {
 		return nil, err
 	}
+	ctx, st := step.Start(ctx, "acquire", acquireArgs(cfg)...)
+	s, err := acquire(ctx, cfg, who, logf)
+	if err != nil {
+		return nil, st.End(err)
+	}
+	st.Set("device", driver.Describe(s.dev))
+	st.End(nil)
+	return s, nil
+}
+
+// acquire leases and opens the DUT cfg wants and makes its session.
+func acquire(ctx context.Context, cfg Config, who Holder, logf func(string, ...any)) (*Session, error) {
 	l, dev, err := takeLease(ctx, cfg, who, logf)
 	if err != nil {
 		return nil, err
@@ -113,7 +133,7 @@ func checkConfig(cfg Config) (Config, error) {
 // l: it puts the DUT in a known state and opens its console, or closes
 // everything and releases l.
 func openSession(ctx context.Context, cfg Config, l *lease.Lease, dev driver.Device, logf func(string, ...any)) (*Session, error) {
-	s := &Session{cfg: cfg, lease: l, dev: dev, logf: logf, infraWatches: map[string]bool{}}
+	s := &Session{cfg: cfg, lease: l, dev: dev, logf: logf, trace: step.TracerFrom(ctx), infraWatches: map[string]bool{}}
 	s.unclean = readUnclean(l.Path())
 	if s.unclean != nil {
 		logf("%s: its previous holder (%s) could not power it off at cleanup (%s): powering it off first", dev.Name(), s.unclean.Holder, s.unclean.Error)
@@ -166,19 +186,31 @@ func (s *Session) open(ctx context.Context) error {
 	})
 }
 
-// step runs one hardware step bounded by cfg.StepTimeout, logs it with its
-// duration, and turns its failure into an [*InfraError].
-func (s *Session) step(ctx context.Context, name string, fn func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StepTimeout)
+// step runs one hardware step, traced under its name and args, bounded by
+// cfg.StepTimeout, and turns its failure into an [*InfraError].
+func (s *Session) step(ctx context.Context, name string, fn func(context.Context) error, args ...any) error {
+	ctx, cancel := context.WithTimeout(s.traced(ctx), s.cfg.StepTimeout)
 	defer cancel()
-	start := time.Now()
-	err := fn(ctx)
-	if err != nil {
-		s.logf("%s: %s failed after %s: %v", s.dev.Name(), name, since(start), err)
+	ctx, st := step.Start(ctx, name, args...)
+	if err := st.End(fn(ctx)); err != nil {
 		return &InfraError{Step: name, Device: s.dev.Name(), Err: err}
 	}
-	s.logf("%s: %s (%s)", s.dev.Name(), name, since(start))
 	return nil
+}
+
+// begin starts the traced step name that encloses other steps of this
+// DUT; its caller ends it.
+func (s *Session) begin(ctx context.Context, name string, args ...any) (context.Context, *step.Step) {
+	return step.Start(s.traced(ctx), name, args...)
+}
+
+// traced returns ctx with the session's tracer, unless it has a tracer of
+// its own, and with this DUT as the device of its steps.
+func (s *Session) traced(ctx context.Context) context.Context {
+	if s.trace != nil && step.TracerFrom(ctx) == nil {
+		ctx = step.WithTracer(ctx, s.trace)
+	}
+	return step.WithDevice(ctx, s.dev.Name())
 }
 
 // Device returns the held device. A caller that uses it directly may
@@ -216,6 +248,16 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	if path == "" {
 		path = s.cfg.Image
 	}
+	ctx, st := s.begin(ctx, "flash", "image", path)
+	rep, err := s.flash(ctx, path, progress)
+	if err == nil {
+		st.Set("bytes", rep.Bytes, "written", rep.MappedBytes, "mode", rep.Mode, "mbps", fmt.Sprintf("%.1f", rep.MBps()), "verified", rep.Verified, "sha256", rep.SHA256)
+	}
+	return rep, st.End(err)
+}
+
+// flash is Flash with its image path given, inside its step.
+func (s *Session) flash(ctx context.Context, path string, progress func(flash.Progress)) (flash.Report, error) {
 	if _, err := flash.CheckImage(path); err != nil {
 		return flash.Report{Image: path}, &ConfigError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
@@ -235,6 +277,7 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	var target string
 	if err := s.step(ctx, "find block target", func(ctx context.Context) (err error) {
 		target, err = mux.BlockTarget(ctx)
+		step.Current(ctx).Set("target", target)
 		return err
 	}); err != nil {
 		return flash.Report{Image: path}, err
@@ -242,7 +285,10 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
 	defer cancel()
 	opts := s.flashOptions(progress)
+	fctx, st := step.Start(fctx, "write", "target", target, "timeout", s.cfg.FlashTimeout)
 	rep, err := flash.Write(fctx, path, target, opts)
+	st.Set("bytes", rep.Bytes)
+	st.End(err)
 	if err != nil {
 		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
 		if IsConfiguration(err) {
@@ -279,6 +325,23 @@ func (s *Session) PowerOn(ctx context.Context) error {
 	if err != nil {
 		return &InfraError{Step: "power on", Device: s.dev.Name(), Err: err}
 	}
+	ctx, st := s.begin(ctx, "power on")
+	return st.End(s.powerOn(ctx, pw))
+}
+
+// PowerCycle powers the DUT off and on again (see [Session.PowerOff] and
+// [Session.PowerOn]), as one step.
+func (s *Session) PowerCycle(ctx context.Context) error {
+	ctx, st := s.begin(ctx, "power cycle")
+	err := s.off(ctx)
+	if err == nil {
+		err = s.PowerOn(ctx)
+	}
+	return st.End(err)
+}
+
+// powerOn is PowerOn inside its step: the storage to the DUT, then power.
+func (s *Session) powerOn(ctx context.Context, pw driver.Power) error {
 	if mux, ok := s.dev.(driver.StorageMux); ok {
 		if err := s.step(ctx, "storage dut", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageDUT) }); err != nil {
 			return err
@@ -292,10 +355,22 @@ func (s *Session) PowerOn(ctx context.Context) error {
 	s.poweredAt = time.Now()
 	s.loggedIn = false
 	s.knownOff = false
-	if err := s.step(ctx, "power on", pw.PowerOn); err != nil {
+	if err := s.bounded(ctx, "power on", pw.PowerOn); err != nil {
 		return err
 	}
 	s.on = true
+	return nil
+}
+
+// bounded runs fn, a part of the current step that is no step of its own,
+// bounded by cfg.StepTimeout, and turns its failure into an [*InfraError]
+// of the step name.
+func (s *Session) bounded(ctx context.Context, name string, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StepTimeout)
+	defer cancel()
+	if err := fn(ctx); err != nil {
+		return &InfraError{Step: name, Device: s.dev.Name(), Err: err}
+	}
 	return nil
 }
 
@@ -357,6 +432,9 @@ func (s *Session) cutPower(ctx context.Context) error {
 
 // Login waits for the login prompt, logs in with cfg.User and cfg.Password
 // and returns when a shell answers, bounded by cfg.BootTimeout.
+//
+// The step "login" spans the boot: from the call to the shell; its result
+// boot_seconds is from power-on to the login prompt.
 func (s *Session) Login(ctx context.Context) (console.LoginResult, error) {
 	con, err := s.Console()
 	if err != nil {
@@ -364,14 +442,17 @@ func (s *Session) Login(ctx context.Context) (console.LoginResult, error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.BootTimeout, errBootTimeout)
 	defer cancel()
-	start := time.Now()
+	ctx, st := s.begin(ctx, "login", "user", s.cfg.User, "timeout", s.cfg.BootTimeout)
 	res, err := con.Login(ctx, console.LoginOptions{User: s.cfg.User, Password: s.cfg.Password})
 	if err != nil {
-		s.logf("%s: login as %s failed after %s", s.dev.Name(), s.cfg.User, since(start))
-		return res, s.classify("login", explainTimeout(ctx, err, s.cfg))
+		err = s.classify("login", explainTimeout(ctx, err, s.cfg))
+		return res, st.End(err)
 	}
+	if !s.poweredAt.IsZero() && !res.PromptAt.IsZero() {
+		st.Set("boot_seconds", fmt.Sprintf("%.3f", res.PromptAt.Sub(s.poweredAt).Seconds()))
+	}
+	st.End(nil)
 	s.loggedIn = true
-	s.logf("%s: logged in as %s (%s)", s.dev.Name(), s.cfg.User, since(start))
 	return res, nil
 }
 
@@ -389,6 +470,8 @@ func (s *Session) classify(step string, err error) error {
 }
 
 // Run runs cmd on the DUT's console shell, bounded by cfg.CommandTimeout.
+//
+// The command is the step "run", with its exit code as the result "exit".
 func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
 	con, err := s.Console()
 	if err != nil {
@@ -396,6 +479,16 @@ func (s *Session) Run(ctx context.Context, cmd string) (console.Result, error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.CommandTimeout, errCommandTimeout)
 	defer cancel()
+	ctx, st := s.begin(ctx, "run", "cmd", cmd)
+	res, err := s.run(ctx, con, cmd)
+	if err == nil {
+		st.Set("exit", res.ExitCode)
+	}
+	return res, st.End(err)
+}
+
+// run is Run inside its step.
+func (s *Session) run(ctx context.Context, con *console.Console, cmd string) (console.Result, error) {
 	res, err := con.Run(ctx, cmd)
 	if errors.Is(err, console.ErrCommandTooLong) {
 		return res, fmt.Errorf("%w\n(%s sets the longest line the DUT's shell takes: raise it if this shell takes longer ones, or put the command in a script on the DUT)", err, Env.MaxLine)

@@ -77,10 +77,13 @@ func quoteValue(v string) string {
 }
 
 // roundDuration rounds d for people: to the millisecond, to the tenth of a
-// second past a minute.
+// second past a minute, to the microsecond below a millisecond.
 func roundDuration(d time.Duration) time.Duration {
-	if d >= time.Minute {
+	switch {
+	case d >= time.Minute:
 		return d.Round(100 * time.Millisecond)
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond)
 	}
 	return d.Round(time.Millisecond)
 }
