@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // Device is one open DUTlink board ([Driver.Open]). It implements
@@ -33,6 +35,9 @@ type Device struct {
 	name  string
 	tags  []string
 	cfg   map[string]string
+
+	logOnce   sync.Once
+	logTracer *step.Tracer // traces to opts.Logf the operations whose context has no tracer
 }
 
 var (
@@ -104,7 +109,8 @@ func (d *Device) Board() Board { return d.board }
 func (d *Device) Transport() TransportKind { return d.tr.kind() }
 
 // op runs one hardware operation, serialized per board, with its name in
-// the error.
+// the error, as the step "dutlink <what>" (see package step) under the
+// caller's: a wait for the board's previous operation is part of it.
 func (d *Device) op(ctx context.Context, what string, fn func(ctx context.Context) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %s: %w", d.name, what, err)
@@ -112,14 +118,23 @@ func (d *Device) op(ctx context.Context, what string, fn func(ctx context.Contex
 	if err := d.checkOpen(what); err != nil {
 		return err
 	}
+	ctx, st := step.Start(d.traced(ctx), "dutlink "+what, "over", d.tr.kind())
 	d.st.opMu.Lock()
 	defer d.st.opMu.Unlock()
-	start := time.Now()
 	if err := fn(ctx); err != nil {
-		return fmt.Errorf("%s: %s: %w", d.name, what, err)
+		return st.End(fmt.Errorf("%s: %s: %w", d.name, what, err))
 	}
-	d.opts.Logf("dutlink %s: %s over %s (%s)", d.name, what, d.tr.kind(), time.Since(start).Round(time.Millisecond))
-	return nil
+	return st.End(nil)
+}
+
+// traced returns ctx with the board as the device of its steps and, when
+// it carries no tracer, one that logs to Options.Logf.
+func (d *Device) traced(ctx context.Context) context.Context {
+	if step.TracerFrom(ctx) == nil && d.opts.Logf != nil {
+		d.logOnce.Do(func() { d.logTracer = step.New(step.LogSink(d.opts.Logf)) })
+		ctx = step.WithTracer(ctx, d.logTracer)
+	}
+	return step.WithDevice(ctx, d.name)
 }
 
 func (d *Device) power(ctx context.Context, a powerAction) error {
@@ -536,7 +551,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 		d.st.mu.Lock()
 		d.st.disk = &dk
 		d.st.mu.Unlock()
-		d.opts.Logf("dutlink %s: storage is %s (%s)", d.name, dk.node, dk.sysPath)
+		step.Current(ctx).Set("disk", dk.node, "sysfs", dk.sysPath)
 		return nil
 	})
 }

@@ -26,6 +26,10 @@ func harnessPath() string {
 
 var harnessPkg = harnessPath()
 
+// modulePkg is the import path of this module: its drivers' frames are
+// skipped too (a step a driver traces for the harness).
+var modulePkg = strings.TrimSuffix(harnessPkg, "/harness")
+
 func (l testLogger) logf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if loc := testLocation(); loc != "" {
@@ -35,15 +39,15 @@ func (l testLogger) logf(format string, args ...any) {
 }
 
 // testLocation returns "file.go:line" of the innermost caller outside the
-// harness's packages, the testing package and the runtime, or "" when there
-// is none.
+// harness's packages (and this module's other non-test code, such as the
+// drivers), the testing package and the runtime, or "" when there is none.
 func testLocation() string {
 	pcs := make([]uintptr, 64)
 	n := runtime.Callers(3, pcs)
 	frames := runtime.CallersFrames(pcs[:n])
 	for {
 		f, more := frames.Next()
-		if !skippedFrame(f.Function) {
+		if !skippedFrame(f.Function, f.File) {
 			file := f.File
 			if !fullPath() {
 				file = filepath.Base(file)
@@ -56,8 +60,11 @@ func testLocation() string {
 	}
 }
 
-func skippedFrame(fn string) bool {
+func skippedFrame(fn, file string) bool {
 	if fn == "" {
+		return true
+	}
+	if strings.HasPrefix(fn, modulePkg+"/") && !strings.HasSuffix(file, "_test.go") {
 		return true
 	}
 	for _, p := range []string{harnessPkg + ".", harnessPkg + "/", "testing.", "runtime."} {
