@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	trace "github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // powerAction is one dut power subcommand.
@@ -244,12 +245,13 @@ func storageToDUT(ctx context.Context, cfg config, d driver.Device, o powerOpts)
 	return step(ctx, cfg, "storage dut", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageDUT) })
 }
 
-// step runs one hardware step bounded by the step timeout and names it in
-// its error.
+// step runs one hardware step bounded by the step timeout, traced (with
+// --verbose, logged on stderr at its start and end), and names it in its
+// error.
 func step(ctx context.Context, cfg config, name string, fn func(context.Context) error) error {
 	sctx, cancel := stepContext(ctx, cfg)
 	defer cancel()
-	if err := fn(sctx); err != nil {
+	if err := trace.Do(sctx, name, fn); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
+	trace "github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 
 	// The drivers dut knows; each registers itself when imported. The
 	// simulated DUT is linked in only with -tags dutsim (sim.go).
@@ -155,7 +156,7 @@ DUT_* variable, a value the board refuses, a capability the device lacks),
 	pf.StringVar(&a.tags, "tags", "", "only devices carrying all these comma-separated tags (default $DUT_TAGS)")
 	pf.StringVar(&a.lockDir, "lock-dir", "", "the lock directory shared with the tests (default $DUT_LOCK_DIR, else "+lease.DefaultDir()+")")
 	pf.DurationVar(&a.timeout, "timeout", 0, "how long to wait for a busy device (default $DUT_ACQUIRE_TIMEOUT, else 5m)")
-	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log each discovery and hardware step on stderr")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log each discovery, and each hardware step at its start and its end, on stderr")
 
 	root.AddCommand(
 		a.listCmd(),
@@ -218,12 +219,23 @@ func (a *app) logf() func(string, ...any) {
 	return func(format string, args ...any) { fmt.Fprintf(a.stderr, "dut: "+format+"\n", args...) }
 }
 
+// traced returns ctx with the hardware steps' tracer: with --verbose, one
+// that logs them on stderr (as "dut: → bench-1: power on" and "dut: ←
+// bench-1: power on (1.2s) ok"), else ctx itself.
+func (a *app) traced(ctx context.Context) context.Context {
+	logf := a.logf()
+	if logf == nil {
+		return ctx
+	}
+	return trace.WithTracer(ctx, trace.New(trace.LogSink(logf)))
+}
+
 // withDevice selects the device dev names (with the global selection),
 // leases it as a test would, opens it, runs fn, closes it and releases the
 // lease. A busy device is waited for up to the acquire timeout, saying on
 // stderr who holds it.
 func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Context, cfg config, d driver.Device) error) (err error) {
-	ctx := cmd.Context()
+	ctx := trace.WithDevice(a.traced(cmd.Context()), dev)
 	if strings.TrimSpace(dev) == "" {
 		return cmdLinef("DEV is empty: give a device's name or serial (see dut list)")
 	}
@@ -254,11 +266,12 @@ func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Con
 		}
 	}()
 	octx, cancel := stepContext(ctx, cfg)
-	d, err := l.Open(octx)
+	d, err := openLeased(octx, l)
 	cancel()
 	if err != nil {
 		return err
 	}
+	ctx = trace.WithDevice(ctx, d.Name())
 	defer func() {
 		if c, ok := d.(driver.Closer); ok {
 			if cerr := c.Close(); cerr != nil {
@@ -267,6 +280,13 @@ func (a *app) withDevice(cmd *cobra.Command, dev string, fn func(ctx context.Con
 		}
 	}()
 	return fn(ctx, cfg, d)
+}
+
+// openLeased opens the device of lease l as the step "open".
+func openLeased(ctx context.Context, l *lease.Lease) (driver.Device, error) {
+	ctx, st := trace.Start(ctx, "open")
+	d, err := l.Open(ctx)
+	return d, st.End(err)
 }
 
 // explainNoDevice adds to a selection that found nothing the drivers that
