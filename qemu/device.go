@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // Errors a caller may need to tell apart; the errors of Device's methods wrap
@@ -189,7 +190,10 @@ func (d *Device) PowerOn(ctx context.Context) error {
 // ForceOn is PowerOn: a virtual machine has no power-on sequence.
 func (d *Device) ForceOn(ctx context.Context) error { return d.PowerOn(ctx) }
 
-func (d *Device) start(ctx context.Context, o Options, storage driver.StorageMode) error {
+// start starts QEMU; from the moment its command line is known, as the
+// step "qemu start" with the command line as its argument cmdline, so
+// that the log shows how to run the same VM by hand.
+func (d *Device) start(ctx context.Context, o Options, storage driver.StorageMode) (err error) {
 	if err := ctx.Err(); err != nil {
 		return context.Cause(ctx)
 	}
@@ -228,6 +232,8 @@ func (d *Device) start(ctx context.Context, o Options, storage driver.StorageMod
 	d.mu.Lock()
 	d.cmdline = v.cmdline
 	d.mu.Unlock()
+	ctx, st := step.Start(step.WithDevice(ctx, d.name), "qemu start", "cmdline", v.cmdline)
+	defer func() { st.End(err) }()
 
 	v.cmd = exec.Command(bin, v.args[1:]...)
 	v.cmd.Args[0] = v.args[0]
