@@ -82,7 +82,7 @@ define run-examples
 	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
 	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/$(1)/artifacts) ./examples/...
-	$(OUT)/bin/junitcheck -min-passed 4 -props $(3) -files console.log $(OUT)/report/$(1)/junit.xml
+	$(OUT)/bin/junitcheck -min-passed 4 -props $(3) -files console.log,steps.jsonl $(OUT)/report/$(1)/junit.xml
 endef
 
 comma := ,
@@ -105,7 +105,7 @@ main-job-qemu: qemu-images
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
 	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/qemu-e2e/artifacts) ./e2e/qemu/...
 	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE) \
-	  -files console.log $(OUT)/report/qemu-e2e/junit.xml
+	  -files console.log,steps.jsonl $(OUT)/report/qemu-e2e/junit.xml
 
 ## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).
