@@ -46,6 +46,11 @@
 //
 // # Evidence
 //
+// Every hardware step (acquire, power, storage, flash, login, each command
+// and expect, and a driver's own steps within them) is logged when it
+// starts and when it ends, so that a hang shows the step it hangs in, and
+// recorded in [StepsFile] in t.ArtifactDir() (see package step).
+//
 // Each test records properties with t.Attr (the Attr* constants: driver, DUT
 // name and serial, image path and SHA-256, flash MB/s, seconds from power-on
 // to the login prompt) and writes its slice of the console to

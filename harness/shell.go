@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/console"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 )
 
 // Shell runs commands on a logged-in console shell.
@@ -88,7 +90,7 @@ var errWithin = errors.New("the expect's own timeout (Console.Within) passed")
 // DUT_COMMAND_TIMEOUT, or the time given to [Console.Within], and the
 // test's deadline, and fails the test when none appears. When the harness
 // has powered the DUT off, nothing new can arrive: Expect then waits at most
-// a second for output still in flight.
+// a second for output still in flight. The wait is the step "expect".
 func (c *Console) Expect(patterns ...console.Pattern) *console.Match {
 	c.d.t.Helper()
 	ctx, cancel := c.d.Context()
@@ -103,11 +105,22 @@ func (c *Console) Expect(patterns ...console.Pattern) *console.Match {
 	}
 	ectx, cancel2 := context.WithTimeoutCause(ctx, bound, cause)
 	defer cancel2()
+	ectx, st := step.Start(c.d.s.traced(ectx), "expect", "for", describePatterns(patterns), "within", bound)
 	m, err := c.c.Expect(ectx, patterns...)
+	st.End(err)
 	if err != nil {
 		c.d.fail(c.d.s.classify("expect", explainTimeout(ectx, err, c.d.s.cfg)), ctx)
 	}
 	return m
+}
+
+// describePatterns names patterns for the expect step: "a" | "b".
+func describePatterns(patterns []console.Pattern) string {
+	names := make([]string, len(patterns))
+	for i, p := range patterns {
+		names[i] = p.String()
+	}
+	return strings.Join(names, " | ")
 }
 
 // ExpectString waits for s; see [Console.Expect].

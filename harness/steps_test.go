@@ -278,3 +278,54 @@ func TestEachDUTAndSubtestHasItsOwnStepsFile(t *testing.T) {
 	assert.Empty(t, ended(subSteps, "power on"), "the parent's steps are not")
 	assert.Equal(t, 1, strings.Count(f.Logs(), "→ lock all"), "the shared step is logged once")
 }
+
+// TestAHangShowsInTheStreamedLogOfATestProcess: a go test process (-v)
+// whose test waits for output that never comes prints the start of the
+// step it hangs in as it starts, seconds before the test's deadline ends
+// it, and the end of the step only then.
+func TestAHangShowsInTheStreamedLogOfATestProcess(t *testing.T) {
+	simEnv(t)
+	t.Setenv("DUT_IMAGE", simImage(t))
+	t.Setenv("DUT_NAME", "sim-0")
+	t.Setenv("DUT_CLEANUP_RESERVE", "3s")
+	t.Setenv("DUT_COMMAND_TIMEOUT", "10m")
+	cmd, out, _, _ := child(t, "hang", "-test.timeout=8s")
+	waitLine(t, out, "POWERED", 30*time.Second)
+	startLine := readLineContaining(t, out, "→ sim-0: expect", 30*time.Second)
+	startedAt := time.Now()
+	assert.Contains(t, startLine, `a line that never comes`)
+	assert.Nil(t, cmd.ProcessState, "the test process still runs")
+	endLine := readLineContaining(t, out, "← sim-0: expect", 30*time.Second)
+	assert.Greater(t, time.Since(startedAt), time.Second, "the start line came long before the deadline ended the step")
+	assert.Contains(t, endLine, "error: ")
+	_ = cmd.Wait()
+}
+
+// readLineContaining reads r until a line containing s, within d.
+func readLineContaining(t *testing.T, r interface{ ReadString(byte) (string, error) }, s string, d time.Duration) string {
+	t.Helper()
+	found := make(chan string, 1)
+	go func() {
+		defer close(found)
+		for {
+			line, err := r.ReadString('\n')
+			if strings.Contains(line, s) {
+				found <- line
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	select {
+	case line, ok := <-found:
+		require.True(t, ok, "the process ended before printing %q", s)
+		return line
+	case <-ctx.Done():
+		t.Fatalf("no %q within %s", s, d)
+		return ""
+	}
+}
