@@ -15,6 +15,7 @@ import (
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
+	trace "github.com/jumpstarter-dev/jumpstarter-go/harness/step"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/bytesize"
 )
 
@@ -199,8 +200,10 @@ func (a *app) flash(ctx context.Context, cfg config, d driver.Device, image stri
 	if tc, ok := d.(driver.TargetChecker); ok {
 		opts.CheckTarget = tc.CheckTarget
 	}
-	rep, err = flash.Write(fctx, image, target, opts)
+	wctx, st := trace.Start(fctx, "write", "target", target)
+	rep, err = flash.Write(wctx, image, target, opts)
 	pr.finish()
+	st.End(err)
 	if err != nil {
 		if ctx.Err() != nil {
 			return rep, fmt.Errorf("flash of %s interrupted after %d bytes; the storage is incomplete: flash it again: %w", d.Name(), rep.Bytes, err)

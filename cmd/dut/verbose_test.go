@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,4 +66,24 @@ func TestVerboseNestsTheBoardsOperations(t *testing.T) {
 	lines := stepLines(r.stderr)
 	assert.Contains(t, lines, "→ bench-1: power on")
 	assert.Contains(t, lines, "  → dutlink power on over=shell")
+}
+
+// TestVerboseFlashShowsTheWrite: dut -v flash logs the write as a step
+// with its target, between the storage steps.
+func TestVerboseFlashShowsTheWrite(t *testing.T) {
+	env(t)
+	img := filepath.Join(t.TempDir(), "os.img")
+	require.NoError(t, os.WriteFile(img, []byte(strings.Repeat("x", 4096)), 0o644))
+	d := simDevice(t, "sim-0")
+	r := dut(t, "-v", "flash", "sim-0", img)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	lines := stepLines(r.stderr)
+	var names []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "→ ") {
+			names = append(names, strings.Fields(strings.TrimPrefix(l, "→ sim-0: "))[0])
+		}
+	}
+	assert.Equal(t, []string{"open", "power", "storage", "find", "write", "storage"}, names, "%q", lines)
+	assert.Contains(t, lines, "→ sim-0: write target="+d.DiskPath())
 }

@@ -35,7 +35,7 @@ func LogLine(e Event) string {
 	} else {
 		b.WriteString("← ")
 	}
-	if e.showDevice && e.Device != "" {
+	if (e.showDevice || e.Depth == 0) && e.Device != "" {
 		b.WriteString(e.Device)
 		b.WriteString(": ")
 	}

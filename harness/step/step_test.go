@@ -277,6 +277,7 @@ func TestJSONLRoundTrips(t *testing.T) {
 	assert.Equal(t, step.Started, events[0].Kind)
 	assert.Equal(t, []step.Arg{{Key: "z", Value: "last"}, {Key: "a", Value: "first"}}, events[0].Args)
 	assert.True(t, events[0].Running())
+	assert.Equal(t, "→ sim-0: power on z=last a=first", step.LogLine(events[0]), "a read event logs as it did")
 	mux := events[2]
 	assert.Equal(t, step.Ended, mux.Kind)
 	assert.Equal(t, "storage dut", mux.Name)
