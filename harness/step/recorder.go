@@ -70,7 +70,8 @@ func (r *Recorder) Running() []Record {
 }
 
 // Wait returns the first event, recorded already or to come, that match
-// accepts; it fails when ctx ends first.
+// accepts; it fails when ctx ends first. match runs with the recorder
+// locked: it must not call the recorder.
 func (r *Recorder) Wait(ctx context.Context, match func(Event) bool) (Event, error) {
 	seen := 0
 	for {
