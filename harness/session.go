@@ -78,7 +78,9 @@ type Session struct {
 // tracer of the call's context, else to the tracer of Open's context; when
 // Open's context has none and logf is not nil, to logf, one line at each
 // step's start and end with its arguments and duration. logf also receives
-// what is not a step (discovery, the lock). A configuration mistake (a bad image, a name or
+// what is not a step (discovery, the lock).
+//
+// A configuration mistake (a bad image, a name or
 // tags that match none of the devices found) is a [*ConfigError] or wraps
 // [ErrBadConfig]; every other failure is an [*InfraError]. Open leaves
 // nothing locked or powered when it fails.
@@ -186,12 +188,12 @@ func (s *Session) open(ctx context.Context) error {
 	})
 }
 
-// step runs one hardware step, traced under its name and args, bounded by
+// step runs one hardware step, traced under its name, bounded by
 // cfg.StepTimeout, and turns its failure into an [*InfraError].
-func (s *Session) step(ctx context.Context, name string, fn func(context.Context) error, args ...any) error {
+func (s *Session) step(ctx context.Context, name string, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(s.traced(ctx), s.cfg.StepTimeout)
 	defer cancel()
-	ctx, st := step.Start(ctx, name, args...)
+	ctx, st := step.Start(ctx, name)
 	if err := st.End(fn(ctx)); err != nil {
 		return &InfraError{Step: name, Device: s.dev.Name(), Err: err}
 	}
