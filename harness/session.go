@@ -444,14 +444,19 @@ func (s *Session) Login(ctx context.Context) (console.LoginResult, error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.BootTimeout, errBootTimeout)
 	defer cancel()
-	ctx, st := s.begin(ctx, "login", "user", s.cfg.User, "timeout", s.cfg.BootTimeout)
-	res, err := con.Login(ctx, console.LoginOptions{User: s.cfg.User, Password: s.cfg.Password})
-	if err != nil {
-		err = s.classify("login", explainTimeout(ctx, err, s.cfg))
-		return res, st.End(err)
+	// Two steps: "boot" until the first login prompt, then "login" until
+	// a shell answers, so that a hang shows which of them is running.
+	_, st := s.begin(ctx, "boot", "timeout", s.cfg.BootTimeout)
+	prompted := func(at time.Time) {
+		if !s.poweredAt.IsZero() {
+			st.Set("boot_seconds", fmt.Sprintf("%.3f", at.Sub(s.poweredAt).Seconds()))
+		}
+		st.End(nil)
+		_, st = s.begin(ctx, "login", "user", s.cfg.User)
 	}
-	if !s.poweredAt.IsZero() && !res.PromptAt.IsZero() {
-		st.Set("boot_seconds", fmt.Sprintf("%.3f", res.PromptAt.Sub(s.poweredAt).Seconds()))
+	res, err := con.Login(ctx, console.LoginOptions{User: s.cfg.User, Password: s.cfg.Password, Prompted: prompted})
+	if err != nil {
+		return res, st.End(s.classify("login", explainTimeout(ctx, err, s.cfg)))
 	}
 	st.End(nil)
 	s.loggedIn = true

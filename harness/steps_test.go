@@ -226,9 +226,12 @@ func TestStepsFileRecordsEveryStepNested(t *testing.T) {
 	require.Len(t, sd, 2)
 	assert.Equal(t, "power on", parent(sd[0]))
 
+	boot := ended(events, "boot")
+	require.Len(t, boot, 1)
+	assert.NotEmpty(t, boot[0].Arg("boot_seconds"))
 	login := ended(events, "login")
 	require.Len(t, login, 1)
-	assert.NotEmpty(t, login[0].Arg("boot_seconds"))
+	assert.Equal(t, "root", login[0].Arg("user"))
 	runs := ended(events, "run")
 	require.NotEmpty(t, runs)
 	assert.Equal(t, "echo hi", runs[len(runs)-1].Arg("cmd"))

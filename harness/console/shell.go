@@ -130,6 +130,10 @@ type LoginOptions struct {
 	// never sends anything while the device prints (a bootloader counting
 	// down would take the keypress as "stop autoboot").
 	Nudge time.Duration
+	// Prompted, when set, is called once, with the time it arrived, when
+	// the first login prompt (or, on a console without login, the first
+	// shell prompt) is seen: the boot is over and the login begins.
+	Prompted func(at time.Time)
 }
 
 var (
@@ -221,9 +225,7 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			if lastLogin(m) {
 				continue // "Last login: ..." of a successful login, not a prompt
 			}
-			if res.PromptAt.IsZero() {
-				res.PromptAt = m.At
-			}
+			res.prompted(m.At, o.Prompted)
 			if res.Attempts >= o.Attempts {
 				return res, fmt.Errorf("login as %s: %w after %d attempts (check the user name and password)", o.User, ErrLoginFailed, res.Attempts)
 			}
@@ -245,9 +247,7 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			r, err := c.Run(probe, "true")
 			probeCancel()
 			if err == nil && r.ExitCode == 0 {
-				if res.PromptAt.IsZero() {
-					res.PromptAt = m.At
-				}
+				res.prompted(m.At, o.Prompted)
 				return res, nil
 			}
 			if ctx.Err() != nil {
@@ -255,6 +255,17 @@ func (c *Console) Login(ctx context.Context, o LoginOptions) (LoginResult, error
 			}
 			// Whatever looked like a prompt was not a shell; keep waiting.
 		}
+	}
+}
+
+// prompted records the first prompt's time, telling notify once.
+func (r *LoginResult) prompted(at time.Time, notify func(time.Time)) {
+	if !r.PromptAt.IsZero() {
+		return
+	}
+	r.PromptAt = at
+	if notify != nil {
+		notify(at)
 	}
 }
 

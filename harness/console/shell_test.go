@@ -161,6 +161,21 @@ func TestLoginThroughBootNoise(t *testing.T) {
 	})
 }
 
+// TestLoginTellsOnceWhenTheBootEnded: Prompted is called once, with the
+// first prompt's time, although a rejected attempt brings a second one.
+func TestLoginTellsOnceWhenTheBootEnded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, p := newTestConsole(t, Options{})
+		go fakeGetty(p, "s3cret")
+		var calls []time.Time
+		res, err := c.Login(t.Context(), LoginOptions{User: "root", Password: "wrong", Attempts: 2, Nudge: time.Second,
+			Prompted: func(at time.Time) { calls = append(calls, at) }})
+		require.ErrorIs(t, err, ErrLoginFailed)
+		require.Len(t, calls, 1)
+		assert.Equal(t, res.PromptAt, calls[0])
+	})
+}
+
 func TestLoginFailsWithWrongPassword(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, p := newTestConsole(t, Options{})
