@@ -86,7 +86,7 @@ define run-examples
 endef
 
 comma := ,
-EVIDENCE := dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_mbps,dut.boot_seconds,dut.console_log,artifacts
+EVIDENCE := dut.driver,dut.name,dut.image,dut.image_sha256,dut.flash_bytes,dut.flash_mapped_bytes,dut.flash_seconds,dut.flash_mbps,dut.flash_verified,dut.boot_seconds,dut.console_log,artifacts
 
 ## main-job-sim: the examples against the simulated DUT (about 2 s). The examples import the
 ## DUTlink driver, whose USB transport builds against libusb (cgo): qemu-deps installs it.
