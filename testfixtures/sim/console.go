@@ -27,7 +27,8 @@ func newConsole(d *Device, name string) *console {
 }
 
 // Read reads board output, blocking until there is some or the console
-// ends. After Close it fails with an error wrapping os.ErrClosed; after the
+// ends. After Close it fails with an error wrapping ErrClosed and
+// os.ErrClosed; after the
 // device is unplugged it returns the output buffered before, then an error
 // wrapping ErrGone.
 func (c *console) Read(p []byte) (int, error) {
@@ -67,11 +68,11 @@ func (c *console) Write(p []byte) (int, error) {
 }
 
 // Close closes the console: a pending Read returns, later Reads and Writes
-// fail with errors wrapping os.ErrClosed, and the device's console can be
+// fail with errors wrapping ErrClosed and os.ErrClosed, and the device's console can be
 // opened again. Closing twice is not an error.
 func (c *console) Close() error {
 	c.d.detachConsole(c)
-	c.end(fmt.Errorf("%s: console: %w", c.name, os.ErrClosed), false)
+	c.end(fmt.Errorf("%s: console: %w (%w)", c.name, ErrClosed, os.ErrClosed), false)
 	return nil
 }
 

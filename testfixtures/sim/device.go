@@ -380,7 +380,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 	switch mode {
 	case driver.StorageOff, driver.StorageHost, driver.StorageDUT:
 	default:
-		return fmt.Errorf("%s: set storage: unknown storage mode %q: use off, host or dut", d.name, mode)
+		return fmt.Errorf("%s: set storage: %w: unknown storage mode %q: use off, host or dut", d.name, driver.ErrInvalidArgument, mode)
 	}
 	d.storage = mode
 	return nil
@@ -512,10 +512,10 @@ func (d *Device) SetPin(ctx context.Context, pin string, level driver.PinLevel) 
 	switch level {
 	case driver.PinLow, driver.PinHigh, driver.PinFloating:
 	default:
-		return fmt.Errorf("%s: set pin %s: unknown level %q: use low, high or z", d.Name(), pin, level)
+		return fmt.Errorf("%s: set pin %s: %w: unknown level %q: use low, high or z", d.Name(), pin, driver.ErrInvalidArgument, level)
 	}
 	if !slices.Contains(pinNames, pin) {
-		return fmt.Errorf("%s: set pin: unknown pin %q: the pins are %s", d.Name(), pin, strings.Join(pinNames, ", "))
+		return fmt.Errorf("%s: set pin: %w: unknown pin %q: the pins are %s", d.Name(), driver.ErrInvalidArgument, pin, strings.Join(pinNames, ", "))
 	}
 	d.mu.Lock()
 	wasHeld := d.pins[PinReset] == driver.PinLow
@@ -588,19 +588,19 @@ func (d *Device) SetConfig(ctx context.Context, key, value string) error {
 	switch key {
 	case "name":
 		if err := checkName(value); err != nil {
-			return fmt.Errorf("%s: set config name: %w", d.name, err)
+			return fmt.Errorf("%s: set config name: %w: %w", d.name, driver.ErrInvalidArgument, err)
 		}
 		d.name = value
 	case "tags":
 		tags, err := driver.ParseTags(value)
 		if err != nil {
-			return fmt.Errorf("%s: set config tags: %w", d.name, err)
+			return fmt.Errorf("%s: set config tags: %w: %w", d.name, driver.ErrInvalidArgument, err)
 		}
 		d.tags = tags
 	case "serial":
-		return fmt.Errorf("%s: set config: the serial number is read-only", d.name)
+		return fmt.Errorf("%s: set config: %w: the serial number is read-only", d.name, driver.ErrInvalidArgument)
 	default:
-		return fmt.Errorf("%s: set config: unknown key %q: the keys are name and tags", d.name, key)
+		return fmt.Errorf("%s: set config: %w: unknown key %q: the keys are name and tags", d.name, driver.ErrInvalidArgument, key)
 	}
 	return nil
 }

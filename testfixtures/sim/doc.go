@@ -58,8 +58,9 @@
 //     in reset they are dropped (Write still succeeds).
 //   - Read blocks until there is output or the console ends. Close ends a
 //     pending Read; later Reads and Writes fail with errors wrapping
-//     os.ErrClosed. Unplugging the device ends the console too: Read
-//     returns the output printed before, then an error wrapping [ErrGone].
+//     [ErrClosed] and os.ErrClosed. Unplugging the device ends the console
+//     too: Read returns the output printed before, then an error wrapping
+//     [ErrGone].
 //   - Only one console can be open at a time; OpenConsole fails with
 //     [ErrConsoleBusy] while another is.
 //

@@ -1,0 +1,57 @@
+package sim_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver/drivertest"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/simimage"
+)
+
+// simBoot is what sim-0 prints, in order, at every power-on with an image
+// on its disk: the whole way from the firmware to the login prompt.
+var simBoot = []string{
+	"SimBIOS 1.0 (sim-0)\r\nDRAM:  512 MiB\r\nBoot device: mmc0\r\nLoading kernel from mmc0 ...\r\nStarting kernel ...\r\n",
+	"Linux version 6.1.0-sim (1.0.0)",
+	"systemd[1]: Hostname set to <sim-0>.\r\n\r\nWelcome to Jumpstarter Sim Linux 1.0.0!\r\n",
+	"Jumpstarter Sim Linux 1.0.0 sim-0 ttyS0\r\n\r\nsim-0 login: ",
+}
+
+// openSim returns a fresh sim-0 with image 1.0.0 on its disk, closed when
+// the test ends.
+func openSim(t *testing.T) driver.Device {
+	t.Helper()
+	disk := filepath.Join(t.TempDir(), "sim-0.disk")
+	if err := simimage.WriteFile(disk, simimage.Spec{Version: "1.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := sim.NewDevice("sim-0", "SIM00000", []string{"sim", "virtual", "even"}, disk, sim.Options{BootTime: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// simOptions are the contract options of the simulated DUT.
+func simOptions() []drivertest.Option {
+	return []drivertest.Option{
+		drivertest.Console(drivertest.ConsoleSpec{
+			Boot:   simBoot,
+			Send:   "root\r",
+			Reply:  []string{"root\r\n", "root@sim-0"},
+			Rescue: []string{"rescue> "},
+		}),
+		drivertest.PowerState(func(dev driver.Device) bool { return dev.(*sim.Device).PowerState() == sim.PowerStateOn }),
+		// The simulated mux follows no power rule (see the package doc).
+		drivertest.HostStorageWhilePowered(),
+		drivertest.ConfigKey("tags", "drivertest,sim"),
+	}
+}
+
+func TestDriverContract(t *testing.T) {
+	drivertest.TestDevice(t, openSim, simOptions()...)
+}
