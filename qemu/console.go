@@ -66,7 +66,7 @@ func (s *consoleStream) detach(seg *conSeg) {
 }
 
 func (s *consoleStream) errClosed() error {
-	return fmt.Errorf("qemu %s: console: %w", s.d.name, os.ErrClosed)
+	return fmt.Errorf("qemu %s: console: %w (%w)", s.d.name, ErrClosed, os.ErrClosed)
 }
 
 // Read reads the console output of the running QEMU. While the device is
@@ -74,7 +74,7 @@ func (s *consoleStream) errClosed() error {
 // unexpectedly, Read returns the output it printed, then an error wrapping
 // [ErrExited] (an *ExitError: exit status, stderr tail, command line) until
 // the next power-on. After Close it fails with an error wrapping
-// os.ErrClosed.
+// [ErrClosed] and os.ErrClosed.
 func (s *consoleStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -138,7 +138,7 @@ func (s *consoleStream) Read(p []byte) (int, error) {
 // the bytes are dropped and Write succeeds, as on a serial line to a board
 // without power; after QEMU died unexpectedly Write fails with its
 // *ExitError until the next power-on. After Close it fails with an error
-// wrapping os.ErrClosed.
+// wrapping [ErrClosed] and os.ErrClosed.
 func (s *consoleStream) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -180,7 +180,7 @@ func (s *consoleStream) Write(p []byte) (int, error) {
 }
 
 // Close closes the stream: a pending Read returns, later Reads and Writes
-// fail with errors wrapping os.ErrClosed, and the device's console can be
+// fail with errors wrapping [ErrClosed] and os.ErrClosed, and the device's console can be
 // opened again. Closing twice is not an error.
 func (s *consoleStream) Close() error {
 	s.mu.Lock()

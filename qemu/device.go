@@ -161,6 +161,15 @@ func (d *Device) errClosed(op string) error {
 	return fmt.Errorf("qemu %s: %s: %w", d.name, op, ErrClosed)
 }
 
+// ctxErr returns the error of op called with a context that has ended
+// already: such a call does nothing.
+func (d *Device) ctxErr(ctx context.Context, op string) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("qemu %s: %s: %w", d.name, op, context.Cause(ctx))
+	}
+	return nil
+}
+
 // PowerOn starts QEMU, paused, with the disk attached when the storage is at
 // dut; connects the console stream (when open) and QMP; and lets the guest
 // run. It does nothing when QEMU already runs. A QEMU that an earlier,
@@ -329,6 +338,9 @@ func (d *Device) current() (*vm, error) {
 // does not run (also after the guest powered itself off) it only kills a
 // QEMU that an earlier, killed test process left running on this device.
 func (d *Device) PowerOff(ctx context.Context) error {
+	if err := d.ctxErr(ctx, "power off"); err != nil {
+		return err
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	v, err := d.current()
@@ -355,6 +367,9 @@ func (d *Device) PowerOff(ctx context.Context) error {
 // not run it only kills a QEMU that an earlier, killed test process left
 // running on this device.
 func (d *Device) ForceOff(ctx context.Context) error {
+	if err := d.ctxErr(ctx, "force off"); err != nil {
+		return err
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	v, err := d.current()
@@ -380,6 +395,9 @@ func (d *Device) offStale(ctx context.Context, op string) error {
 // fails with an error wrapping [ErrPoweredOff] when QEMU does not run (and
 // [ErrExited] when it died unexpectedly).
 func (d *Device) Reset(ctx context.Context) error {
+	if err := d.ctxErr(ctx, "reset"); err != nil {
+		return err
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	v, err := d.current()
@@ -460,6 +478,9 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 // BlockTarget returns the disk file's path while the storage is at host; it
 // fails with an error wrapping [ErrStorageNotOnHost] otherwise.
 func (d *Device) BlockTarget(ctx context.Context) (string, error) {
+	if err := d.ctxErr(ctx, "block target"); err != nil {
+		return "", err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -476,6 +497,9 @@ func (d *Device) BlockTarget(ctx context.Context) (string, error) {
 // console can be open at a time; another OpenConsole fails with an error
 // wrapping [ErrConsoleBusy].
 func (d *Device) OpenConsole(ctx context.Context) (io.ReadWriteCloser, error) {
+	if err := d.ctxErr(ctx, "open console"); err != nil {
+		return nil, err
+	}
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	d.mu.Lock()

@@ -129,8 +129,9 @@
 //     is off they are dropped and Write succeeds, as on a serial line to a
 //     board without power (after an unexpected exit it fails, see above).
 //   - Close ends a pending Read; later Reads and Writes fail with errors
-//     wrapping os.ErrClosed, and the console can be opened again. Only one
-//     console is open at a time: OpenConsole fails with [ErrConsoleBusy].
+//     wrapping [ErrClosed] and os.ErrClosed, and the console can be opened
+//     again. Only one console is open at a time: OpenConsole fails with
+//     [ErrConsoleBusy].
 //   - Output of a VM running while no console is open is lost, as on a serial
 //     line nobody reads.
 //

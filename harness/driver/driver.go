@@ -211,13 +211,14 @@ const (
 	StorageDUT StorageMode = "dut"
 )
 
-// ParseStorageMode parses "off", "host" or "dut" (case-insensitive).
+// ParseStorageMode parses "off", "host" or "dut" (case-insensitive). Any
+// other text is an error wrapping [ErrInvalidArgument].
 func ParseStorageMode(s string) (StorageMode, error) {
 	switch m := StorageMode(strings.ToLower(strings.TrimSpace(s))); m {
 	case StorageOff, StorageHost, StorageDUT:
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown storage mode %q: use off, host or dut", s)
+	return "", fmt.Errorf("%w: unknown storage mode %q: use off, host or dut", ErrInvalidArgument, s)
 }
 
 // StorageMux switches the DUT's storage between the DUT and the test host.
