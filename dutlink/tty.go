@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 )
 
 // Port is an open tty.
@@ -279,7 +281,7 @@ func (m *ttyMux) openConsole(ctx context.Context) (*consoleView, error) {
 	if m.con != nil {
 		m.mu.Unlock()
 		m.release(gen)
-		return nil, fmt.Errorf("%w: the console of %s is already open in this process; close it first", ErrBusy, m.path)
+		return nil, fmt.Errorf("%w: the console of %s is already open in this process; close it first", driver.ErrConsoleBusy, m.path)
 	}
 	m.con = &consoleView{m: m, gen: gen, ready: make(chan struct{}, 1)}
 	m.mu.Unlock()
@@ -324,14 +326,14 @@ func (c *consoleView) end(err error) {
 }
 
 // Read returns DUT output; it blocks until there is some, the console is
-// closed (os.ErrClosed) or the tty failed (ErrGone).
+// closed (driver.ErrClosed and os.ErrClosed) or the tty failed (ErrGone).
 func (c *consoleView) Read(p []byte) (int, error) {
 	for {
 		c.mu.Lock()
 		switch {
 		case c.closed:
 			c.mu.Unlock()
-			return 0, fmt.Errorf("console %s: %w", c.m.path, os.ErrClosed)
+			return 0, fmt.Errorf("console %s: %w (%w)", c.m.path, driver.ErrClosed, os.ErrClosed)
 		case len(c.buf) > 0:
 			n := copy(p, c.buf)
 			c.buf = c.buf[n:]
@@ -353,7 +355,7 @@ func (c *consoleView) Write(p []byte) (int, error) {
 	closed, err := c.closed, c.err
 	c.mu.Unlock()
 	if closed {
-		return 0, fmt.Errorf("console %s: %w", c.m.path, os.ErrClosed)
+		return 0, fmt.Errorf("console %s: %w (%w)", c.m.path, driver.ErrClosed, os.ErrClosed)
 	}
 	if err != nil {
 		return 0, err
@@ -470,9 +472,16 @@ func (s *shellConn) enter(ctx context.Context) error {
 	if _, err := s.m.write(s.gen, escapeBytes); err != nil {
 		return err
 	}
+	s.escaped = true
 	if _, err := s.await(ctx, escapeReplyTimeout, escapeTaken); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		// The caller gave up before the escape was answered: send nothing
+		// that could share its packet (backToConsole waits for the answer).
+		return err
+	}
+	s.answered = true
 	if err := s.expect(ctx, "monitor off", "Monitor disabled", ShellTimeout); err != nil {
 		if !errors.Is(err, errUnsupported) {
 			return err
@@ -489,6 +498,12 @@ func (s *shellConn) enter(ctx context.Context) error {
 // "console".
 func (s *shellConn) backToConsole(ctx context.Context) error {
 	bctx := context.WithoutCancel(ctx)
+	if s.escaped && !s.answered {
+		// The caller's context ended before the escape was answered: a
+		// "console" written now could travel in the escape's packet, which
+		// the firmware forwards to the DUT, leaving the board at its shell.
+		_, _ = s.await(bctx, escapeReplyTimeout, escapeTaken)
+	}
 	_, err := s.cmd(bctx, "console", consoleReply, ShellTimeout)
 	if err == nil || errors.Is(err, ErrGone) || ctx.Err() != nil {
 		// The second try is for a live caller: one whose context ended
@@ -519,6 +534,9 @@ var errUnsupported = fmt.Errorf("%w: unsupported command", ErrReply)
 type shellConn struct {
 	m   *ttyMux
 	gen int
+	// escaped and answered say whether enter sent the escape and whether
+	// it then waited for the answer.
+	escaped, answered bool
 }
 
 var prompt = []byte("#> ")

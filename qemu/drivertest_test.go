@@ -51,7 +51,11 @@ func TestDriverContractRealQEMU(t *testing.T) {
 	}
 	drivertest.TestDevice(t, open,
 		drivertest.Console(drivertest.ConsoleSpec{
-			Boot:  []string{"SeaBIOS", "Linux version", "dut login: "},
+			Boot: []string{
+				"SeaBIOS (version ", "Booting from Hard Disk...\r\n", "SYSLINUX 6.04 ",
+				"stage1: switching to the root file system on /dev/vda2 (release 1.0.0)\r\n\r\nJumpstarter QEMU DUT 1.0.0\r\n",
+				"dut login: ",
+			},
 			Send:  "root\n",
 			Reply: []string{"root\r\n", "# "},
 		}),
