@@ -36,7 +36,7 @@ func storageValue(m driver.StorageMode) (uint16, string, string, error) {
 	case driver.StorageDUT:
 		return 2, "dut", "storage connected to device under test", nil
 	}
-	return 0, "", "", fmt.Errorf("%w: unknown storage mode %q: use off, host or dut", driver.ErrInvalidArgument, m)
+	return 0, "", "", driver.Refine(driver.ErrInvalidArgument, fmt.Sprintf("unknown storage mode %q: use off, host or dut", m))
 }
 
 // The board's pins, in USB wValue order, with their shell letters and the
@@ -54,7 +54,7 @@ func pinIndex(name string) (int, error) {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: unknown pin %q: the pins are %s", driver.ErrInvalidArgument, name, strings.Join(pinNames, ", "))
+	return 0, driver.Refine(driver.ErrInvalidArgument, fmt.Sprintf("unknown pin %q: the pins are %s", name, strings.Join(pinNames, ", ")))
 }
 
 // levelValue returns the USB data byte, shell letter and shell name of a
@@ -68,7 +68,7 @@ func levelValue(l driver.PinLevel) (byte, string, string, error) {
 	case driver.PinFloating:
 		return 2, "z", "HIGH IMPEDANCE", nil
 	}
-	return 0, "", "", fmt.Errorf("%w: unknown pin level %q: use low, high or z", driver.ErrInvalidArgument, l)
+	return 0, "", "", driver.Refine(driver.ErrInvalidArgument, fmt.Sprintf("unknown pin level %q: use low, high or z", l))
 }
 
 // transport is one of the board's control protocols.

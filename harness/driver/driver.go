@@ -218,7 +218,7 @@ func ParseStorageMode(s string) (StorageMode, error) {
 	case StorageOff, StorageHost, StorageDUT:
 		return m, nil
 	}
-	return "", fmt.Errorf("%w: unknown storage mode %q: use off, host or dut", ErrInvalidArgument, s)
+	return "", Refine(ErrInvalidArgument, fmt.Sprintf("unknown storage mode %q: use off, host or dut", s))
 }
 
 // StorageMux switches the DUT's storage between the DUT and the test host.

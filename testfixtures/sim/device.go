@@ -30,6 +30,19 @@ var (
 	ErrPoweredOff = driver.ErrPoweredOff
 )
 
+// invalidError is the caller's mistake: its text is err's, and it matches
+// both err and driver.ErrInvalidArgument.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string   { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{e.err, driver.ErrInvalidArgument} }
+
+// invalid marks err as the caller's mistake (driver.ErrInvalidArgument).
+func invalid(err error) error { return invalidError{err} }
+
+// invalidf is invalid(fmt.Errorf(format, args...)).
+func invalidf(format string, args ...any) error { return invalid(fmt.Errorf(format, args...)) }
+
 // PowerState is whether a device's power is on.
 type PowerState string
 
@@ -380,7 +393,7 @@ func (d *Device) SetStorage(ctx context.Context, mode driver.StorageMode) error 
 	switch mode {
 	case driver.StorageOff, driver.StorageHost, driver.StorageDUT:
 	default:
-		return fmt.Errorf("%s: set storage: %w: unknown storage mode %q: use off, host or dut", d.name, driver.ErrInvalidArgument, mode)
+		return fmt.Errorf("%s: set storage: %w", d.name, invalidf("unknown storage mode %q: use off, host or dut", mode))
 	}
 	d.storage = mode
 	return nil
@@ -512,10 +525,10 @@ func (d *Device) SetPin(ctx context.Context, pin string, level driver.PinLevel) 
 	switch level {
 	case driver.PinLow, driver.PinHigh, driver.PinFloating:
 	default:
-		return fmt.Errorf("%s: set pin %s: %w: unknown level %q: use low, high or z", d.Name(), pin, driver.ErrInvalidArgument, level)
+		return fmt.Errorf("%s: set pin %s: %w", d.Name(), pin, invalidf("unknown level %q: use low, high or z", level))
 	}
 	if !slices.Contains(pinNames, pin) {
-		return fmt.Errorf("%s: set pin: %w: unknown pin %q: the pins are %s", d.Name(), driver.ErrInvalidArgument, pin, strings.Join(pinNames, ", "))
+		return fmt.Errorf("%s: set pin: %w", d.Name(), invalidf("unknown pin %q: the pins are %s", pin, strings.Join(pinNames, ", ")))
 	}
 	d.mu.Lock()
 	wasHeld := d.pins[PinReset] == driver.PinLow
@@ -588,19 +601,19 @@ func (d *Device) SetConfig(ctx context.Context, key, value string) error {
 	switch key {
 	case "name":
 		if err := checkName(value); err != nil {
-			return fmt.Errorf("%s: set config name: %w: %w", d.name, driver.ErrInvalidArgument, err)
+			return fmt.Errorf("%s: set config name: %w", d.name, invalid(err))
 		}
 		d.name = value
 	case "tags":
 		tags, err := driver.ParseTags(value)
 		if err != nil {
-			return fmt.Errorf("%s: set config tags: %w: %w", d.name, driver.ErrInvalidArgument, err)
+			return fmt.Errorf("%s: set config tags: %w", d.name, invalid(err))
 		}
 		d.tags = tags
 	case "serial":
-		return fmt.Errorf("%s: set config: %w: the serial number is read-only", d.name, driver.ErrInvalidArgument)
+		return fmt.Errorf("%s: set config: %w", d.name, invalidf("the serial number is read-only"))
 	default:
-		return fmt.Errorf("%s: set config: %w: unknown key %q: the keys are name and tags", d.name, driver.ErrInvalidArgument, key)
+		return fmt.Errorf("%s: set config: %w", d.name, invalidf("unknown key %q: the keys are name and tags", key))
 	}
 	return nil
 }

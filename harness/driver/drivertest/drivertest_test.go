@@ -136,6 +136,7 @@ func (l *lossy) Read(p []byte) (int, error) {
 }
 
 func TestConsoleThatDropsAByte(t *testing.T) {
+	t.Parallel()
 	err := check(t, func(d *sim.Device) driver.Device { return dropByte{base{d}} })
 	wantViolation(t, err, "console", "boot 1 on one console stream", "Loading kernel")
 	wantViolation(t, err, "power", "boot output after PowerOn")
@@ -147,6 +148,7 @@ type lyingOff struct{ base }
 func (lyingOff) PowerOff(ctx context.Context) error { return nil }
 
 func TestPowerOffThatLies(t *testing.T) {
+	t.Parallel()
 	err := check(t, func(d *sim.Device) driver.Device { return lyingOff{base{d}} })
 	wantViolation(t, err, "power", "after PowerOff the device reports power on, want off")
 	// Without the PowerState option, the console and the meter tell.
@@ -161,6 +163,7 @@ type lyingOn struct{ base }
 func (lyingOn) PowerOn(ctx context.Context) error { return nil }
 
 func TestPowerOnThatLies(t *testing.T) {
+	t.Parallel()
 	err := check(t, func(d *sim.Device) driver.Device { return lyingOn{base{d}} }, drivertest.PowerState(nil))
 	wantViolation(t, err, "power", "boot output after PowerOn")
 	wantViolation(t, err, "meter", "the meter reads 0.000 W with the power on")
@@ -234,6 +237,7 @@ func (s slowCtx) Reset(ctx context.Context) error {
 }
 
 func TestContextNoticedLate(t *testing.T) {
+	t.Parallel()
 	err := check(t, func(d *sim.Device) driver.Device { return slowCtx{base{d}} })
 	wantViolation(t, err, "context", "Reset with an already cancelled context took")
 }
@@ -295,6 +299,7 @@ func (d *deafClose) Close() error {
 }
 
 func TestConsoleCloseThatLeavesReadPending(t *testing.T) {
+	t.Parallel()
 	err := check(t, func(d *sim.Device) driver.Device { return stuckConsole{base{d}} }, drivertest.Timeout(time.Second))
 	wantViolation(t, err, "console", "console Close did not end a pending Read")
 }
