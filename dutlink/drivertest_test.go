@@ -41,10 +41,10 @@ func TestDriverContract(t *testing.T) {
 				mu.Unlock()
 				return d
 			}
-			powered := func(dev driver.Device) bool {
+			board := func(dev driver.Device) *dutlinksim.Board {
 				mu.Lock()
 				defer mu.Unlock()
-				return boards[dev].Power()
+				return boards[dev]
 			}
 			banner := "DUT " + contractSerial + ": booted\r\n"
 			drivertest.TestDevice(t, open,
@@ -54,7 +54,8 @@ func TestDriverContract(t *testing.T) {
 					Reply:  []string{"echo: drivertest contract\r\n"},
 					Rescue: []string{banner},
 				}),
-				drivertest.PowerState(powered),
+				drivertest.PowerState(func(dev driver.Device) bool { return board(dev).Power() }),
+				drivertest.Unplug(func(dev driver.Device) { board(dev).Unplug() }),
 				// The board switches its mux whatever the DUT's power (see
 				// the package documentation).
 				drivertest.HostStorageWhilePowered(),

@@ -27,7 +27,8 @@ func TestDriverContractFakeQEMU(t *testing.T) {
 	}
 	drivertest.TestDevice(t, open,
 		drivertest.Console(drivertest.ConsoleSpec{
-			Boot:  []string{"\r\nfake login: "}, // after "fake boot" or, at a reset, "fake reset"
+			Boot:  []string{"fake boot\r\nfake login: "},
+			Reset: []string{"fake reset\r\nfake login: "},
 			Send:  "drivertest\n",
 			Reply: []string{"drivertest"},
 		}),

@@ -29,6 +29,7 @@ var checks = []check{
 	{"config", "config", checkConfig},
 	{"context", "", checkContext},
 	{"close", "", checkClose},
+	{"gone", "", checkGone},
 }
 
 func checkIdentity(r *run) {
@@ -217,8 +218,12 @@ func checkReset(r *run) {
 	r.expectBoot(con, "after PowerOn")
 	if r.call("Reset while on", rs.Reset) {
 		r.wantPower("Reset", true)
-		if !r.skipped("reset-reboots") {
-			r.expectBoot(con, "after Reset")
+		if spec := r.cfg.console; con != nil && !r.skipped("reset-reboots") {
+			texts := spec.Reset
+			if texts == nil {
+				texts = spec.Boot
+			}
+			r.expect(con, "console output after Reset", texts...)
 		}
 	}
 	r.powerOff()
@@ -666,5 +671,39 @@ func checkClose(r *run) {
 	}
 	if err := cl.Close(); err != nil {
 		r.errorf("Close twice: %v", err)
+	}
+}
+
+func checkGone(r *run) {
+	if r.cfg.unplug == nil {
+		r.cfg.logf("%s: no Unplug option: what a vanished device answers is not checked", r.name)
+		return
+	}
+	var con *transcript
+	if _, ok := r.dev.(driver.ConsolePort); ok {
+		con = r.console()
+	}
+	r.cfg.unplug(r.dev)
+	if con != nil {
+		err, ended := con.ended(r.cfg.wait())
+		switch {
+		case !ended:
+			r.errorf("a pending console Read did not end within %v of the device vanishing", r.cfg.wait())
+		case !errors.Is(err, driver.ErrGone):
+			r.errorf("console Read after the device vanished: %v, want an error wrapping %q", err, driver.ErrGone)
+		}
+	}
+	for _, c := range r.ctxCalls() {
+		if c.name == "BlockTarget" {
+			// A query of state the device keeps may answer from it.
+			r.wantEither(c.name+" after the device vanished", driver.ErrGone, driver.ErrStorageNotOnHost, c.fn)
+			continue
+		}
+		r.wantErr(c.name+" after the device vanished", driver.ErrGone, c.fn)
+	}
+	if cl, ok := r.dev.(driver.Closer); ok {
+		if err := cl.Close(); err != nil {
+			r.errorf("Close after the device vanished: %v", err)
+		}
 	}
 }

@@ -29,8 +29,8 @@
 //     and the console shows [ConsoleSpec.Rescue]; then it powers off.
 //   - reset (Resetter): Reset while off succeeds or fails with
 //     [driver.ErrPoweredOff] and leaves the power off; Reset while on
-//     succeeds and the console shows the boot texts again
-//     ("reset-reboots").
+//     succeeds and the console shows [ConsoleSpec.Reset] (by default the
+//     boot texts) ("reset-reboots").
 //   - storage (StorageMux): with the power off, off, host, dut, off, host,
 //     off all succeed; BlockTarget fails with [driver.ErrStorageNotOnHost]
 //     except at host, where it names a file that opens for writing, that
@@ -67,6 +67,11 @@
 //   - close (Closer): Close succeeds and ends a pending console Read with
 //     an error wrapping [driver.ErrClosed]; every method then fails with
 //     [driver.ErrClosed]; Close twice succeeds.
+//   - gone (with the [Unplug] option): once the device vanished, a pending
+//     console Read ends with an error wrapping [driver.ErrGone], every
+//     method fails with [driver.ErrGone] (BlockTarget, which only reports
+//     the mux position the device keeps, may fail with
+//     [driver.ErrStorageNotOnHost] instead), and Close succeeds.
 //
 // The package imports only the standard library and package driver, so
 // that any driver's tests can use it.

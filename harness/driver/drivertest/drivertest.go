@@ -28,6 +28,9 @@ type ConsoleSpec struct {
 	// shown; Reply are the texts that must then follow, in order.
 	Send  string
 	Reply []string
+	// Reset are texts the console shows, in order, after Reset; nil
+	// means Boot.
+	Reset []string
 	// Rescue are texts the console shows, in order, after Rescue.
 	Rescue []string
 }
@@ -42,6 +45,7 @@ type config struct {
 	configKey  string
 	configVal  string
 	logf       func(format string, args ...any)
+	unplug     func(driver.Device)
 }
 
 // Console declares the console output the device shows; see [ConsoleSpec].
@@ -81,6 +85,13 @@ func HostStorageWhilePowered() Option { return func(c *config) { c.hostWhenOn = 
 // for the config round trip; the original value is put back.
 func ConfigKey(key, value string) Option {
 	return func(c *config) { c.configKey, c.configVal = key, value }
+}
+
+// Unplug gives the contract a way to make an open device vanish (a
+// driver's test hook: the simulator's Unplug, unplugging a simulated
+// board), for the "gone" check. Without it that check is skipped.
+func Unplug(unplug func(dev driver.Device)) Option {
+	return func(c *config) { c.unplug = unplug }
 }
 
 // Logf receives what the contract reports besides violations (skipped
@@ -259,6 +270,17 @@ func (r *run) wantErr(what string, sentinel error, fn func(ctx context.Context) 
 		r.errorf("%s: succeeded, want an error wrapping %q", what, sentinel)
 	case !errors.Is(err, sentinel):
 		r.errorf("%s: error %q does not wrap %q (code %q)", what, err, sentinel, driver.Code(sentinel))
+	}
+}
+
+// wantEither is wantErr for a call that may fail with either of two
+// sentinels.
+func (r *run) wantEither(what string, one, other error, fn func(ctx context.Context) error) {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	err := fn(ctx)
+	if !errors.Is(err, one) && !errors.Is(err, other) {
+		r.errorf("%s: %v, want an error wrapping %q or %q", what, err, one, other)
 	}
 }
 

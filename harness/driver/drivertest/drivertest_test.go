@@ -350,3 +350,45 @@ func ExampleCheck() {
 	fmt.Println("violations:", err)
 	// Output: violations: <nil>
 }
+
+// goneWithoutSentinel's ReadPower loses ErrGone once the device vanished.
+type goneWithoutSentinel struct{ base }
+
+func (g goneWithoutSentinel) ReadPower(ctx context.Context) (driver.PowerReading, error) {
+	r, err := g.Device.ReadPower(ctx)
+	if errors.Is(err, driver.ErrGone) {
+		return r, errors.New("meter: no answer")
+	}
+	return r, err
+}
+
+func TestVanishedDeviceWithoutErrGone(t *testing.T) {
+	unplug := drivertest.Unplug(func(dev driver.Device) { dev.(unwrapper).Sim().Unplug() })
+	if err := check(t, func(d *sim.Device) driver.Device { return base{d} }, unplug); err != nil {
+		t.Fatalf("the good device fails the gone check: %v", err)
+	}
+	err := check(t, func(d *sim.Device) driver.Device { return goneWithoutSentinel{base{d}} }, unplug)
+	wantViolation(t, err, "gone", "ReadPower after the device vanished", "does not wrap \"device gone\"")
+}
+
+// elsewhere's block target is a new file every time: not the storage.
+type elsewhere struct {
+	base
+	dir string
+	n   *int
+}
+
+func (e elsewhere) BlockTarget(ctx context.Context) (string, error) {
+	if _, err := e.Device.BlockTarget(ctx); err != nil {
+		return "", err
+	}
+	*e.n++
+	p := filepath.Join(e.dir, fmt.Sprint(*e.n))
+	return p, os.WriteFile(p, make([]byte, 4096), 0o644)
+}
+
+func TestBlockTargetThatIsNotTheStorage(t *testing.T) {
+	dir := t.TempDir()
+	err := check(t, func(d *sim.Device) driver.Device { return elsewhere{base{d}, dir, new(int)} })
+	wantViolation(t, err, "storage", "does not hold what was written to it")
+}
