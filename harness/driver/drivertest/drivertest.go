@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"testing"
 	"time"
 
@@ -332,8 +331,9 @@ func (r *run) expect(c *transcript, what string, texts ...string) bool {
 	return true
 }
 
-// readAll is io.ReadAll bounded by timeout, for one Read that must fail.
-func readOnce(rw io.Reader, timeout time.Duration) (int, error, bool) {
+// readOnce runs one Read, bounded by timeout (ok is false when it still
+// blocks then), for a Read that must fail at once.
+func readOnce(rw io.Reader, timeout time.Duration) (n int, err error, ok bool) {
 	type res struct {
 		n   int
 		err error
@@ -349,12 +349,4 @@ func readOnce(rw io.Reader, timeout time.Duration) (int, error, bool) {
 	case <-time.After(timeout):
 		return 0, nil, false
 	}
-}
-
-func quote(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	return strings.Join(q, ", ")
 }
