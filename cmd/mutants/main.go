@@ -127,6 +127,13 @@ var mutants = []mutant{
 		test: "TestPortCloseEndsAPendingReadWhileAnotherProcessReads",
 		runs: 5,
 	},
+	{
+		name: "an exchange whose context ended sends \"console\" behind an unanswered escape",
+		file: "dutlink/tty.go",
+		old:  `if s.escaped && !s.answered {`,
+		new:  `if false {`,
+		test: "TestShortDeadlineLeavesTheBoardInConsoleMode",
+	},
 }
 
 func main() {
