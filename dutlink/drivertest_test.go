@@ -14,6 +14,13 @@ import (
 // their DUT prints "DUT <serial>: booted" at every power-on.
 const contractSerial = "0000c0de"
 
+// pinLetters and pinLevels translate between the driver's pins and levels
+// and the simulator's letters.
+var (
+	pinLetters = map[string]string{"reset": "r", "a": "a", "b": "b", "c": "c", "d": "d"}
+	pinLevels  = map[string]driver.PinLevel{"l": driver.PinLow, "h": driver.PinHigh, "z": driver.PinFloating}
+)
+
 // TestDriverContract runs the driver contract against a simulated board
 // over each control transport, each check on a board in a lab of its own.
 func TestDriverContract(t *testing.T) {
@@ -55,6 +62,9 @@ func TestDriverContract(t *testing.T) {
 					Rescue: []string{banner},
 				}),
 				drivertest.PowerState(func(dev driver.Device) bool { return board(dev).Power() }),
+				drivertest.PinLevel(func(dev driver.Device, pin string) driver.PinLevel {
+					return pinLevels[board(dev).Pin(pinLetters[pin])]
+				}),
 				drivertest.Unplug(func(dev driver.Device) { board(dev).Unplug() }),
 				// The board switches its mux whatever the DUT's power (see
 				// the package documentation).

@@ -57,6 +57,7 @@ func simOptions() []drivertest.Option {
 		// The simulated mux follows no power rule (see the package doc).
 		drivertest.HostStorageWhilePowered(),
 		drivertest.ConfigKey("tags", "drivertest,sim"),
+		drivertest.PinLevel(func(dev driver.Device, pin string) driver.PinLevel { return dev.(*sim.Device).Pin(pin) }),
 		drivertest.Unplug(func(dev driver.Device) { dev.(*sim.Device).Unplug() }),
 	}
 }

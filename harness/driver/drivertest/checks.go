@@ -439,7 +439,12 @@ func checkPins(r *run) {
 	}
 	for _, n := range names {
 		for _, l := range []driver.PinLevel{driver.PinHigh, driver.PinLow, driver.PinFloating} {
-			r.call(fmt.Sprintf("SetPin(%s, %s)", n, l), func(ctx context.Context) error { return pins.SetPin(ctx, n, l) })
+			what := fmt.Sprintf("SetPin(%s, %s)", n, l)
+			if r.call(what, func(ctx context.Context) error { return pins.SetPin(ctx, n, l) }) && r.cfg.pinLevel != nil {
+				if got := r.cfg.pinLevel(r.dev, n); got != l {
+					r.errorf("after %s the pin is %s", what, got)
+				}
+			}
 		}
 	}
 	r.wantErr(`SetPin("no-such-pin")`, driver.ErrInvalidArgument, func(ctx context.Context) error {

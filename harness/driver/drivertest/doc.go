@@ -48,7 +48,8 @@
 //     Read and Write fail with [driver.ErrClosed], Close twice is fine,
 //     and the console opens again.
 //   - pins (Pins): PinNames is not empty and holds no repeats; every pin
-//     takes high, low and z; an unknown pin or level fails with
+//     takes high, low and z (and is then at that level, where the
+//     [PinLevel] option observes it); an unknown pin or level fails with
 //     [driver.ErrInvalidArgument].
 //   - meter (PowerMeter): readings are finite, not negative, watts are
 //     volts × amps within 10%, and more while on than while off.

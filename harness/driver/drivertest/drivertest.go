@@ -45,6 +45,7 @@ type config struct {
 	configVal  string
 	logf       func(format string, args ...any)
 	unplug     func(driver.Device)
+	pinLevel   func(driver.Device, string) driver.PinLevel
 }
 
 // Console declares the console output the device shows; see [ConsoleSpec].
@@ -84,6 +85,13 @@ func HostStorageWhilePowered() Option { return func(c *config) { c.hostWhenOn = 
 // for the config round trip; the original value is put back.
 func ConfigKey(key, value string) Option {
 	return func(c *config) { c.configKey, c.configVal = key, value }
+}
+
+// PinLevel gives the contract a way to observe the level a pin is driven
+// to (a driver's test hook): after every SetPin it must report the level
+// set.
+func PinLevel(level func(dev driver.Device, pin string) driver.PinLevel) Option {
+	return func(c *config) { c.pinLevel = level }
 }
 
 // Unplug gives the contract a way to make an open device vanish (a

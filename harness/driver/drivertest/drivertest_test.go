@@ -54,14 +54,10 @@ func (b base) Sim() *sim.Device { return b.Device }
 func options(extra ...drivertest.Option) []drivertest.Option {
 	return append([]drivertest.Option{
 		drivertest.Console(drivertest.ConsoleSpec{Boot: simBoot, Send: "root\r", Reply: []string{"root\r\n", "root@sim-0"}, Rescue: []string{"rescue> "}}),
-		drivertest.PowerState(func(dev driver.Device) bool {
-			if u, ok := dev.(unwrapper); ok {
-				return u.Sim().PowerState() == sim.PowerStateOn
-			}
-			return dev.(*sim.Device).PowerState() == sim.PowerStateOn
-		}),
+		drivertest.PowerState(func(dev driver.Device) bool { return dev.(unwrapper).Sim().PowerState() == sim.PowerStateOn }),
 		drivertest.HostStorageWhilePowered(),
 		drivertest.ConfigKey("tags", "drivertest"),
+		drivertest.PinLevel(func(dev driver.Device, pin string) driver.PinLevel { return dev.(unwrapper).Sim().Pin(pin) }),
 		drivertest.Timeout(2 * time.Second),
 	}, extra...)
 }
@@ -95,13 +91,13 @@ func wantViolation(t *testing.T, err error, check string, want ...string) {
 }
 
 func TestGoodDeviceKeepsTheContract(t *testing.T) {
-	if err := check(t, func(d *sim.Device) driver.Device { return d }); err != nil {
+	if err := check(t, func(d *sim.Device) driver.Device { return base{d} }); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestTestDeviceRunsSubtests(t *testing.T) {
-	drivertest.TestDevice(t, func(t *testing.T) driver.Device { return newSim(t) }, options()...)
+	drivertest.TestDevice(t, func(t *testing.T) driver.Device { return base{newSim(t)} }, options()...)
 }
 
 // dropByte's console loses the 40th byte it reads.
@@ -207,7 +203,7 @@ func TestErrorsWithoutTheirSentinel(t *testing.T) {
 // storageWhileOn refuses nothing; without HostStorageWhilePowered the
 // contract wants ErrPoweredOn.
 func TestStorageToHostWhilePowered(t *testing.T) {
-	err := drivertest.Check(func() (driver.Device, error) { return newSim(t), nil }, drivertest.Timeout(2*time.Second))
+	err := drivertest.Check(func() (driver.Device, error) { return base{newSim(t)}, nil }, drivertest.Timeout(2*time.Second))
 	wantViolation(t, err, "storage-while-powered", "SetStorage(host) while powered on: succeeded, want an error wrapping \"device is powered on\"")
 }
 
@@ -391,4 +387,19 @@ func TestBlockTargetThatIsNotTheStorage(t *testing.T) {
 	dir := t.TempDir()
 	err := check(t, func(d *sim.Device) driver.Device { return elsewhere{base{d}, dir, new(int)} })
 	wantViolation(t, err, "storage", "does not hold what was written to it")
+}
+
+// stuckPin's SetPin drives every pin high, whatever the level asked for.
+type stuckPin struct{ base }
+
+func (s stuckPin) SetPin(ctx context.Context, pin string, level driver.PinLevel) error {
+	if level == driver.PinLow || level == driver.PinFloating {
+		level = driver.PinHigh
+	}
+	return s.Device.SetPin(ctx, pin, level)
+}
+
+func TestPinThatIgnoresTheLevel(t *testing.T) {
+	err := check(t, func(d *sim.Device) driver.Device { return stuckPin{base{d}} })
+	wantViolation(t, err, "pins", "after SetPin(a, low) the pin is high")
 }
