@@ -128,9 +128,9 @@ func (r *run) cycle(onName string, on func(context.Context) error, offName strin
 	}
 	r.wantPower(onName, true)
 	r.expectBoot(con, "after "+onName)
-	if onR, ok := r.reading("after " + onName); ok && haveMeter {
+	onR, haveOn := r.reading("after " + onName)
+	if haveOn && haveMeter {
 		r.meterFollows(offR, onR, "after "+onName)
-		offR = onR
 	}
 	r.call(onName+" when on", on)
 	r.wantPower(onName+" when on", true)
@@ -138,8 +138,8 @@ func (r *run) cycle(onName string, on func(context.Context) error, offName strin
 		return
 	}
 	r.wantPower(offName, false)
-	if offAgain, ok := r.reading("after " + offName); ok && haveMeter {
-		r.meterFollows(offAgain, offR, "before "+offName)
+	if offAgain, ok := r.reading("after " + offName); ok && haveOn {
+		r.meterFollows(offAgain, onR, "before "+offName)
 	}
 	r.call(offName+" when off", off)
 	r.wantPower(offName+" when off", false)
