@@ -16,20 +16,25 @@ import (
 
 // checks are the contract's checks, in the order they run.
 var checks = []check{
-	{"identity", "", checkIdentity},
-	{"power", "power", checkPower},
-	{"force-power", "force_power", checkForcePower},
-	{"rescue", "rescue", checkRescue},
-	{"reset", "reset", checkReset},
-	{"storage", "storage", checkStorage},
-	{"storage-while-powered", "storage", checkStorageWhilePowered},
-	{"console", "console", checkConsole},
-	{"pins", "pins", checkPins},
-	{"meter", "meter", checkMeter},
-	{"config", "config", checkConfig},
-	{"context", "", checkContext},
-	{"close", "", checkClose},
-	{"gone", "", checkGone},
+	{name: "identity", run: checkIdentity},
+	{name: "power", need: "power", run: checkPower},
+	{name: "force-power", need: "force_power", run: checkForcePower},
+	{name: "rescue", need: "rescue", run: checkRescue},
+	{name: "reset", need: "reset", run: checkReset},
+	{name: "storage", need: "storage", run: checkStorage},
+	{name: "storage-while-powered", need: "storage", run: checkStorageWhilePowered},
+	{name: "console", need: "console", run: checkConsole},
+	{name: "pins", need: "pins", run: checkPins},
+	{name: "meter", need: "meter", run: checkMeter},
+	{name: "config", need: "config", run: checkConfig},
+	{name: "context", run: checkContext},
+	{name: "close", run: checkClose},
+	{name: "gone", run: checkGone, unable: func(c *config) string {
+		if c.unplug == nil {
+			return "no Unplug option: what a vanished device answers is not checked"
+		}
+		return ""
+	}},
 }
 
 func checkIdentity(r *run) {
@@ -680,10 +685,6 @@ func checkClose(r *run) {
 }
 
 func checkGone(r *run) {
-	if r.cfg.unplug == nil {
-		r.cfg.logf("%s: no Unplug option: what a vanished device answers is not checked", r.name)
-		return
-	}
 	var con *transcript
 	if _, ok := r.dev.(driver.ConsolePort); ok {
 		con = r.console()

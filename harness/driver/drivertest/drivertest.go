@@ -136,8 +136,8 @@ func Check(open func() (driver.Device, error), opts ...Option) error {
 		if !ch.applies(caps) {
 			continue
 		}
-		if reason, ok := cfg.skips[ch.name]; ok {
-			cfg.logf("%s: skipped: %s", ch.name, reason)
+		if reason := ch.skipReason(cfg); reason != "" {
+			cfg.logf("%s: %s", ch.name, reason)
 			continue
 		}
 		errs = append(errs, runCheck(cfg, ch, open)...)
@@ -162,8 +162,8 @@ func TestDevice(t *testing.T, open func(t *testing.T) driver.Device, opts ...Opt
 			continue
 		}
 		t.Run(ch.name, func(t *testing.T) {
-			if reason, ok := cfg.skips[ch.name]; ok {
-				t.Skipf("skipped: %s", reason)
+			if reason := ch.skipReason(cfg); reason != "" {
+				t.Skip(reason)
 			}
 			sub := *cfg
 			sub.logf = t.Logf
@@ -196,6 +196,20 @@ type check struct {
 	name string
 	need string // the capability it needs, "" for every device
 	run  func(r *run)
+	// unable, when set, says why the options do not let the check run
+	// ("" when they do).
+	unable func(*config) string
+}
+
+// skipReason says why ch does not run with cfg, or "".
+func (ch check) skipReason(cfg *config) string {
+	if reason, ok := cfg.skips[ch.name]; ok {
+		return "skipped: " + reason
+	}
+	if ch.unable != nil {
+		return ch.unable(cfg)
+	}
+	return ""
 }
 
 func (ch check) applies(caps []string) bool {
