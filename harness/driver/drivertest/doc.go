@@ -7,7 +7,12 @@
 // driver that serves another's devices (a remote driver) must pass it
 // unchanged.
 //
-// Each check gets a fresh device from open and closes it when done. Calls
+// Each check gets a fresh device from open and closes it when done. The
+// device must boot (print its Console boot texts) at power-on once its
+// storage is at dut: before it powers a device with a mux on, the contract
+// switches the storage there, as the harness does after flashing. The
+// storage check writes a few bytes at the start of the block target and
+// puts the original bytes back. Calls
 // are bounded by the wait ([Timeout] × [TimeoutScale], 10s by default).
 // What the device shows is observed through, where available: the
 // [PowerState] option (a driver's test hook), the power meter, and the
