@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -187,6 +188,11 @@ func (q *qmpClient) Execute(ctx context.Context, cmd string, args any) (json.Raw
 	}
 	_, err = q.conn.Write(append(line, '\n'))
 	q.wmu.Unlock()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The write deadline is ctx's: say so as ctx would.
+		forget()
+		return nil, fmt.Errorf("QMP %s: %w (%w)", cmd, context.DeadlineExceeded, err)
+	}
 	if err != nil {
 		forget()
 		return nil, fmt.Errorf("QMP %s: %w", cmd, err)
