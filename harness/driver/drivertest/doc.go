@@ -66,10 +66,11 @@
 //     cancelled or past its deadline, fails within a tenth of the wait
 //     with an error wrapping [context.Canceled] or
 //     [context.DeadlineExceeded] and changes nothing (the power stays off,
-//     the storage off the host, the console free); with a 5ms deadline
-//     each returns by then (give or take a tenth of the wait), with
-//     success or an error wrapping [context.DeadlineExceeded] (or a
-//     sentinel the device's state explains).
+//     the storage off the host, the console free); with deadlines of 1, 5
+//     and 20ms, which end at different points of a call, each returns by
+//     then (give or take a tenth of the wait), with success or an error
+//     wrapping [context.DeadlineExceeded] (or a sentinel the device's
+//     state explains).
 //   - close (Closer): Close succeeds and ends a pending console Read with
 //     an error wrapping [driver.ErrClosed]; every method then fails with
 //     [driver.ErrClosed]; Close twice succeeds.
