@@ -623,7 +623,8 @@ func (r *run) wantCtxErr(c ctxCall, how string, ctx context.Context, want error)
 
 // shortDeadlines runs each call with deadlines a few milliseconds away
 // (which end at different points of the call): it must return by then
-// (give or take the prompt time), with success or an error wrapping
+// (give or take the settle time, for what a driver undoes after an
+// interrupted step), with success or an error wrapping
 // context.DeadlineExceeded.
 func (r *run) shortDeadlines(calls []ctxCall) {
 	for _, short := range []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond} {
@@ -636,7 +637,7 @@ func (r *run) shortDeadlines(calls []ctxCall) {
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) && !expectedError(err) {
 				r.errorf("%s with a %v deadline: %q neither succeeds nor wraps %v", c.name, short, err, context.DeadlineExceeded)
 			}
-			if took > short+r.cfg.prompt() {
+			if took > short+r.cfg.settle() {
 				r.errorf("%s with a %v deadline took %v", c.name, short, took.Round(time.Millisecond))
 			}
 		}

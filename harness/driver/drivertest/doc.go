@@ -68,7 +68,7 @@
 //     [context.DeadlineExceeded] and changes nothing (the power stays off,
 //     the storage off the host, the console free); with deadlines of 1, 5
 //     and 20ms, which end at different points of a call, each returns by
-//     then (give or take a tenth of the wait), with success or an error
+//     then (give or take a quarter of the wait), with success or an error
 //     wrapping [context.DeadlineExceeded] (or a sentinel the device's
 //     state explains).
 //   - close (Closer): Close succeeds and ends a pending console Read with

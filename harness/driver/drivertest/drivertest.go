@@ -61,8 +61,9 @@ func PowerState(on func(dev driver.Device) bool) Option {
 }
 
 // Timeout sets how long the contract waits for one thing to happen (console
-// output, a call to return); the default is 10s. Calls whose context the
-// contract cancels must return within a tenth of it.
+// output, a call to return); the default is 10s. Calls with a context that
+// has ended must return within a tenth of it; calls whose deadline ends
+// while they run, within a quarter of it after the deadline.
 func Timeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // TimeoutScale multiplies every timeout, for slow devices (a QEMU VM under
@@ -118,8 +119,13 @@ func newConfig(opts []Option) *config {
 // wait is how long to wait for one event.
 func (c *config) wait() time.Duration { return time.Duration(float64(c.timeout) * c.scale) }
 
-// prompt is how long a call whose context ended may take to return.
+// prompt is how long a call whose context had ended may take to return.
 func (c *config) prompt() time.Duration { return c.wait() / 10 }
+
+// settle is how long after its deadline a call may take to return: a
+// driver may have to undo an interrupted step (switch a mux back off,
+// bring a board's firmware back to console mode).
+func (c *config) settle() time.Duration { return c.wait() / 4 }
 
 // Check runs the contract against devices made by open, each check on a
 // fresh device, which it closes. It returns nil when the devices keep the
