@@ -37,6 +37,7 @@ type classCase struct {
 }
 
 func TestEveryErrorIsTheImagesOrTheTargets(t *testing.T) {
+	t.Parallel()
 	data := testImage() // 3 MiB
 	target4M := func(t *testing.T, dir string) string {
 		return writeFile(t, filepath.Join(dir, "disk"), make([]byte, 4<<20))
@@ -66,10 +67,6 @@ func TestEveryErrorIsTheImagesOrTheTargets(t *testing.T) {
 		}
 	}
 	ranges := [][2]int64{{0, 10}, {100, 200}}
-	hook := func(t *testing.T, set func(), unset func()) {
-		set()
-		t.Cleanup(unset)
-	}
 	cases := []classCase{
 		{"no image path", imageClass, "set DUT_IMAGE", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
 			return "", target4M(t, dir), Options{}
@@ -147,32 +144,26 @@ func TestEveryErrorIsTheImagesOrTheTargets(t *testing.T) {
 			return raw(t, dir), target4M(t, dir), Options{CheckTarget: func(*os.File) error { return errors.New("wrong serial") }}
 		}},
 		{"write fails (EIO)", targetClass, "the disk went away or failed", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
-			hook(t, func() {
-				writeHook = func(off int64, n int) error { return &os.PathError{Op: "write", Path: "disk", Err: syscall.EIO} }
-			}, func() { writeHook = nil })
-			return raw(t, dir), target4M(t, dir), Options{}
+			eio := func(off int64, n int) error { return &os.PathError{Op: "write", Path: "disk", Err: syscall.EIO} }
+			return raw(t, dir), target4M(t, dir), Options{faults: &faults{write: eio}}
 		}},
 		{"write fails on a compressed image (EIO)", targetClass, "the disk went away or failed", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
-			hook(t, func() {
-				writeHook = func(off int64, n int) error { return &os.PathError{Op: "write", Path: "disk", Err: syscall.EIO} }
-			}, func() { writeHook = nil })
-			return packed(t, dir, Bzip2, func(b []byte) []byte { return b }), target4M(t, dir), Options{}
+			eio := func(off int64, n int) error { return &os.PathError{Op: "write", Path: "disk", Err: syscall.EIO} }
+			return packed(t, dir, Bzip2, func(b []byte) []byte { return b }), target4M(t, dir), Options{faults: &faults{write: eio}}
 		}},
 		{"read-back differs", targetClass, "read back with crc32c", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
-			hook(t, func() { readBackHook = func(p []byte, off int64) { p[0] ^= 1 } }, func() { readBackHook = nil })
-			return raw(t, dir), target4M(t, dir), Options{}
+			flip := func(p []byte, off int64) { p[0] ^= 1 }
+			return raw(t, dir), target4M(t, dir), Options{faults: &faults{readBack: flip}}
 		}},
 		{"zeroing fails", targetClass, "zeroing", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
 			path, _ := holeyImage(t, dir, 0)
-			hook(t, func() {
-				zeroHook = func(int64, int64) (bool, error) { return false, syscall.EIO }
-			}, func() { zeroHook = nil })
-			return path, target4M(t, dir), Options{}
+			eio := func(int64, int64) (bool, error) { return false, syscall.EIO }
+			return path, target4M(t, dir), Options{faults: &faults{zero: eio}}
 		}},
 		{"zeroed range reads back non-zero", targetClass, "does not zero reliably", func(t *testing.T, dir string, _ context.CancelFunc) (string, string, Options) {
 			path, _ := holeyImage(t, dir, 0)
-			hook(t, func() { zeroHook = func(int64, int64) (bool, error) { return true, nil } }, func() { zeroHook = nil })
-			return path, filled(t, filepath.Join(dir, "disk"), 4<<20, 0xff), Options{}
+			lie := func(int64, int64) (bool, error) { return true, nil }
+			return path, filled(t, filepath.Join(dir, "disk"), 4<<20, 0xff), Options{faults: &faults{zero: lie}}
 		}},
 
 		{"cancelled while a decoder command runs", cancelClass, "stopped at image offset", func(t *testing.T, dir string, cancel context.CancelFunc) (string, string, Options) {
@@ -186,6 +177,7 @@ func TestEveryErrorIsTheImagesOrTheTargets(t *testing.T) {
 	cases = append(cases, blockClassCases()...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			image, target, o := c.setup(t, t.TempDir(), cancel)

@@ -423,18 +423,18 @@ func TestWriteCancelSaysHowFarItGot(t *testing.T) {
 }
 
 func TestWriteSyncsAtTheWatermark(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	img := writeFile(t, filepath.Join(dir, "os.img"), testImage()) // 3 MiB
 	target := writeFile(t, filepath.Join(dir, "disk"), make([]byte, 4<<20))
 	var syncs []int64
-	syncHook = func(n int64) { syncs = append(syncs, n) }
-	t.Cleanup(func() { syncHook = nil })
-	_, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10, SyncEvery: 1 << 20})
+	f := &faults{synced: func(n int64) { syncs = append(syncs, n) }}
+	_, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10, SyncEvery: 1 << 20, faults: f})
 	require.NoError(t, err)
 	assert.Equal(t, []int64{1 << 20, 2 << 20, 3 << 20, 3 << 20}, syncs, "every MiB, and at the end")
 
 	syncs = nil
-	_, err = Write(context.Background(), img, target, Options{SyncEvery: -1})
+	_, err = Write(context.Background(), img, target, Options{SyncEvery: -1, faults: f})
 	require.NoError(t, err)
 	assert.Equal(t, []int64{3 << 20}, syncs, "only at the end")
 }

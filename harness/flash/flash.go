@@ -18,7 +18,8 @@
 //   - the image file's SHA-256 is taken alongside (from the stream for a
 //     whole raw image, else by a second reader that skips the holes of a
 //     sparse file), or taken from the hash cache when this very file was
-//     hashed before (see [Options.NoHashCache]);
+//     hashed before (see [Options.NoHashCache]); [Options.DeferHash] lets
+//     Write return before it is complete ([Report.Hash]);
 //   - the writer keeps several writes in flight ([Options.InFlight]), with
 //     O_DIRECT where the target allows it, and syncs every
 //     [Options.SyncEvery] bytes so that cancelling never waits for minutes
@@ -68,19 +69,12 @@ package flash
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -190,6 +184,17 @@ type Options struct {
 	// which is used by default: it is several times faster and, xz and
 	// lbzip2, uses every core.
 	PureGo bool
+	// DeferHash lets Write return once the image is written, synced and
+	// read back, without waiting for the image file's SHA-256 when it is
+	// still being computed (on a first flash of a sparse or compressed
+	// image it reads the file once more, and costs more than the write).
+	// [Report.Hash] then gives it: [Hash.Wait] returns it exact, or an
+	// error when the file changed. Report.SHA256 is set only if it was
+	// complete by then. Wait for it (or [Hash.Stop] it) before the image
+	// may change or the test ends; it goes on while the DUT boots.
+	DeferHash bool
+
+	faults *faults // fault injection of this package's tests; nil in production
 }
 
 // Mode says what a [Write] left on the target outside the image's data.
@@ -221,8 +226,15 @@ type Report struct {
 	Target  string `json:"target"` // the target's path
 	// Bytes is how far into the unpacked image the write got: its size
 	// after a success.
-	Bytes  int64  `json:"bytes"`
-	SHA256 string `json:"sha256"` // hex SHA-256 of the image file as given
+	Bytes int64 `json:"bytes"`
+	// SHA256 is the hex SHA-256 of the image file as given; with
+	// [Options.DeferHash] it is "" when the hash was not complete when
+	// Write returned (see Hash).
+	SHA256 string `json:"sha256"`
+	// Hash is the image file's SHA-256 as it is computed: complete when
+	// Write returns unless [Options.DeferHash] let it return first. It is
+	// nil when Write failed before the hash began.
+	Hash *Hash `json:"-"`
 	// SHA256Cached says the SHA-256 came from the hash cache (see
 	// [Options.NoHashCache]) instead of being computed by this write.
 	SHA256Cached bool `json:"sha256_cached"`
@@ -337,99 +349,8 @@ type written struct {
 	zero       bool // zeroed, not written: must read back as zeros
 }
 
-// Test hooks, nil in production: syncHook is called after each sync of the
-// target with the bytes written so far; writeHook before each write, whose
-// error it can fake (a disk that goes away).
-var (
-	syncHook  func(written int64)
-	writeHook func(off int64, n int) error
-)
-
 // verifySegment bounds a read-back range so a mismatch names a small one.
 const verifySegment = 64 << 20
-
-// findBmap returns the bmap to use and its path, or nil.
-func findBmap(imagePath string, format Format, o Options) (*Bmap, string, error) {
-	if o.NoBmap {
-		return nil, "", nil
-	}
-	candidates := []string{o.Bmap}
-	if o.Bmap == "" {
-		candidates = []string{imagePath + ".bmap"}
-		if ext := filepath.Ext(imagePath); format != Raw && ext != "" {
-			candidates = append(candidates, strings.TrimSuffix(imagePath, ext)+".bmap")
-		}
-	}
-	for _, c := range candidates {
-		doc, err := os.ReadFile(c)
-		if errors.Is(err, fs.ErrNotExist) && o.Bmap == "" {
-			continue
-		}
-		if err != nil {
-			return nil, c, fmt.Errorf("%w: %w: %w", ErrImage, ErrBmap, err)
-		}
-		b, err := ParseBmap(doc)
-		if err != nil {
-			return nil, c, fmt.Errorf("%s: %w", c, err)
-		}
-		return b, c, nil
-	}
-	return nil, "", nil
-}
-
-// holeExtents maps a raw image's data the way `bmaptool create` does: 4 KiB
-// blocks holding any data, merged into ranges. It returns nil when the file
-// has no holes or the file system cannot tell.
-func holeExtents(f *os.File, size int64) []extent {
-	data, ok := dataExtents(f, size)
-	if !ok {
-		return nil
-	}
-	const bs = 4096
-	var out []extent
-	for _, d := range data {
-		first, last := d[0]/bs, (d[1]-1)/bs
-		s, e := first*bs, min((last+1)*bs, size)
-		if n := len(out); n > 0 && s <= out[n-1].end {
-			out[n-1].end = max(out[n-1].end, e)
-			continue
-		}
-		out = append(out, extent{start: s, end: e})
-	}
-	if len(out) == 1 && out[0].start == 0 && out[0].end == size {
-		return nil
-	}
-	for i := range out {
-		out[i].name = fmt.Sprintf("data blocks %d-%d", out[i].start/bs, (out[i].end-1)/bs)
-	}
-	if out == nil {
-		out = []extent{} // all holes: nothing to write
-	}
-	return out
-}
-
-// dataSpans merges a sparse raw image's data ranges across holes shorter
-// than spanGap (which the producer reads through anyway: writing their
-// zeros costs less than another request): the ranges ModeFull writes; the
-// holes between them are zeroed.
-func dataSpans(data []extent) []extent {
-	out := mergeSpans(data)
-	const bs = 4096
-	for i := range out {
-		out[i].name = fmt.Sprintf("data blocks %d-%d", out[i].start/bs, (out[i].end-1)/bs)
-	}
-	return out
-}
-
-// tooBig describes a target smaller than the image: the image's fault (it
-// does not fit this DUT's disk), unless the target holds no bytes at all,
-// which is a disk or reader without its medium.
-func tooBig(target string, capacity int64, what string) error {
-	if capacity == 0 {
-		return fmt.Errorf("%w: %s holds 0 bytes (%s): no medium in the reader, or the disk failed: check the DUT's storage", ErrTarget, target, what)
-	}
-	return fmt.Errorf("%w: %w: %s holds %d bytes, %s: the image is too big for this DUT's disk: use a smaller image, or a DUT with a bigger disk", ErrImage, ErrTooBig, target, capacity, what)
-}
 
 // Write copies the image at imagePath onto target, unpacking it when it is
 // compressed, syncs it and reads it back. Without a bmap the target's first
@@ -454,6 +375,36 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if err != nil {
 		return rep, err
 	}
+	o = o.withDefaults()
+	regular, err := checkTargetPath(target)
+	if err != nil {
+		return rep, err
+	}
+	img, err := openImage(imagePath)
+	if err != nil {
+		return rep, err
+	}
+	defer img.file.Close()
+	rep.Format = img.format
+	p, err := planImage(img, imagePath, size, o)
+	rep.Bmap = p.bmapPath
+	if err != nil {
+		return rep, err
+	}
+	rep.Mode, rep.Sparse = p.mode, p.sparse
+	tg, err := openTarget(imagePath, target, regular, p, o)
+	if err != nil {
+		return rep, err
+	}
+	defer tg.close()
+	rep.Direct = tg.direct != nil
+	j := &job{o: o, p: p, rep: &rep, image: imagePath, img: img, tg: tg}
+	err = j.run(ctx)
+	return rep, err
+}
+
+// withDefaults fills in the defaults of the zero fields.
+func (o Options) withDefaults() Options {
 	if o.BufferSize <= 0 {
 		o.BufferSize = 4 << 20
 	}
@@ -470,77 +421,86 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	if o.SyncEvery == 0 {
 		o.SyncEvery = 64 << 20
 	}
+	return o
+}
+
+// checkTargetPath checks that target is a regular file or a block device
+// none of whose partitions is mounted; regular says which.
+func checkTargetPath(target string) (regular bool, err error) {
 	st, err := os.Stat(target)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %s: %w", ErrTarget, target, err)
+		return false, fmt.Errorf("%w: %s: %w", ErrTarget, target, err)
 	}
-	regular := st.Mode().IsRegular()
+	regular = st.Mode().IsRegular()
 	if !regular && (st.Mode()&fs.ModeDevice == 0 || st.Mode()&fs.ModeCharDevice != 0) {
-		return rep, fmt.Errorf("%w: %s is neither a block device nor a regular file (mode %s)", ErrTarget, target, st.Mode())
+		return false, fmt.Errorf("%w: %s is neither a block device nor a regular file (mode %s)", ErrTarget, target, st.Mode())
 	}
 	if major, minor, ok := devNumber(st); ok {
 		where, err := mountedAt(target, major, minor)
 		if err != nil {
-			return rep, fmt.Errorf("%w: %w", ErrTarget, err)
+			return false, fmt.Errorf("%w: %w", ErrTarget, err)
 		}
 		if where != "" {
-			return rep, fmt.Errorf("%w: %s (or one of its partitions) is mounted at %s: unmount it first; flashing a mounted disk corrupts it", ErrTarget, target, where)
+			return false, fmt.Errorf("%w: %s (or one of its partitions) is mounted at %s: unmount it first; flashing a mounted disk corrupts it", ErrTarget, target, where)
 		}
 	}
-	file, err := os.Open(imagePath)
+	return regular, nil
+}
+
+// imageFile is the open image, its format and its stat when opened.
+type imageFile struct {
+	file   *os.File
+	format Format
+	before os.FileInfo
+}
+
+// openImage opens the image and tells its format by its first bytes.
+func openImage(path string) (*imageFile, error) {
+	file, err := os.Open(path)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %w", ErrImage, err)
+		return nil, fmt.Errorf("%w: %w", ErrImage, err)
 	}
-	defer file.Close()
+	before, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrImage, path, err)
+	}
 	var head [8]byte
 	hn, _ := io.ReadFull(file, head[:])
-	format := Detect(head[:hn])
-	rep.Format = format
-	bmap, bmapPath, err := findBmap(imagePath, format, o)
-	if err != nil {
-		return rep, err
-	}
-	rep.Bmap = bmapPath
-	var exts []extent      // nil: write everything
-	imageSize := int64(-1) // the unpacked size, when known
-	if format == Raw {
-		imageSize = size
-	}
-	if bmap != nil {
-		if format == Raw && bmap.ImageSize != size {
-			return rep, fmt.Errorf("%w: %w: %s is for an image of %d bytes, %s has %d: it belongs to another image", ErrImage, ErrBmap, bmapPath, bmap.ImageSize, imagePath, size)
-		}
-		imageSize = bmap.ImageSize
-		exts = make([]extent, 0, len(bmap.Ranges))
-		for _, r := range bmap.Ranges {
-			s, e := bmap.Bytes(r)
-			exts = append(exts, extent{start: s, end: e, sum: r.Checksum, name: fmt.Sprintf("bmap range %d-%d (bytes %d-%d)", r.First, r.Last, s, e-1)})
-		}
-	}
-	rep.Mode = ModeFull
-	zeroHoles := false // ModeFull with holes: the gaps between exts are zeroed
-	switch {
-	case bmap != nil:
-		rep.Mode = ModeBmap
-	case format == Raw:
-		data := holeExtents(file, size)
-		if data == nil {
-			break // no holes: every byte is written
-		}
-		if o.SkipHoles {
-			exts, rep.Mode, rep.Sparse = data, ModeSkipHoles, true
-			break
-		}
-		// Short holes are read and written with their neighbours
-		// (the producer reads through them anyway); the rest are
-		// zeroed on the target.
-		exts, zeroHoles = dataSpans(data), true
-	}
 	if _, err := file.Seek(0, io.SeekStart); err != nil {
-		return rep, fmt.Errorf("%w: %s: %w", ErrImage, imagePath, err)
+		file.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrImage, path, err)
 	}
-	total := imageSize // -1: not known before the end
+	return &imageFile{file: file, format: Detect(head[:hn]), before: before}, nil
+}
 
+// planImage finds the image's bmap and data ranges and makes the plan.
+func planImage(img *imageFile, path string, size int64, o Options) (plan, error) {
+	bmap, bmapPath, err := findBmap(path, img.format, o)
+	if err != nil {
+		return plan{}, err
+	}
+	in := planInput{imagePath: path, format: img.format, fileSize: size, bmap: bmap, bmapPath: bmapPath, skipHoles: o.SkipHoles}
+	if bmap == nil && img.format == Raw {
+		in.data, in.dataKnown = dataExtents(img.file, size)
+	}
+	return makePlan(in)
+}
+
+// targetFile is the target, open for writing: dst claims it (O_EXCL on a
+// block device), direct writes past the page cache (nil when it cannot).
+type targetFile struct {
+	path     string
+	regular  bool
+	dst      *os.File
+	direct   *os.File
+	capacity int64
+	growable bool // an empty regular file, which takes the image's size
+}
+
+// openTarget opens the target for writing and checks that it is the DUT's
+// disk (Options.CheckTarget) and holds the image.
+func openTarget(imagePath, target string, regular bool, p plan, o Options) (*targetFile, error) {
 	flag := os.O_WRONLY
 	if !regular {
 		// On Linux, O_EXCL claims a block device: it fails with EBUSY while
@@ -550,460 +510,305 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	}
 	dst, err := os.OpenFile(target, flag, 0)
 	if errors.Is(err, syscall.EBUSY) {
-		return rep, fmt.Errorf("%w: %s is in use by the system (mounted, swap, device-mapper or RAID member): release it first: %w", ErrTarget, target, err)
+		return nil, fmt.Errorf("%w: %s is in use by the system (mounted, swap, device-mapper or RAID member): release it first: %w", ErrTarget, target, err)
 	}
 	if err != nil {
-		return rep, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
+		return nil, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
 	}
-	defer dst.Close()
-	if o.CheckTarget != nil {
-		if err := o.CheckTarget(dst); err != nil {
-			return rep, fmt.Errorf("%w: %s is not this device's disk, refusing to write to it: %w", ErrTarget, target, err)
-		}
+	t := &targetFile{path: target, regular: regular, dst: dst}
+	if err := t.check(imagePath, p, o); err != nil {
+		t.close()
+		return nil, err
 	}
-	capacity, err := dst.Seek(0, io.SeekEnd)
-	if err != nil {
-		return rep, fmt.Errorf("%w: size of %s: %w", ErrTarget, target, err)
-	}
-	growable := regular && capacity == 0
-	if imageSize >= 0 && capacity < imageSize && !growable {
-		return rep, tooBig(target, capacity, fmt.Sprintf("the image %s needs %d", imagePath, imageSize))
-	}
-	var direct *os.File
 	if !o.NoDirect {
-		if direct, err = openDirect(target, os.O_WRONLY); err != nil {
-			return rep, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
-		}
-		if direct != nil {
-			defer direct.Close()
-			rep.Direct = true
+		if t.direct, err = openDirect(target, os.O_WRONLY); err != nil {
+			t.close()
+			return nil, fmt.Errorf("%w: open %s for writing: %w", ErrTarget, target, err)
 		}
 	}
+	return t, nil
+}
 
-	// The image's SHA-256 comes from the hash cache, from the stream as it
-	// passes (a whole raw image), or from a parallel reader on the same
-	// descriptor (pread); the image's stat before and after proves the
-	// bytes hashed are the bytes flashed.
-	before, err := file.Stat()
+// check runs Options.CheckTarget and checks the target's capacity.
+func (t *targetFile) check(imagePath string, p plan, o Options) error {
+	if o.CheckTarget != nil {
+		if err := o.CheckTarget(t.dst); err != nil {
+			return fmt.Errorf("%w: %s is not this device's disk, refusing to write to it: %w", ErrTarget, t.path, err)
+		}
+	}
+	capacity, err := t.dst.Seek(0, io.SeekEnd)
 	if err != nil {
-		return rep, fmt.Errorf("%w: %s: %w", ErrImage, imagePath, err)
+		return fmt.Errorf("%w: size of %s: %w", ErrTarget, t.path, err)
 	}
-	cache := hashCache(o)
-	rep.SHA256 = cache.lookup(file, before)
-	rep.SHA256Cached = rep.SHA256 != ""
-	prod := &producer{file: file, size: size, exts: exts}
-	if bmap != nil {
-		prod.newSum = bmap.newHash
-		prod.mismatch = func(e extent, got string) error {
-			return fmt.Errorf("%w: %s does not match its bmap %s: %s has %s %s, the bmap says %s; the target is incomplete", ErrImage, imagePath, bmapPath, e.name, bmap.ChecksumType, got, e.sum)
+	t.capacity, t.growable = capacity, t.regular && capacity == 0
+	return p.checkFits(imagePath, t.path, capacity, t.growable)
+}
+
+// closeChecked closes the target's descriptors and reports a failure.
+func (t *targetFile) closeChecked() error {
+	if t.direct != nil {
+		if err := t.direct.Close(); err != nil {
+			return fmt.Errorf("%w: close %s: %w", ErrTarget, t.path, err)
 		}
 	}
-	var streamSum hash.Hash // hashes the chunks on their way to the writer
-	sumc := make(chan sumResult, 1)
-	closeSrc := func() {}
-	if format == Raw {
-		rep.Decoder = "none"
-		prod.spans = []extent{{start: 0, end: size}}
-		if exts != nil {
-			prod.spans = mergeSpans(exts)
-		} else if !rep.SHA256Cached {
-			streamSum = sha256.New()
-		}
-		if !o.NoDirect {
-			// Reading past the page cache saves filling it with an
-			// image read once.
-			if d, err := openDirect(imagePath, os.O_RDONLY); err == nil && d != nil {
-				if st, err := d.Stat(); err == nil && os.SameFile(st, before) {
-					prod.direct = d
-				}
-				defer d.Close()
-			}
-		}
-	} else {
-		r, by, c, err := openDecoder(ctx, file, format, o.PureGo)
+	if err := t.dst.Close(); err != nil {
+		return fmt.Errorf("%w: close %s: %w", ErrTarget, t.path, err)
+	}
+	return nil
+}
+
+// close closes the target's descriptors (again: harmless).
+func (t *targetFile) close() {
+	if t.direct != nil {
+		t.direct.Close()
+	}
+	t.dst.Close()
+}
+
+// job is one [Write] past its checks: the plan and the open image and
+// target. run starts the stages (the image's hash, the pipeline, the
+// read-back), copies and finishes.
+type job struct {
+	o     Options
+	p     plan
+	rep   *Report
+	image string
+	img   *imageFile
+	tg    *targetFile
+}
+
+// run flashes the image; the Report says how far it got.
+func (j *job) run(ctx context.Context) (err error) {
+	h, ih := j.startHash(ctx)
+	j.rep.Hash = h
+	j.rep.SHA256Cached = h.Cached()
+	if h.Cached() {
+		j.rep.SHA256 = h.sum
+	}
+	defer func() {
 		if err != nil {
-			return rep, fmt.Errorf("%w: %s: cannot read its header: %w", ErrImage, imagePath, err)
+			h.Stop() // a failed Write leaves no hasher behind
 		}
-		prod.r, rep.Decoder, closeSrc = r, by, c
-	}
-	hctx, stopHash := context.WithCancel(ctx)
-	var hashing sync.WaitGroup
-	defer func() { stopHash(); hashing.Wait() }() // Write leaves no goroutine behind
-	if !rep.SHA256Cached && streamSum == nil {
-		hashing.Go(func() { sumc <- hashFile(hctx, imagePath, before, size) })
-	}
+	}()
 
-	// The producer fills free buffers and queues them for the writer,
-	// through the hashing stage when the stream is hashed.
-	start := time.Now()
-	rctx, stop := context.WithCancel(ctx)
-	free := make(chan []byte, o.Buffers+o.InFlight+2)
-	for range o.Buffers + o.InFlight + 2 {
-		free <- alignedBuf(o.BufferSize)
+	pl, err := j.startPipeline(ctx, ih)
+	if err != nil {
+		return err
 	}
-	produced := make(chan chunk, o.Buffers)
-	full := produced // what the writer takes
-	var wg sync.WaitGroup
-	wg.Go(func() { prod.run(rctx, free, produced) })
-	if streamSum != nil {
-		hashed := make(chan chunk, o.Buffers)
-		in := produced
-		wg.Go(func() {
-			defer close(hashed)
-			var n int64
-			for c := range in {
-				streamSum.Write(c.buf[:c.n])
-				n += int64(c.n)
-				if c.err == io.EOF && n == size {
-					sumc <- sumResult{sum: hex.EncodeToString(streamSum.Sum(nil))}
-				}
-				select {
-				case hashed <- c:
-				case <-rctx.Done():
-					return
-				}
-			}
-		})
-		full = hashed
-	}
-	defer closeSrc()
-	defer wg.Wait()
-	defer stop()
+	defer pl.close()
 
-	// The verifier reads back what each sync made durable while the write
-	// goes on.
+	// The verifier reads back what each sync made durable while the
+	// write goes on.
 	var ver *verifier
-	if !o.NoVerify {
+	if !j.o.NoVerify {
 		vctx, stopVerify := context.WithCancel(ctx)
-		if ver, err = startVerifier(vctx, target, o); err != nil {
+		if ver, err = startVerifier(vctx, j.tg.path, j.o); err != nil {
 			stopVerify()
-			return rep, err
+			return err
 		}
 		defer func() { stopVerify(); ver.wait() }()
 	}
-
-	if growable && imageSize >= 0 {
+	if j.tg.growable && j.p.imageSize >= 0 {
 		// A new file gets its size first: its holes are the image's
 		// holes and read as zeros from the start.
-		if err := dst.Truncate(imageSize); err != nil {
-			return rep, fmt.Errorf("%w: size %s: %w", ErrTarget, target, err)
+		if err := j.tg.dst.Truncate(j.p.imageSize); err != nil {
+			return fmt.Errorf("%w: size %s: %w", ErrTarget, j.tg.path, err)
 		}
 	}
-	wr := startWriters(target, dst, direct, o.InFlight, !regular, o.BufferSize)
+	wr := startWriters(j.tg.path, j.tg.dst, j.tg.direct, j.o.InFlight, !j.tg.regular, j.o.BufferSize, j.o.faults)
 	defer wr.stop()
-	var release func() // gives the current chunk's buffer back once written
+	c := &copier{
+		p: j.p, o: j.o, rep: j.rep, image: j.image, target: j.tg.path, wr: wr, ver: ver,
+		dst: j.tg.dst, direct: j.tg.direct, capacity: j.tg.capacity, growable: j.tg.growable,
+		free: pl.free, file: j.img.file, before: j.img.before, position: j.position,
+		start: pl.start, total: j.p.imageSize,
+	}
+	if err := c.copyAll(ctx, pl.out); err != nil {
+		return err
+	}
+	pl.close()
+	return j.finish(ctx, c, h)
+}
 
-	var (
-		ri        int       // the extent being written
-		done      []written // closed segments, in order
-		handed    int       // how many of done the verifier has
-		cur       *written
-		lastSync  int64 // MappedBytes at the last sync
-		lastCover int64 // MappedBytes+ZeroedBytes at the last sync
-		zpos      int64 // with zeroHoles: the target is settled up to here
-		nextPrint = o.ProgressEvery
-	)
-	finished := false // the last report()
-	report := func() {
-		if o.Progress != nil {
-			p := Progress{Done: rep.Bytes, Total: total, Elapsed: time.Since(start)}
-			switch {
-			case total > 0:
-				p.Fraction = float64(rep.Bytes) / float64(total)
-			case finished:
-				p.Fraction = 1
-			default:
-				// The decoder (or the xz command, which shares the
-				// descriptor) has read this far into the file.
-				if pos, err := file.Seek(0, io.SeekCurrent); err == nil && size > 0 {
-					p.Fraction = min(float64(pos)/float64(size), 1)
-				}
-			}
-			o.Progress(p)
-		}
+// position says how far into the image file the decoder has read, or -1.
+func (j *job) position() int64 {
+	pos, err := j.img.file.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return -1
 	}
-	// put writes p at offset at of the target and sums it for the
-	// read-back.
-	put := func(p []byte, at int64, name string, hold, release func()) error {
-		for q, a := p, at; len(q) > 0; {
-			if cur != nil && (cur.end != a || cur.name != name || cur.end-cur.start >= verifySegment) {
-				done = append(done, *cur)
-				cur = nil
-			}
-			if cur == nil {
-				cur = &written{start: a, end: a, name: name}
-			}
-			k := min(int64(len(q)), verifySegment-(cur.end-cur.start))
-			cur.sum = crc32.Update(cur.sum, castagnoli, q[:k])
-			cur.end += k
-			q, a = q[k:], a+k
-		}
-		if writeHook != nil {
-			if err := writeHook(at, len(p)); err != nil {
-				return writeFailed(target, at, err)
-			}
-		}
-		if err := wr.failed(); err != nil {
-			return err
-		}
-		hold()
-		wr.submit(p, at, release)
-		return nil
-	}
-	// fail and stopped wait for the writes in flight, so that the report
-	// says what reached the target.
-	fail := func(err error) (Report, error) {
-		_ = wr.drain()
-		rep.MappedBytes, rep.ZeroedBytes, rep.ZeroedBy = wr.ok.Load(), wr.zeroed.Load(), wr.zeroedBy()
-		rep.Direct = direct != nil && !wr.noDir.Load()
-		return rep, err
-	}
-	stopped := func(err error) error {
-		_ = wr.drain()
-		rep.MappedBytes, rep.ZeroedBytes, rep.ZeroedBy = wr.ok.Load(), wr.zeroed.Load(), wr.zeroedBy()
-		of := fmt.Sprintf(" of %d", total)
-		if total < 0 {
-			of = " (unpacked)"
-		}
-		return fmt.Errorf("flash %s to %s stopped at image offset %d%s (%d bytes written to the target); the target is incomplete and must be flashed again: %w", imagePath, target, rep.Bytes, of, rep.MappedBytes, err)
-	}
+	return pos
+}
 
-	syncTarget := func() error {
-		if err := wr.drain(); err != nil {
-			return err
-		}
-		if direct != nil {
-			if err := direct.Sync(); err != nil {
-				return fmt.Errorf("%w: sync %s: %w", ErrTarget, target, err)
-			}
-		}
-		if err := dst.Sync(); err != nil {
-			return fmt.Errorf("%w: sync %s: %w", ErrTarget, target, err)
-		}
-		lastSync, lastCover = rep.MappedBytes, rep.MappedBytes+rep.ZeroedBytes
-		if syncHook != nil {
-			syncHook(lastSync)
-		}
-		if err := ctx.Err(); err != nil {
-			// Cancelled while syncing: say how far the write got, not
-			// that the read-back stopped.
-			return stopped(err)
-		}
-		if ver != nil {
-			// Everything written so far is durable: hand it to the
-			// read-back, the open segment too.
-			if cur != nil {
-				done = append(done, *cur)
-				cur = nil
-			}
-			ver.add(done[handed:], false)
-			handed = len(done)
-			return ver.failed()
-		}
-		return nil
+// startHash returns the image's Hash: from the hash cache, or being
+// computed. It returns the hasher that the pipeline feeds when the hash is
+// taken from the stream (a whole raw image), else nil.
+func (j *job) startHash(ctx context.Context) (*Hash, *imageHasher) {
+	cache := hashCache(j.o)
+	if sum := cache.lookup(j.img.file, j.img.before); sum != "" {
+		return cachedHash(sum), nil
 	}
-	// zeroTo zeroes the target from zpos up to end (a hole of the image),
-	// in pieces that the read-back checks apart.
-	zeroTo := func(end int64) error {
-		for zpos < end {
-			if err := ctx.Err(); err != nil {
-				return stopped(err)
-			}
-			if err := wr.failed(); err != nil {
-				return err
-			}
-			n := min(end-zpos, verifySegment)
-			if cur != nil {
-				done = append(done, *cur)
-				cur = nil
-			}
-			done = append(done, written{start: zpos, end: zpos + n, zero: true, name: "a hole of the image"})
-			wr.submitZero(zpos, n)
-			rep.ZeroedBytes += n
-			zpos += n
-			if o.SyncEvery > 0 && rep.MappedBytes+rep.ZeroedBytes-lastCover >= o.SyncEvery {
-				if err := syncTarget(); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	if j.o.DeferHash {
+		ctx = context.WithoutCancel(ctx) // it may outlive the Write
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return rep, stopped(err)
-		}
-		var c chunk
-		var ok bool
-		select {
-		case c, ok = <-full:
-		case <-ctx.Done():
-			return rep, stopped(ctx.Err())
-		}
-		if !ok {
-			if err := ctx.Err(); err != nil {
-				return rep, stopped(err)
-			}
-			return rep, stopped(errors.New("the decompressor stopped"))
-		}
-		if c.n > 0 {
-			off, end := c.off, c.off+int64(c.n)
-			if !growable && end > capacity {
-				return fail(tooBig(target, capacity, fmt.Sprintf("the %s image %s unpacks to more (stopped at offset %d, the target is incomplete)", describeFormat(format), imagePath, rep.Bytes)))
-			}
-			if bmap != nil && end > bmap.ImageSize {
-				return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to more than the %d bytes its bmap %s says (stopped at offset %d): the bmap belongs to another image", ErrImage, ErrBmap, describeFormat(format), imagePath, bmap.ImageSize, bmapPath, rep.Bytes))
-			}
-			refs := new(atomic.Int32)
-			refs.Store(1) // this loop's hold; each write adds one
-			buf := c.buf
-			hold := func() { refs.Add(1) }
-			release = func() {
-				if refs.Add(-1) == 0 {
-					free <- buf
-				}
-			}
-			if exts == nil {
-				if err := put(c.buf[:c.n], off, "", hold, release); err != nil {
-					return fail(err)
-				}
-				rep.MappedBytes += int64(c.n)
-			}
-			for pos := off; exts != nil && pos < end && ri < len(exts); {
-				e := exts[ri]
-				if e.start >= end {
-					break
-				}
-				a, b := max(pos, e.start), min(end, e.end)
-				if zeroHoles {
-					if err := zeroTo(a); err != nil {
-						return fail(err)
-					}
-					zpos = b
-				}
-				if err := put(c.buf[a-off:b-off], a, e.name, hold, release); err != nil {
-					return fail(err)
-				}
-				rep.MappedBytes += b - a
-				if b == e.end {
-					ri++
-				}
-				pos = b
-			}
-			if o.SyncEvery > 0 && rep.MappedBytes+rep.ZeroedBytes-lastCover >= o.SyncEvery {
-				if err := syncTarget(); err != nil {
-					return fail(err)
-				}
-			}
-		}
-		rep.Bytes = max(rep.Bytes, c.off+int64(c.n))
-		if rep.Bytes >= nextPrint {
-			report()
-			nextPrint = (rep.Bytes/o.ProgressEvery + 1) * o.ProgressEvery
-		}
-		rerr := c.err
-		if rerr == nil {
-			if release != nil {
-				release()
-			} else {
-				free <- c.buf
-			}
-			release = nil
-			continue
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			// The decoder command was killed by the cancel: not the
-			// image's fault.
-			return rep, stopped(err)
-		}
-		if st, err := file.Stat(); err == nil && !sameFile(before, st) {
-			return fail(errChanged(imagePath))
-		}
-		if errors.Is(rerr, ErrImage) {
-			return fail(rerr)
-		}
-		return fail(fmt.Errorf("%w: %s: the %s stream is corrupt or truncated after %d bytes were written; the target is incomplete: %w", ErrImage, imagePath, describeFormat(format), rep.Bytes, rerr))
+	hctx, stop := context.WithCancel(ctx)
+	ih := &imageHasher{h: newHash(stop), path: j.image, before: j.img.before, size: j.p.fileSize, cache: cache, faults: j.o.faults}
+	if j.p.wholeStream() {
+		return ih.h, ih
 	}
-	if cur != nil {
-		done = append(done, *cur)
-		cur = nil
+	go ih.readFile(hctx)
+	return ih.h, nil
+}
+
+// pipeline is the producer (a reader of the raw image or a decoder),
+// optionally followed by the stream's hasher, filling reusable buffers.
+type pipeline struct {
+	free    chan []byte
+	out     <-chan chunk
+	start   time.Time
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closers []func()
+	once    sync.Once
+}
+
+// startPipeline starts the producer; ih, when set, hashes its stream.
+func (j *job) startPipeline(ctx context.Context, ih *imageHasher) (*pipeline, error) {
+	prod, closeSrc, err := j.producer(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if format == Raw && rep.Bytes != size {
-		return fail(fmt.Errorf("%w: %s changed while it was flashed: read %d bytes, expected %d", ErrImage, imagePath, rep.Bytes, size))
+	pl := &pipeline{start: time.Now(), closers: []func(){closeSrc}}
+	rctx, stop := context.WithCancel(ctx)
+	pl.stop = stop
+	n := j.o.Buffers + j.o.InFlight + 2
+	pl.free = make(chan []byte, n)
+	for range n {
+		pl.free <- alignedBuf(j.o.BufferSize)
 	}
-	if zeroHoles {
-		if err := zeroTo(size); err != nil { // the last hole, or all of a blank image
-			return fail(err)
+	produced := make(chan chunk, j.o.Buffers)
+	pl.out = produced
+	pl.wg.Go(func() { prod.run(rctx, pl.free, produced) })
+	if ih != nil {
+		pl.out = ih.stage(rctx, j.img.file, produced, &pl.wg)
+	}
+	return pl, nil
+}
+
+// close stops the pipeline and waits for its goroutines (once).
+func (pl *pipeline) close() {
+	pl.once.Do(func() {
+		pl.stop()
+		pl.wg.Wait()
+		for _, c := range pl.closers {
+			c()
+		}
+	})
+}
+
+// producer returns the producer of the plan: spans of the raw image (past
+// the page cache where it can), or a decoder's stream.
+func (j *job) producer(ctx context.Context) (*producer, func(), error) {
+	prod := &producer{file: j.img.file, size: j.p.fileSize, exts: j.p.exts, spans: j.p.spans}
+	if b := j.p.bmap; b != nil {
+		prod.newSum = b.newHash
+		prod.mismatch = func(e extent, got string) error {
+			return fmt.Errorf("%w: %s does not match its bmap %s: %s has %s %s, the bmap says %s; the target is incomplete", ErrImage, j.image, j.p.bmapPath, e.name, b.ChecksumType, got, e.sum)
 		}
 	}
-	if bmap != nil && rep.Bytes != bmap.ImageSize {
-		return fail(fmt.Errorf("%w: %w: the %s image %s unpacks to %d bytes, its bmap %s says %d: the bmap belongs to another image; the target is incomplete", ErrImage, ErrBmap, describeFormat(format), imagePath, rep.Bytes, bmapPath, bmap.ImageSize))
+	if j.p.format != Raw {
+		r, by, closeSrc, err := openDecoder(ctx, j.img.file, j.p.format, j.o.PureGo)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: cannot read its header: %w", ErrImage, j.image, err)
+		}
+		prod.r, j.rep.Decoder = r, by
+		return prod, closeSrc, nil
 	}
-	stop()
-	wg.Wait()
-	if growable && exts != nil {
+	j.rep.Decoder = "none"
+	closeSrc := func() {}
+	if !j.o.NoDirect {
+		// Reading past the page cache saves filling it with an image
+		// read once.
+		if d, err := openDirect(j.image, os.O_RDONLY); err == nil && d != nil {
+			if st, err := d.Stat(); err == nil && os.SameFile(st, j.img.before) {
+				prod.direct = d
+			}
+			closeSrc = func() { d.Close() }
+		}
+	}
+	return prod, closeSrc, nil
+}
+
+// finish ends a write whose stream ended cleanly: the last sync, the
+// image's hash (unless deferred), the check that the image did not change,
+// the final progress and the end of the read-back.
+func (j *job) finish(ctx context.Context, c *copier, h *Hash) error {
+	rep := j.rep
+	if j.tg.growable && j.p.exts != nil {
 		// Skipped ranges at the end leave the new file short.
-		if err := dst.Truncate(rep.Bytes); err != nil {
-			return rep, fmt.Errorf("%w: size %s: %w", ErrTarget, target, err)
+		if err := j.tg.dst.Truncate(rep.Bytes); err != nil {
+			return fmt.Errorf("%w: size %s: %w", ErrTarget, j.tg.path, err)
 		}
 	}
-	if err := syncTarget(); err != nil {
-		return fail(err)
+	if err := c.sync(ctx); err != nil {
+		return c.fail(err)
 	}
-	rep.Direct = direct != nil && !wr.noDir.Load()
-	rep.ZeroedBy = wr.zeroedBy()
-	if direct != nil {
-		if err := direct.Close(); err != nil {
-			return rep, fmt.Errorf("%w: close %s: %w", ErrTarget, target, err)
-		}
+	rep.Direct = j.tg.direct != nil && !c.wr.noDir.Load()
+	rep.ZeroedBy = c.wr.zeroedBy()
+	if err := j.tg.closeChecked(); err != nil {
+		return err
 	}
-	if err := dst.Close(); err != nil {
-		return rep, fmt.Errorf("%w: close %s: %w", ErrTarget, target, err)
+	if err := j.awaitHash(ctx, h); err != nil {
+		return err
 	}
-	if !rep.SHA256Cached {
-		var hs sumResult
-		select {
-		case hs = <-sumc:
-		case <-ctx.Done():
-			return rep, fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", imagePath, target, rep.MappedBytes, ctx.Err())
-		}
-		if hs.err != nil && ctx.Err() != nil {
-			return rep, fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", imagePath, target, rep.MappedBytes, ctx.Err())
-		}
-		if hs.err != nil {
-			return rep, fmt.Errorf("%w: read %s: %w", ErrImage, imagePath, hs.err)
-		}
-		rep.SHA256 = hs.sum
-	}
-	after, err := file.Stat()
-	if err != nil || !sameFile(before, after) {
+	if after, err := j.img.file.Stat(); err != nil || !sameFile(j.img.before, after) {
 		rep.SHA256 = ""
-		return rep, errChanged(imagePath)
+		return errChanged(j.image)
 	}
-	if !rep.SHA256Cached {
-		cache.store(file, after, rep.SHA256)
-	}
-	rep.Duration = time.Since(start)
+	rep.Duration = time.Since(c.start)
 	if rep.Bytes > 0 {
 		rep.MappedFraction = float64(rep.MappedBytes) / float64(rep.Bytes)
 	}
-	finished, total = true, rep.Bytes
-	report()
-	if o.NoVerify {
-		return rep, nil
+	c.total = rep.Bytes
+	c.progress(true)
+	if c.ver == nil {
+		return nil
 	}
 	vstart := time.Now()
-	ver.add(nil, true)
-	err = ver.wait()
+	c.ver.add(nil, true)
+	err := c.ver.wait()
 	rep.VerifyDuration = time.Since(vstart)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	rep.Verified = true
-	return rep, nil
+	return nil
+}
+
+// awaitHash waits for the image's hash and puts it in the Report, or with
+// Options.DeferHash takes it only when it is complete already.
+func (j *job) awaitHash(ctx context.Context, h *Hash) error {
+	if h.Cached() {
+		return nil
+	}
+	if j.o.DeferHash {
+		select {
+		case <-h.Done():
+			if h.err == nil {
+				j.rep.SHA256 = h.sum
+			}
+		default:
+		}
+		return nil
+	}
+	sum, err := h.Wait(ctx)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("flash %s to %s was cancelled while the image's SHA-256 was computed: all %d bytes were written and synced, but not verified: %w", j.image, j.tg.path, j.rep.MappedBytes, ctx.Err())
+	}
+	if err != nil {
+		return err
+	}
+	j.rep.SHA256 = sum
+	return nil
 }
 
 func errChanged(imagePath string) error {
@@ -1024,79 +829,6 @@ func failHint(err error) string {
 		return ": the target is full"
 	}
 	return ""
-}
-
-// sumResult is the image file's SHA-256 (hex) or why it could not be taken.
-type sumResult struct {
-	sum string
-	err error
-}
-
-// hashFile returns the SHA-256 of the first size bytes of the file at path,
-// which must still be the file before describes. It reads on its own
-// descriptors (past the page cache where it can) and feeds the holes of a
-// sparse file from memory instead of reading them.
-func hashFile(ctx context.Context, path string, before os.FileInfo, size int64) sumResult {
-	f, err := os.Open(path)
-	if err != nil {
-		return sumResult{err: err}
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || !os.SameFile(st, before) {
-		return sumResult{err: errors.New("the file was replaced while it was flashed")}
-	}
-	var direct *os.File
-	if d, err := openDirect(path, os.O_RDONLY); err == nil && d != nil {
-		defer d.Close()
-		if st, err := d.Stat(); err == nil && os.SameFile(st, before) {
-			direct = d
-		}
-	}
-	data, ok := dataExtents(f, size)
-	if !ok {
-		data = [][2]int64{{0, size}}
-	}
-	h := sha256.New()
-	const step = 1 << 20
-	buf := alignedBuf(step)
-	zeros := make([]byte, step)
-	var pos int64
-	for _, d := range append(data, [2]int64{size, size}) {
-		for pos < d[0] { // a hole reads as zeros
-			if err := ctx.Err(); err != nil {
-				return sumResult{err: err}
-			}
-			n := min(int64(step), d[0]-pos)
-			h.Write(zeros[:n])
-			pos += n
-		}
-		for pos < d[1] {
-			if err := ctx.Err(); err != nil {
-				return sumResult{err: err}
-			}
-			want := int(min(int64(step), d[1]-pos))
-			var n int
-			var err error
-			if direct != nil && pos%align == 0 {
-				n, err = direct.ReadAt(buf[:(want+align-1)&^(align-1)], pos)
-				if errors.Is(err, syscall.EINVAL) {
-					direct = nil
-					continue
-				}
-			} else {
-				n, err = f.ReadAt(buf[:want], pos)
-			}
-			if n < want {
-				if err == nil || err == io.EOF {
-					err = fmt.Errorf("the file shrank to %d bytes while it was flashed", pos+int64(n))
-				}
-				return sumResult{err: err}
-			}
-			h.Write(buf[:want])
-			pos += int64(want)
-		}
-	}
-	return sumResult{sum: hex.EncodeToString(h.Sum(nil))}
 }
 
 // fill reads until buf is full or the reader fails. Unlike io.ReadFull it

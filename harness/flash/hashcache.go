@@ -11,7 +11,10 @@ import (
 
 // sumCache remembers image SHA-256s by file identity; its zero value (no
 // dir) remembers nothing.
-type sumCache struct{ dir string }
+type sumCache struct {
+	dir  string
+	racy time.Duration // see racyWindow
+}
 
 // racyWindow is how recent a file's last change may be for its hash to be
 // remembered: file systems stamp times from a clock that may tick only
@@ -22,29 +25,33 @@ var racyWindow = 2 * time.Second
 
 // racy says whether fi changed too recently for its times to prove that
 // the bytes hashed are still the bytes there.
-func racy(fi os.FileInfo) bool {
+func racy(fi os.FileInfo, window time.Duration) bool {
 	ct, ok := changeTime(fi)
 	if !ok {
 		ct = fi.ModTime()
 	}
-	return time.Since(ct) < racyWindow
+	return time.Since(ct) < window
 }
 
 // hashCacheMaxAge is how long an unused entry is kept.
 const hashCacheMaxAge = 30 * 24 * time.Hour
 
 func hashCache(o Options) sumCache {
+	window := racyWindow
+	if o.faults != nil && o.faults.racyWindow != nil {
+		window = *o.faults.racyWindow
+	}
 	if o.NoHashCache {
 		return sumCache{}
 	}
 	if o.HashCacheDir != "" {
-		return sumCache{o.HashCacheDir}
+		return sumCache{o.HashCacheDir, window}
 	}
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		return sumCache{}
 	}
-	return sumCache{filepath.Join(dir, "jumpstarter-go", "image-sha256")}
+	return sumCache{filepath.Join(dir, "jumpstarter-go", "image-sha256"), window}
 }
 
 // key names the entry of the open file f (stat fi): the same key means the
@@ -81,7 +88,7 @@ func (c sumCache) lookup(f *os.File, fi os.FileInfo) string {
 // month. Failures only cost a later recomputation.
 func (c sumCache) store(f *os.File, fi os.FileInfo, sum string) {
 	k := c.key(f, fi)
-	if k == "" || len(sum) != 64 || racy(fi) {
+	if k == "" || len(sum) != 64 || racy(fi, c.racy) {
 		return
 	}
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {

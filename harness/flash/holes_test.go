@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -65,6 +66,7 @@ func requireImage(t *testing.T, target string, want []byte, after byte) {
 }
 
 func TestWriteWithoutBmapMakesTheTargetTheImage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path, img := holeyImage(t, dir, 0)
 	for _, c := range []struct {
@@ -77,11 +79,12 @@ func TestWriteWithoutBmapMakesTheTargetTheImage(t *testing.T) {
 		{"small buffers and syncs", Options{BufferSize: 64 << 10, SyncEvery: 256 << 10}, "punch-hole"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			target := filled(t, filepath.Join(t.TempDir(), "disk"), 4<<20, 0xff)
 			var readBack atomic.Int64
-			readBackHook = func(p []byte, off int64) { readBack.Add(int64(len(p))) }
-			t.Cleanup(func() { readBackHook = nil })
-			rep, err := Write(context.Background(), path, target, c.o)
+			o := c.o
+			o.faults = &faults{readBack: func(p []byte, off int64) { readBack.Add(int64(len(p))) }}
+			rep, err := Write(context.Background(), path, target, o)
 			require.NoError(t, err)
 			requireImage(t, target, img, 0xff) // and nothing past the image touched
 			// The punched hole is a hole of the target file: known zeros,
@@ -100,6 +103,7 @@ func TestWriteWithoutBmapMakesTheTargetTheImage(t *testing.T) {
 }
 
 func TestZeroingFallsBackToWritingZeros(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path, img := holeyImage(t, dir, 0)
 	for _, c := range []struct {
@@ -110,17 +114,10 @@ func TestZeroingFallsBackToWritingZeros(t *testing.T) {
 		{[]zeroMethod{zeroPunch, zeroZeroRange}, "write"},
 	} {
 		t.Run(c.zeroedBy, func(t *testing.T) {
-			zeroRefuseHook = func(m zeroMethod) bool {
-				for _, r := range c.refuse {
-					if m == r {
-						return true
-					}
-				}
-				return false
-			}
-			t.Cleanup(func() { zeroRefuseHook = nil })
+			t.Parallel()
+			refuse := func(m zeroMethod) bool { return slices.Contains(c.refuse, m) }
 			target := filled(t, filepath.Join(t.TempDir(), "disk"), 3<<20, 0xff)
-			rep, err := Write(context.Background(), path, target, Options{BufferSize: 256 << 10})
+			rep, err := Write(context.Background(), path, target, Options{BufferSize: 256 << 10, faults: &faults{refuseZero: refuse}})
 			require.NoError(t, err)
 			requireImage(t, target, img, 0xff)
 			assert.Equal(t, c.zeroedBy, rep.ZeroedBy)
@@ -214,13 +211,13 @@ func TestNoBmapRefusesTheBmapBesideTheImage(t *testing.T) {
 }
 
 func TestZeroedRangesAreVerified(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path, _ := holeyImage(t, dir, 0)
 	// A device that claims to have zeroed the hole but did nothing.
-	zeroHook = func(off, n int64) (bool, error) { return true, nil }
-	t.Cleanup(func() { zeroHook = nil })
+	lie := &faults{zero: func(off, n int64) (bool, error) { return true, nil }}
 	target := filled(t, filepath.Join(dir, "disk"), 3<<20, 0xff)
-	rep, err := Write(context.Background(), path, target, Options{})
+	rep, err := Write(context.Background(), path, target, Options{faults: lie})
 	require.ErrorIs(t, err, ErrVerify)
 	require.ErrorIs(t, err, ErrTarget)
 	assert.Contains(t, err.Error(), "byte 1048576 reads back as 0xff")
@@ -233,14 +230,14 @@ func TestZeroedRangesAreVerified(t *testing.T) {
 }
 
 func TestAFailedZeroingFailsTheFlash(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path, _ := holeyImage(t, dir, 0)
-	zeroHook = func(off, n int64) (bool, error) {
+	eio := &faults{zero: func(off, n int64) (bool, error) {
 		return false, &os.PathError{Op: "fallocate", Path: "disk", Err: syscall.EIO}
-	}
-	t.Cleanup(func() { zeroHook = nil })
+	}}
 	target := filled(t, filepath.Join(dir, "disk"), 3<<20, 0xff)
-	rep, err := Write(context.Background(), path, target, Options{})
+	rep, err := Write(context.Background(), path, target, Options{faults: eio})
 	require.ErrorIs(t, err, ErrTarget)
 	require.ErrorIs(t, err, syscall.EIO)
 	assert.Contains(t, err.Error(), "zeroing 1048576 bytes of "+target+" at offset 1048576 (a hole of the image) failed: the disk went away or failed")

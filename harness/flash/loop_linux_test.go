@@ -118,6 +118,7 @@ func fillDevice(t *testing.T, dev string, n int, b byte) {
 // (an unaligned last hole is written), and the device reads back as the
 // image.
 func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name     string
 		tail     int64
@@ -130,14 +131,15 @@ func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
 		{"no BLKZEROOUT", 0, Options{}, "write"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			dev, _ := loopDevice(t, 4<<20)
 			fillDevice(t, dev, 4<<20, 0xff)
 			path, img := holeyImage(t, t.TempDir(), c.tail)
+			o := c.o
 			if c.zeroedBy == "write" {
-				zeroRefuseHook = func(m zeroMethod) bool { return m == zeroBlk }
-				t.Cleanup(func() { zeroRefuseHook = nil })
+				o.faults = &faults{refuseZero: func(m zeroMethod) bool { return m == zeroBlk }}
 			}
-			rep, err := Write(context.Background(), path, dev, c.o)
+			rep, err := Write(context.Background(), path, dev, o)
 			require.NoError(t, err)
 			requireImage(t, dev, img, 0xff)
 			assert.Equal(t, ModeFull, rep.Mode)
@@ -148,6 +150,7 @@ func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
 		})
 	}
 	t.Run("SkipHoles", func(t *testing.T) {
+		t.Parallel()
 		dev, _ := loopDevice(t, 4<<20)
 		fillDevice(t, dev, 4<<20, 0xff)
 		path, img := holeyImage(t, t.TempDir(), 0)
@@ -158,12 +161,12 @@ func TestWriteWithoutBmapMakesABlockDeviceTheImage(t *testing.T) {
 		assert.Equal(t, ModeSkipHoles, rep.Mode)
 	})
 	t.Run("a device that does not zero", func(t *testing.T) {
+		t.Parallel()
 		dev, _ := loopDevice(t, 4<<20)
 		fillDevice(t, dev, 4<<20, 0xff)
 		path, _ := holeyImage(t, t.TempDir(), 0)
-		zeroHook = func(off, n int64) (bool, error) { return true, nil }
-		t.Cleanup(func() { zeroHook = nil })
-		_, err := Write(context.Background(), path, dev, Options{})
+		lie := &faults{zero: func(off, n int64) (bool, error) { return true, nil }}
+		_, err := Write(context.Background(), path, dev, Options{faults: lie})
 		require.ErrorIs(t, err, ErrVerify)
 		assert.Contains(t, err.Error(), "byte 1048576 reads back as 0xff")
 	})

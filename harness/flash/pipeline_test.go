@@ -214,17 +214,18 @@ func TestWriteCancelledWhileDecompressingStopsTheDecoder(t *testing.T) {
 }
 
 func TestWriteFailsClearlyWhenTheTargetGoesAway(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"os.img", "os.img.zst"} {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			img, target := imageAndTarget(t, name)
-			writeHook = func(off int64, n int) error {
+			gone := func(off int64, n int) error {
 				if off >= 1<<20 {
 					return &os.PathError{Op: "write", Path: target, Err: syscall.EIO}
 				}
 				return nil
 			}
-			t.Cleanup(func() { writeHook = nil })
-			rep, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10})
+			rep, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10, faults: &faults{write: gone}})
 			require.ErrorIs(t, err, ErrTarget)
 			require.ErrorIs(t, err, syscall.EIO)
 			assert.Contains(t, err.Error(), "at offset 1048576 failed: the disk went away or failed")
@@ -236,23 +237,22 @@ func TestWriteFailsClearlyWhenTheTargetGoesAway(t *testing.T) {
 }
 
 func TestReadBackMismatchStopsTheWrite(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	data := bytes.Repeat(testImage(), 2) // 6 MiB
 	img := writeFile(t, filepath.Join(dir, "os.img"), data)
 	target := writeFile(t, filepath.Join(dir, "disk"), make([]byte, 8<<20))
-	readBackHook = func(p []byte, off int64) {
+	f := &faults{readBack: func(p []byte, off int64) {
 		if off <= 1<<20+7 && 1<<20+7 < off+int64(len(p)) {
 			p[1<<20+7-off] ^= 1 // the medium lost a bit
 		}
-	}
-	t.Cleanup(func() { readBackHook = nil })
+	}}
 	// Every MiB is synced and handed to the read-back, which finds the
 	// bad bit while the write goes on (held at 4 MiB until then); the
 	// write then stops at its next sync.
 	found := make(chan struct{})
-	verifyErrHook = func(error) { close(found) }
-	t.Cleanup(func() { verifyErrHook = nil })
-	writeHook = func(off int64, n int) error {
+	f.verifyFailed = func(error) { close(found) }
+	f.write = func(off int64, n int) error {
 		if off >= 4<<20 {
 			select {
 			case <-found:
@@ -261,8 +261,7 @@ func TestReadBackMismatchStopsTheWrite(t *testing.T) {
 		}
 		return nil
 	}
-	t.Cleanup(func() { writeHook = nil })
-	rep, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10, SyncEvery: 1 << 20})
+	rep, err := Write(context.Background(), img, target, Options{BufferSize: 256 << 10, SyncEvery: 1 << 20, faults: f})
 	require.ErrorIs(t, err, ErrVerify)
 	assert.Contains(t, err.Error(), "bytes 1048576-2097151")
 	assert.Contains(t, err.Error(), fmt.Sprintf("%08x was written", crcOf(data[1<<20:2<<20])))
@@ -291,10 +290,10 @@ func TestWriteRefusesATargetItsDriverDoesNotRecognise(t *testing.T) {
 }
 
 func TestAFileChangedJustNowIsNotRemembered(t *testing.T) {
-	racyWindow = time.Hour
-	t.Cleanup(func() { racyWindow = 0 })
+	t.Parallel()
 	img, target := imageAndTarget(t, "os.img")
-	o := Options{HashCacheDir: filepath.Join(t.TempDir(), "cache")}
+	hour := time.Hour
+	o := Options{HashCacheDir: filepath.Join(t.TempDir(), "cache"), faults: &faults{racyWindow: &hour}}
 	for range 2 {
 		rep, err := Write(context.Background(), img, target, o)
 		require.NoError(t, err)

@@ -19,16 +19,17 @@ import (
 // Regression tests for what an independent review of the engine found.
 
 func TestEachWrittenByteIsReadBackOnce(t *testing.T) {
+	t.Parallel()
 	img, target := imageAndTarget(t, "os.img")
 	var readBack atomic.Int64
-	readBackHook = func(p []byte, off int64) { readBack.Add(int64(len(p))) }
-	t.Cleanup(func() { readBackHook = nil })
-	rep, err := Write(context.Background(), img, target, Options{NoHashCache: true})
+	count := &faults{readBack: func(p []byte, off int64) { readBack.Add(int64(len(p))) }}
+	rep, err := Write(context.Background(), img, target, Options{NoHashCache: true, faults: count})
 	require.NoError(t, err)
 	assert.Equal(t, rep.MappedBytes, readBack.Load(), "the last segment is not verified twice")
 }
 
 func TestCancelDuringASyncSaysHowFarTheWriteGot(t *testing.T) {
+	t.Parallel()
 	img, target := imageAndTarget(t, "os.img")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -36,12 +37,13 @@ func TestCancelDuringASyncSaysHowFarTheWriteGot(t *testing.T) {
 	// runs): the error must still be the write's, saying how far it got.
 	noticed := make(chan struct{})
 	var once atomic.Bool
-	verifyErrHook = func(error) {
+	f := &faults{}
+	f.verifyFailed = func(error) {
 		if once.CompareAndSwap(false, true) {
 			close(noticed)
 		}
 	}
-	syncHook = func(n int64) {
+	f.synced = func(n int64) {
 		if n >= 1<<20 {
 			cancel() // Ctrl-C or the deadline while fsync runs
 			select {
@@ -50,8 +52,7 @@ func TestCancelDuringASyncSaysHowFarTheWriteGot(t *testing.T) {
 			}
 		}
 	}
-	t.Cleanup(func() { syncHook, verifyErrHook = nil, nil })
-	_, err := Write(ctx, img, target, Options{NoHashCache: true, BufferSize: 256 << 10, SyncEvery: 1 << 20})
+	_, err := Write(ctx, img, target, Options{NoHashCache: true, BufferSize: 256 << 10, SyncEvery: 1 << 20, faults: f})
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "stopped at image offset")
 	assert.Contains(t, err.Error(), "must be flashed again")
@@ -82,6 +83,7 @@ func TestWriteLeavesNoHasherBehind(t *testing.T) {
 // read-back must still come from the medium, not the page cache the write
 // filled. The loop device's backing file plays a medium that lost bytes.
 func TestReadBackOfAnUnalignedRangeComesFromTheMedium(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		bs       int64
@@ -93,6 +95,7 @@ func TestReadBackOfAnUnalignedRangeComesFromTheMedium(t *testing.T) {
 		{"bs4096-aligned-direct", 4096, [][2]int64{{1, 5}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			dev, backing := loopDevice(t, 2<<20)
 			r := rand.New(rand.NewPCG(1, 2))
 			img := make([]byte, 1<<20)
@@ -103,7 +106,7 @@ func TestReadBackOfAnUnalignedRangeComesFromTheMedium(t *testing.T) {
 			path := writeFile(t, filepath.Join(dir, "os.img"), img)
 			writeFile(t, filepath.Join(dir, "os.img.bmap"), []byte(bmapDoc(img, tc.bs, tc.ranges, "2.0", "")))
 			corrupted := false
-			syncHook = func(int64) {
+			corrupt := func(int64) {
 				if corrupted {
 					return
 				}
@@ -115,8 +118,7 @@ func TestReadBackOfAnUnalignedRangeComesFromTheMedium(t *testing.T) {
 				require.NoError(t, bf.Sync())
 				require.NoError(t, bf.Close())
 			}
-			t.Cleanup(func() { syncHook = nil })
-			rep, err := Write(context.Background(), path, dev, Options{NoHashCache: true, NoDirect: tc.noDirect})
+			rep, err := Write(context.Background(), path, dev, Options{NoHashCache: true, NoDirect: tc.noDirect, faults: &faults{synced: corrupt}})
 			require.ErrorIs(t, err, ErrVerify)
 			assert.False(t, rep.Verified)
 			assert.True(t, strings.Contains(err.Error(), "read back with crc32c"), err.Error())

@@ -16,13 +16,6 @@ import (
 // storage stacks use to catch corruption, computed at memory speed.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Test hooks: readBackHook sees (and may corrupt) what is read back;
-// verifyErrHook is told when the verifier fails.
-var (
-	readBackHook  func(p []byte, off int64)
-	verifyErrHook func(error)
-)
-
 // reader reads ranges of the target back from the medium: O_DIRECT, or
 // through the page cache after dropping the range from it.
 type reader struct {
@@ -30,6 +23,7 @@ type reader struct {
 	rd     *os.File
 	direct *os.File
 	buf    []byte
+	faults *faults
 }
 
 func openReader(target string, o Options) (*reader, error) {
@@ -37,7 +31,7 @@ func openReader(target string, o Options) (*reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
 	}
-	r := &reader{target: target, rd: rd}
+	r := &reader{target: target, rd: rd, faults: o.faults}
 	if !o.NoDirect {
 		if r.direct, err = openDirect(target, os.O_RDONLY); err != nil {
 			rd.Close()
@@ -177,9 +171,7 @@ func (r *reader) scan(ctx context.Context, start, end int64, fn func(p []byte, a
 		}
 		lo := max(start, pos) - pos
 		p := r.buf[lo : stop-pos]
-		if readBackHook != nil {
-			readBackHook(p, pos+lo)
-		}
+		r.faults.onReadBack(p, pos+lo)
 		if err := fn(p, pos+lo); err != nil {
 			return err
 		}
@@ -240,9 +232,7 @@ func (v *verifier) run(ctx context.Context) {
 				v.mu.Lock()
 				v.err = err
 				v.mu.Unlock()
-				if verifyErrHook != nil {
-					verifyErrHook(err)
-				}
+				v.r.faults.onVerifyFailed(err)
 				return
 			}
 		}
@@ -256,9 +246,7 @@ func (v *verifier) run(ctx context.Context) {
 				v.mu.Lock()
 				v.err = fmt.Errorf("verify of %s stopped: %w", v.r.target, ctx.Err())
 				v.mu.Unlock()
-				if verifyErrHook != nil {
-					verifyErrHook(v.err)
-				}
+				v.r.faults.onVerifyFailed(v.err)
 				return
 			}
 		}

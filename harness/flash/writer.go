@@ -30,6 +30,7 @@ type writers struct {
 	method atomic.Int32
 	used   atomic.Uint32 // bit m set: zeroMethod m zeroed some range
 	zeros  []byte        // aligned zeros for zeroWrite, never written to
+	faults *faults
 	mu     sync.Mutex
 	err    error // the first failure
 }
@@ -46,8 +47,8 @@ type wjob struct {
 
 // startWriters starts n writers. block says the target is a block device:
 // it picks how ranges are zeroed (see zeroMethod).
-func startWriters(target string, dst, direct *os.File, n int, block bool, bufSize int) *writers {
-	w := &writers{target: target, dst: dst, direct: direct, jobs: make(chan wjob, n)}
+func startWriters(target string, dst, direct *os.File, n int, block bool, bufSize int, fs *faults) *writers {
+	w := &writers{target: target, dst: dst, direct: direct, jobs: make(chan wjob, n), faults: fs}
 	w.method.Store(int32(zeroPunch))
 	if block {
 		w.method.Store(int32(zeroBlk))
@@ -96,27 +97,17 @@ func (w *writers) submitZero(at, n int64) {
 	w.jobs <- wjob{at: at, n: n, zero: true}
 }
 
-// Test hooks, nil in production: zeroHook is called before each zeroing
-// and may fake an error, or skip the zeroing while claiming success (a
-// device that lies); zeroRefuseHook makes the target refuse a zeroMethod.
-var (
-	zeroHook       func(off, n int64) (skip bool, err error)
-	zeroRefuseHook func(m zeroMethod) bool
-)
-
 // zero makes n bytes of the target at offset at read as zeros: by the
 // device's own means where it guarantees zeros (see zeroMethod), else by
 // writing zeros. A device that refuses a method is not asked again.
 func (w *writers) zero(at, n int64) error {
-	if zeroHook != nil {
-		skip, err := zeroHook(at, n)
-		if err != nil {
-			return zeroFailed(w.target, at, n, err)
-		}
-		if skip {
-			w.used.Or(1 << zeroPunch) // claims to have done it
-			return nil
-		}
+	skip, err := w.faults.onZero(at, n)
+	if err != nil {
+		return zeroFailed(w.target, at, n, err)
+	}
+	if skip {
+		w.used.Or(1 << zeroPunch) // claims to have done it
+		return nil
 	}
 	for n > 0 {
 		m := zeroMethod(w.method.Load())
@@ -131,7 +122,7 @@ func (w *writers) zero(at, n int64) error {
 			}
 		}
 		var err error
-		if zeroRefuseHook != nil && zeroRefuseHook(m) {
+		if w.faults.refuses(m) {
 			err = errZeroUnsupported
 		} else {
 			err = deviceZero(w.dst, m, at, k)
