@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log"
 	"os"
@@ -66,4 +68,45 @@ func ExampleWrite() {
 	// verified: true sha256 of the file: true
 	// disk starts with the image: true
 	// rest of the disk untouched: true
+}
+
+// Flash without waiting for the image's SHA-256: Write returns once the
+// image is written, synced and read back, and the hash (evidence of which
+// image the DUT runs) completes beside the rest of the test, here while the
+// DUT would boot. Wait for it before the test ends.
+func ExampleWrite_deferHash() {
+	dir, err := os.MkdirTemp("", "flash-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	img := bytes.Repeat([]byte("jumpstarter "), 1<<20/12+1)[:1<<20]
+	image := filepath.Join(dir, "os.img")
+	disk := filepath.Join(dir, "disk")
+	if err := os.WriteFile(image, img, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(disk, make([]byte, 2<<20), 0o644); err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := flash.Write(ctx, image, disk, flash.Options{NoHashCache: true, DeferHash: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("verified:", rep.Verified)
+	// ... power the DUT on, wait for its login prompt ...
+	sum, err := rep.Hash.Wait(ctx)
+	if err != nil {
+		log.Fatal(err) // errors.Is(err, flash.ErrImage): the file changed meanwhile
+	}
+	want := sha256.Sum256(img)
+	fmt.Println("sha256 exact:", sum == hex.EncodeToString(want[:]))
+	fmt.Println("from the cache:", rep.Hash.Cached())
+	// Output:
+	// verified: true
+	// sha256 exact: true
+	// from the cache: false
 }
