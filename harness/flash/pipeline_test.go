@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,4 +316,27 @@ func skipWithoutFileKeys(t *testing.T, path string) {
 	if fileKey(f, fi) == "" {
 		t.Skipf("the file system of %s gives no inode generation, so the hash cache remembers nothing here", path)
 	}
+}
+
+// A truncated stream with a bmap stops past its mapped ranges: the error
+// must tell the image offset reached from the bytes that reached the
+// target, and say the latter is what was written.
+func TestATruncatedStreamWithABmapSaysWhatReachedTheTarget(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(7, 8))
+	img := make([]byte, 8<<20) // incompressible: the cut is about half-way into the image
+	for i := range img {
+		img[i] = byte(r.IntN(256))
+	}
+	packed := compress(t, Zstd, img)
+	path := writeFile(t, filepath.Join(dir, "os.img.zst"), packed[:len(packed)/2])
+	bmap := writeFile(t, filepath.Join(dir, "os.img.bmap"), []byte(bmapDoc(img, 4096, [][2]int64{{0, 255}}, "2.0", "")))
+	target := writeFile(t, filepath.Join(dir, "disk"), make([]byte, 8<<20))
+	rep, err := Write(context.Background(), path, target, Options{Bmap: bmap, NoHashCache: true, BufferSize: 256 << 10})
+	require.ErrorIs(t, err, ErrImage)
+	assert.Contains(t, err.Error(), "corrupt or truncated")
+	assert.Equal(t, int64(1<<20), rep.MappedBytes, "the mapped MiB was written")
+	assert.Greater(t, rep.Bytes, rep.MappedBytes, "the stream went on past it")
+	assert.Contains(t, err.Error(), fmt.Sprintf("at image offset %d (%d bytes written to the target)", rep.Bytes, rep.MappedBytes))
 }
