@@ -117,7 +117,7 @@ bench-qemu: qemu-images
 ## bzip2 -dc | dd and lbzip2 -dc | dd too), on a file and a loop device (needs bmap-tools, zstd, xz, lbzip2;
 ## -loop needs root; scratch space about 6x -size). About 2 hours on this project's 2-core machine.
 bench-flash:
-	$(GO) run ./internal/cmd/flashbench -size 1GiB -runs 5 -loop
+	$(GO) run ./cmd/flashbench -size 1GiB -runs 5 -loop
 
 ## bench: the console engine: cost per byte from 1 MiB to 64 MiB and for long lines read byte by byte;
 ## string Expect against a plain streaming reference matcher (ns/byte side by side); Run with 1-byte

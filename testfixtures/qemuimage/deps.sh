@@ -29,7 +29,7 @@ PKGS=(
   # booting the images (tests)
   qemu-system-x86 # qemu-system-x86_64 with SeaBIOS
   qemu-utils      # qemu-img (overlays, conversions)
-  # the flash engine's tests against real tools, and make bench-flash (internal/cmd/flashbench)
+  # the flash engine's tests against real tools, and make bench-flash (cmd/flashbench)
   bmap-tools      # bmaptool create / copy
   gzip
   bzip2           # bzip2 (the flash engine's last system decoder of .bz2 images)

@@ -59,7 +59,7 @@
 // dd and sh (testfixtures/qemuimage/deps.sh installs them); -loop needs
 // root and losetup. Run it from the repository root:
 //
-//	go run ./internal/cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-only CASE]
+//	go run ./cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-only CASE]
 //
 // Scratch space is about 5 times -size (6 with -loop); it is removed at the
 // end, also on Ctrl-C. Every step is bounded by a context deadline
