@@ -155,7 +155,39 @@ func parseSize(s string) (int64, error) {
 // oneResult is what `flashbench -write-one` prints as JSON.
 type oneResult struct {
 	Report flash.Report
-	Error  string `json:",omitempty"`
+	// Returned is how long Write took to return, from the parent's
+	// start of the child; HashDone when the image's hash was complete
+	// (after Returned with -defer-hash); HashDuration how long it took.
+	Returned, HashDone, HashDuration time.Duration
+	// MaxRSSKiB is the child's peak RSS, ChildMaxRSSKiB the largest of
+	// its own children's (a decoder command such as xz).
+	MaxRSSKiB, ChildMaxRSSKiB int64
+	// CPUAtReturn is the CPU time (user and system) the child had used
+	// when Write returned.
+	CPUAtReturn time.Duration
+	Error       string `json:",omitempty"`
+}
+
+// cpuTime returns the CPU time this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// maxRSS returns the peak RSS of this process and of its largest child, in
+// KiB.
+func maxRSS() (self, children int64) {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		self = ru.Maxrss
+	}
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) == nil {
+		children = ru.Maxrss
+	}
+	return self, children
 }
 
 // writeOne is the child mode: flash one image with verification on and
@@ -168,6 +200,13 @@ func writeOne(args []string) int {
 	skipHoles := fs.Bool("skip-holes", false, "leave the target under a raw image's holes as it was (Options.SkipHoles)")
 	hashCache := fs.String("hash-cache", "", "remember image hashes in this directory (default: compute every time)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on the flash")
+	deferHash := fs.Bool("defer-hash", false, "return before the image's SHA-256 is complete (Options.DeferHash), then wait for it")
+	noDirect := fs.Bool("nodirect", false, "Options.NoDirect")
+	syncEvery := fs.Int64("sync-every", 0, "Options.SyncEvery")
+	inFlight := fs.Int("inflight", 0, "Options.InFlight")
+	bufSize := fs.Int("buffer", 0, "Options.BufferSize")
+	buffers := fs.Int("buffers", 0, "Options.Buffers")
+	t0 := fs.Int64("t0", 0, "the parent's clock (Unix ns) when it started this child: Returned is measured from it")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fmt.Fprintln(os.Stderr, "usage: flashbench -write-one [-bmap B] [-nobmap] [-skip-holes] [-noverify] IMAGE TARGET")
 		return 2
@@ -176,8 +215,25 @@ func writeOne(args []string) int {
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := flash.Write(ctx, fs.Arg(0), fs.Arg(1), flash.Options{Bmap: *bmap, NoBmap: *noBmap, SkipHoles: *skipHoles, NoVerify: *noVerify, HashCacheDir: *hashCache, NoHashCache: *hashCache == ""})
-	res := oneResult{Report: rep}
+	start := time.Now()
+	if *t0 != 0 {
+		start = time.Unix(0, *t0)
+	}
+	rep, err := flash.Write(ctx, fs.Arg(0), fs.Arg(1), flash.Options{
+		Bmap: *bmap, NoBmap: *noBmap, SkipHoles: *skipHoles, NoVerify: *noVerify,
+		HashCacheDir: *hashCache, NoHashCache: *hashCache == "", DeferHash: *deferHash,
+		NoDirect: *noDirect, SyncEvery: *syncEvery, InFlight: *inFlight, BufferSize: *bufSize, Buffers: *buffers,
+	})
+	res := oneResult{Report: rep, Returned: time.Since(start)}
+	cpuAtReturn := cpuTime()
+	if err == nil && rep.Hash != nil {
+		// The hash is exact evidence only once complete: wait for it
+		// (after Returned), as a test does before it ends.
+		rep.SHA256, err = rep.Hash.Wait(ctx)
+		res.Report.SHA256, res.HashDone, res.HashDuration = rep.SHA256, time.Since(start), rep.Hash.Duration()
+	}
+	res.MaxRSSKiB, res.ChildMaxRSSKiB = maxRSS()
+	res.CPUAtReturn = cpuAtReturn
 	if err != nil {
 		res.Error = err.Error()
 	}

@@ -125,17 +125,20 @@ func TestAFailedWriteStopsItsDeferredHash(t *testing.T) {
 
 func TestStopAbandonsADeferredHash(t *testing.T) {
 	t.Parallel()
-	_, path, target := deferCase(t)
-	started := make(chan struct{})
-	block := &faults{hashed: func() { close(started) }}
-	rep, err := Write(context.Background(), path, target, Options{NoHashCache: true, DeferHash: true, faults: block})
+	img, path, target := deferCase(t)
+	rep, err := Write(context.Background(), path, target, Options{NoHashCache: true, DeferHash: true})
 	require.NoError(t, err)
 	rep.Hash.Stop()
-	<-started // the hash had its bytes; Stop still waited for it to end
 	select {
 	case <-rep.Hash.Done():
 	default:
 		t.Fatal("Stop returned before the hash ended")
+	}
+	sum, err := rep.Hash.Wait(context.Background())
+	if err == nil {
+		assert.Equal(t, sha(img), sum, "complete before Stop: it stays, exact")
+	} else {
+		require.ErrorIs(t, err, errHashStopped)
 	}
 }
 
@@ -148,4 +151,21 @@ func TestWithoutDeferHashTheReportHasTheHash(t *testing.T) {
 	sum, err := rep.Hash.Wait(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, rep.SHA256, sum)
+}
+
+func TestTheHashOfAnImageWhoseBmapLeavesDataOutIsTheFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "os.img")
+	img := sparseImage(t, path, 4<<20, [][2]int64{{0, 1 << 20}, {3 << 20, 4 << 20}})
+	writeFile(t, path+".bmap", []byte(bmapDoc(img, 4096, [][2]int64{{0, 255}}, "2.0", ""))) // not the last MiB
+	target := filled(t, filepath.Join(dir, "disk"), 4<<20, 0xff)
+	for _, deferred := range []bool{false, true} {
+		rep, err := Write(context.Background(), path, target, Options{NoHashCache: true, DeferHash: deferred})
+		require.NoError(t, err)
+		sum, err := rep.Hash.Wait(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, sha(img), sum, "deferred %v", deferred)
+		assert.Equal(t, int64(1<<20), rep.MappedBytes)
+	}
 }

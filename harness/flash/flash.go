@@ -400,6 +400,15 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 	rep.Direct = tg.direct != nil
 	j := &job{o: o, p: p, rep: &rep, image: imagePath, img: img, tg: tg}
 	err = j.run(ctx)
+	if err != nil && rep.Hash != nil {
+		rep.Hash.stop() // a failed Write leaves no hasher behind
+	}
+	if j.later != nil {
+		j.later() // after a failure it ends at once, stopped
+	}
+	if err != nil && rep.Hash != nil {
+		<-rep.Hash.done
+	}
 	return rep, err
 }
 
@@ -575,23 +584,19 @@ type job struct {
 	image string
 	img   *imageFile
 	tg    *targetFile
+	// later starts a deferred hash, once Write is done with the image.
+	later func()
 }
 
 // run flashes the image; the Report says how far it got.
 func (j *job) run(ctx context.Context) (err error) {
-	h, ih := j.startHash(ctx)
+	h, feed := j.startHash(ctx)
 	j.rep.Hash = h
 	j.rep.SHA256Cached = h.Cached()
 	if h.Cached() {
 		j.rep.SHA256 = h.sum
 	}
-	defer func() {
-		if err != nil {
-			h.Stop() // a failed Write leaves no hasher behind
-		}
-	}()
-
-	pl, err := j.startPipeline(ctx, ih)
+	pl, err := j.startPipeline(ctx, feed)
 	if err != nil {
 		return err
 	}
@@ -640,23 +645,43 @@ func (j *job) position() int64 {
 }
 
 // startHash returns the image's Hash: from the hash cache, or being
-// computed. It returns the hasher that the pipeline feeds when the hash is
-// taken from the stream (a whole raw image), else nil.
-func (j *job) startHash(ctx context.Context) (*Hash, *imageHasher) {
+// computed. The hasher it returns is what the pipeline feeds: the stream's
+// (a whole raw image, hashed as it passes) or a tee of the producer's
+// chunks (a raw image read in parts); for a compressed image, nil: the
+// file is hashed on its own descriptor.
+func (j *job) startHash(ctx context.Context) (*Hash, hashFeed) {
 	cache := hashCache(j.o)
 	if sum := cache.lookup(j.img.file, j.img.before); sum != "" {
-		return cachedHash(sum), nil
+		return cachedHash(sum), hashFeed{}
 	}
 	if j.o.DeferHash {
 		ctx = context.WithoutCancel(ctx) // it may outlive the Write
 	}
 	hctx, stop := context.WithCancel(ctx)
-	ih := &imageHasher{h: newHash(stop), path: j.image, before: j.img.before, size: j.p.fileSize, cache: cache, faults: j.o.faults}
-	if j.p.wholeStream() {
-		return ih.h, ih
+	ih := &imageHasher{h: newHash(stop), path: j.image, before: j.img.before, size: j.p.fileSize, cache: cache, faults: j.o.faults, idle: j.o.DeferHash}
+	switch {
+	case j.p.wholeStream():
+		return ih.h, hashFeed{stream: ih}
+	case j.o.DeferHash:
+		// Hashing beside the write costs it CPU time (about a second
+		// per GiB, holes included) on a busy host: a deferred hash
+		// begins when Write returns, while the DUT boots.
+		ih.direct = j.p.format == Raw // no decoder shares its page cache
+		j.later = func() { go ih.readFile(hctx) }
+		return ih.h, hashFeed{}
+	case j.p.format == Raw:
+		t := newTeeHasher(ih, 2, j.o.BufferSize)
+		go t.run(hctx)
+		return ih.h, hashFeed{tee: t}
 	}
 	go ih.readFile(hctx)
-	return ih.h, nil
+	return ih.h, hashFeed{}
+}
+
+// hashFeed is how the pipeline feeds the image's hasher, if it does.
+type hashFeed struct {
+	stream *imageHasher // hashes the whole stream as a stage
+	tee    *teeHasher   // is offered copies of the chunks
 }
 
 // pipeline is the producer (a reader of the raw image or a decoder),
@@ -671,12 +696,13 @@ type pipeline struct {
 	once    sync.Once
 }
 
-// startPipeline starts the producer; ih, when set, hashes its stream.
-func (j *job) startPipeline(ctx context.Context, ih *imageHasher) (*pipeline, error) {
+// startPipeline starts the producer, which feeds the image's hasher.
+func (j *job) startPipeline(ctx context.Context, feed hashFeed) (*pipeline, error) {
 	prod, closeSrc, err := j.producer(ctx)
 	if err != nil {
 		return nil, err
 	}
+	prod.tee = feed.tee
 	pl := &pipeline{start: time.Now(), closers: []func(){closeSrc}}
 	rctx, stop := context.WithCancel(ctx)
 	pl.stop = stop
@@ -688,8 +714,8 @@ func (j *job) startPipeline(ctx context.Context, ih *imageHasher) (*pipeline, er
 	produced := make(chan chunk, j.o.Buffers)
 	pl.out = produced
 	pl.wg.Go(func() { prod.run(rctx, pl.free, produced) })
-	if ih != nil {
-		pl.out = ih.stage(rctx, j.img.file, produced, &pl.wg)
+	if feed.stream != nil {
+		pl.out = feed.stream.stage(rctx, j.img.file, produced, &pl.wg)
 	}
 	return pl, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -105,7 +106,12 @@ var errHashStopped = errors.New("the image's SHA-256 was not computed: stopped")
 // bytes of the file the write began with, and remembers the sum in the
 // hash cache.
 type imageHasher struct {
-	h      *Hash
+	h *Hash
+	// idle runs the hash at the lowest CPU priority (a deferred hash:
+	// nothing waits for it).
+	idle bool
+	// direct reads the file past the page cache (readFile).
+	direct bool
 	path   string
 	before os.FileInfo
 	size   int64
@@ -131,9 +137,13 @@ func (ih *imageHasher) check(f *os.File, sum string, err error) (string, error) 
 	return sum, nil
 }
 
-// readFile hashes the file on its own descriptors; the holes of a sparse
-// file are fed from memory instead of being read.
+// readFile hashes the file on its own descriptor: a compressed one
+// through the page cache that its decoder read it through (so that it is
+// read from the medium about once), a raw one past it when direct.
 func (ih *imageHasher) readFile(ctx context.Context) {
+	if ih.idle {
+		yieldThread()
+	}
 	sum, err := ih.hashOwnDescriptor(ctx)
 	ih.h.resolve(sum, err)
 }
@@ -147,7 +157,7 @@ func (ih *imageHasher) hashOwnDescriptor(ctx context.Context) (string, error) {
 	if st, err := f.Stat(); err != nil || !os.SameFile(st, ih.before) {
 		return "", fmt.Errorf("%w: %s was replaced while it was flashed", ErrImage, ih.path)
 	}
-	sum, err := hashFile(ctx, f, ih.size)
+	sum, err := hashFile(ctx, f, ih.size, ih.direct)
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w: %w", errHashStopped, ctx.Err())
 	}
@@ -182,12 +192,13 @@ func (ih *imageHasher) stage(ctx context.Context, file *os.File, in <-chan chunk
 	return out
 }
 
-// hashFile returns the SHA-256 of the first size bytes of f. It reads past
-// the page cache where it can and feeds the holes of a sparse file from
-// memory instead of reading them.
-func hashFile(ctx context.Context, f *os.File, size int64) (string, error) {
+// hashFile returns the SHA-256 of the first size bytes of f. It feeds the
+// holes of a sparse file from memory instead of reading them, and with
+// useDirect reads past the page cache where it can (without, it shares the
+// page cache with another reader of the file, such as a decoder).
+func hashFile(ctx context.Context, f *os.File, size int64, useDirect bool) (string, error) {
 	var direct *os.File
-	if d, err := openDirect(f.Name(), os.O_RDONLY); err == nil && d != nil {
+	if d, err := openDirect(f.Name(), os.O_RDONLY); useDirect && err == nil && d != nil {
 		defer d.Close()
 		st, err1 := d.Stat()
 		fst, err2 := f.Stat()
@@ -240,4 +251,150 @@ func hashFile(ctx context.Context, f *os.File, size int64) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// teeHasher hashes a raw image from copies of the chunks the producer
+// reads anyway, so a sparse image is not read twice. The producer offers
+// each chunk without waiting ([teeHasher.offer]): a copy that finds the
+// hasher's buffers all busy is dropped, so the hash never slows the write.
+// What the hasher was not offered (the gaps between a bmap's ranges, a
+// dropped copy) it takes from the file itself: its holes (SEEK_HOLE) as
+// zeros from memory, its data read on its own descriptor.
+type teeHasher struct {
+	ih    *imageHasher
+	pool  chan []byte
+	queue chan chunk // copies, in increasing offsets
+	once  sync.Once
+}
+
+// newTeeHasher returns a teeHasher with n buffers of size bytes.
+func newTeeHasher(ih *imageHasher, n, size int) *teeHasher {
+	t := &teeHasher{ih: ih, pool: make(chan []byte, n), queue: make(chan chunk, n)}
+	for range n {
+		t.pool <- make([]byte, size)
+	}
+	return t
+}
+
+// offer hands the hasher a copy of c's bytes if it has a free buffer.
+func (t *teeHasher) offer(c chunk) {
+	if c.n == 0 {
+		return
+	}
+	select {
+	case b := <-t.pool:
+		n := copy(b, c.buf[:c.n])
+		t.queue <- chunk{buf: b, n: n, off: c.off} // never blocks: queue holds the pool
+	default:
+	}
+}
+
+// end says the producer offers nothing more.
+func (t *teeHasher) end() { t.once.Do(func() { close(t.queue) }) }
+
+// run hashes the offered chunks and fills what was not offered from the
+// file, until the image's end or ctx ends.
+func (t *teeHasher) run(ctx context.Context) {
+	sum, err := t.hash(ctx)
+	t.ih.h.resolve(sum, err)
+}
+
+func (t *teeHasher) hash(ctx context.Context) (string, error) {
+	ih := t.ih
+	f, err := os.Open(ih.path)
+	if err != nil {
+		return ih.check(nil, "", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !os.SameFile(st, ih.before) {
+		return "", fmt.Errorf("%w: %s was replaced while it was flashed", ErrImage, ih.path)
+	}
+	data, ok := dataExtents(f, ih.size)
+	if !ok {
+		data = [][2]int64{{0, ih.size}}
+	}
+	g := &gapFiller{f: f, data: data, h: sha256.New(), buf: make([]byte, 1<<20)}
+	stopped := func() (string, error) {
+		return "", fmt.Errorf("%w: %w", errHashStopped, ctx.Err())
+	}
+	for {
+		var c chunk
+		var more bool
+		select {
+		case c, more = <-t.queue:
+		case <-ctx.Done():
+			return stopped()
+		}
+		if !more {
+			break
+		}
+		if c.off < g.pos { // cannot happen: the producer reads forwards
+			t.pool <- c.buf
+			continue
+		}
+		if err := g.fillTo(ctx, c.off); err != nil {
+			if ctx.Err() != nil {
+				return stopped()
+			}
+			return ih.check(f, "", err)
+		}
+		g.h.Write(c.buf[:c.n])
+		g.pos = c.off + int64(c.n)
+		t.pool <- c.buf
+	}
+	if err := g.fillTo(ctx, ih.size); err != nil {
+		if ctx.Err() != nil {
+			return stopped()
+		}
+		return ih.check(f, "", err)
+	}
+	return ih.check(f, hex.EncodeToString(g.h.Sum(nil)), nil)
+}
+
+// gapFiller feeds a hash the bytes of a file from pos on, reading its data
+// ranges and feeding its holes as zeros.
+type gapFiller struct {
+	f    *os.File
+	data [][2]int64 // the file's data ranges, in order
+	di   int        // the first range that may end after pos
+	h    hash.Hash
+	pos  int64
+	buf  []byte
+}
+
+// zeros feeds holes.
+var zeros = make([]byte, 1<<20)
+
+// fillTo feeds the hash the file's bytes from pos up to end.
+func (g *gapFiller) fillTo(ctx context.Context, end int64) error {
+	for g.pos < end {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for g.di < len(g.data) && g.data[g.di][1] <= g.pos {
+			g.di++
+		}
+		if g.di == len(g.data) || g.data[g.di][0] > g.pos { // a hole up to the next data
+			stop := end
+			if g.di < len(g.data) {
+				stop = min(end, g.data[g.di][0])
+			}
+			n := min(stop-g.pos, int64(len(zeros)))
+			g.h.Write(zeros[:n])
+			g.pos += n
+			continue
+		}
+		n := min(end, g.data[g.di][1]) - g.pos
+		n = min(n, int64(len(g.buf)))
+		k, err := g.f.ReadAt(g.buf[:n], g.pos)
+		if int64(k) < n {
+			if err == nil || err == io.EOF {
+				err = fmt.Errorf("%w: the file shrank to %d bytes while it was flashed", ErrImage, g.pos+int64(k))
+			}
+			return err
+		}
+		g.h.Write(g.buf[:n])
+		g.pos += n
+	}
+	return nil
 }

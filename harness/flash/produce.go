@@ -41,6 +41,8 @@ type producer struct {
 	newSum func() hash.Hash
 	// mismatch formats a bmap checksum mismatch of extent e.
 	mismatch func(e extent, got string) error
+	// tee, when set, is offered a copy of each chunk (the image's hash).
+	tee *teeHasher
 }
 
 // mergeSpans returns the ranges to read for exts: neighbours closer than
@@ -64,6 +66,9 @@ func mergeSpans(exts []extent) []extent {
 // error occurs or ctx ends. It closes full when it returns.
 func (p *producer) run(ctx context.Context, free <-chan []byte, full chan<- chunk) {
 	defer close(full)
+	if p.tee != nil {
+		defer p.tee.end()
+	}
 	var (
 		off int64 // stream offset
 		si  int   // span cursor
@@ -128,6 +133,9 @@ func (p *producer) run(ctx context.Context, free <-chan []byte, full chan<- chun
 				ri++
 			}
 			pos = z
+		}
+		if p.tee != nil {
+			p.tee.offer(c)
 		}
 		select {
 		case full <- c:

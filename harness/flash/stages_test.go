@@ -237,8 +237,53 @@ func TestHashFileSkipsHolesButHashesTheirZeros(t *testing.T) {
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	sum, err := hashFile(context.Background(), f, int64(len(img)))
+	sum, err := hashFile(context.Background(), f, int64(len(img)), true)
 	require.NoError(t, err)
 	want := sha256.Sum256(img)
 	assert.Equal(t, hex.EncodeToString(want[:]), sum)
+}
+
+func TestTeeHasherFillsWhatItWasNotOffered(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sparse.img")
+	const mib = 1 << 20
+	img := sparseImage(t, path, 6*mib+100, [][2]int64{{0, 2 * mib}, {3 * mib, 4 * mib}, {5 * mib, 5*mib + 10}})
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name    string
+		offered [][2]int64
+	}{
+		{"all its data", [][2]int64{{0, mib}, {mib, 2 * mib}, {3 * mib, 4 * mib}, {5 * mib, 5*mib + 10}}},
+		{"a bmap that leaves data out", [][2]int64{{0, mib}}},
+		{"nothing", nil},
+		{"holes too", [][2]int64{{2 * mib, 3 * mib}, {4*mib + 4096, 5 * mib}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ih := &imageHasher{h: newHash(func() {}), path: path, before: st, size: int64(len(img))}
+			tee := newTeeHasher(ih, len(c.offered)+1, mib)
+			for _, o := range c.offered {
+				tee.offer(chunk{buf: img[o[0]:o[1]], n: int(o[1] - o[0]), off: o[0]})
+			}
+			tee.end()
+			tee.run(context.Background())
+			sum, err := ih.h.Wait(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, sha(img), sum)
+		})
+	}
+	t.Run("a copy finding no free buffer is dropped, not waited for", func(t *testing.T) {
+		t.Parallel()
+		ih := &imageHasher{h: newHash(func() {}), path: path, before: st, size: int64(len(img))}
+		tee := newTeeHasher(ih, 1, mib)
+		tee.offer(chunk{buf: img[:mib], n: mib})
+		tee.offer(chunk{buf: img[mib : 2*mib], n: mib, off: mib}) // dropped
+		assert.Len(t, tee.queue, 1)
+		tee.end()
+		tee.run(context.Background())
+		sum, err := ih.h.Wait(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, sha(img), sum, "the dropped MiB was read from the file")
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
@@ -190,4 +191,14 @@ func dataIn(f *os.File, start, end int64) (parts [][2]int64, ok bool) {
 		off = h
 	}
 	return parts, true
+}
+
+// yieldThread makes the calling goroutine's OS thread the lowest-priority
+// one of the process (nice 19): a deferred hash then uses the CPU time the
+// write leaves idle and never delays it. The goroutine stays on this thread
+// (LockOSThread) so that the priority follows it, and the thread ends with
+// the goroutine.
+func yieldThread() {
+	runtime.LockOSThread()
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), 19)
 }
