@@ -8,8 +8,9 @@
 // pbzip2 or bzip2, several times faster than the built-in decoders, which
 // are the fallback and [Options.PureGo]). It works as a pipeline of goroutines
 // joined by bounded queues of reusable aligned buffers, so memory stays
-// bounded (about Buffers+InFlight+2 times BufferSize, 40 MiB by default)
-// whatever the image size:
+// bounded (about Buffers+InFlight+2 times BufferSize, 96 MiB by default,
+// plus a 4 MiB read-back buffer and a decoder's own: see the README's
+// measured peaks) whatever the image size:
 //
 //   - a producer reads the image (a raw image past the page cache with
 //     O_DIRECT, only its mapped ranges when it has a bmap, only its data
@@ -128,13 +129,15 @@ type Options struct {
 	// ProgressEvery defaults to 64 MiB.
 	ProgressEvery int64
 	// BufferSize is the size of each read and write, rounded up to 4 KiB.
-	// Default 4 MiB.
+	// Default 8 MiB.
 	BufferSize int
 	// Buffers is how many buffers the decompressor may fill ahead of the
-	// writer. Default 4.
+	// writer. Default 2.
 	Buffers int
-	// InFlight is how many writes may be in flight at once. Default 4.
-	// Memory is about Buffers+InFlight+2 times BufferSize (40 MiB by
+	// InFlight is how many writes may be in flight at once. Default 8:
+	// 64 MiB in flight is what let a virtio disk and a loop device with
+	// direct I/O write as fast as dd. Memory is about
+	// Buffers+InFlight+2 times BufferSize (96 MiB by
 	// default).
 	InFlight int
 	// Bmap is the bmap file to use. When empty, IMAGE.bmap is used if it
@@ -407,7 +410,7 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 		j.later() // after a failure it ends at once, stopped
 	}
 	if err != nil && rep.Hash != nil {
-		<-rep.Hash.done
+		rep.Hash.Stop()
 	}
 	return rep, err
 }
@@ -415,17 +418,17 @@ func Write(ctx context.Context, imagePath, target string, o Options) (Report, er
 // withDefaults fills in the defaults of the zero fields.
 func (o Options) withDefaults() Options {
 	if o.BufferSize <= 0 {
-		o.BufferSize = 4 << 20
+		o.BufferSize = 8 << 20
 	}
 	o.BufferSize = (o.BufferSize + align - 1) &^ (align - 1)
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 64 << 20
 	}
 	if o.Buffers <= 0 {
-		o.Buffers = 4
+		o.Buffers = 2
 	}
 	if o.InFlight <= 0 {
-		o.InFlight = 4
+		o.InFlight = 8
 	}
 	if o.SyncEvery == 0 {
 		o.SyncEvery = 64 << 20
@@ -667,14 +670,14 @@ func (j *job) startHash(ctx context.Context) (*Hash, hashFeed) {
 		// per GiB, holes included) on a busy host: a deferred hash
 		// begins when Write returns, while the DUT boots.
 		ih.direct = j.p.format == Raw // no decoder shares its page cache
-		j.later = func() { go ih.readFile(hctx) }
+		j.later = func() { ih.h.workers.Go(func() { ih.readFile(hctx) }) }
 		return ih.h, hashFeed{}
 	case j.p.format == Raw:
 		t := newTeeHasher(ih, 2, j.o.BufferSize)
-		go t.run(hctx)
+		ih.h.workers.Go(func() { t.run(hctx) })
 		return ih.h, hashFeed{tee: t}
 	}
-	go ih.readFile(hctx)
+	ih.h.workers.Go(func() { ih.readFile(hctx) })
 	return ih.h, hashFeed{}
 }
 

@@ -27,6 +27,8 @@ type Hash struct {
 	stop   context.CancelFunc
 	cached bool
 	start  time.Time
+	// workers are the goroutines computing it, which Stop waits for.
+	workers sync.WaitGroup
 
 	// Set before done is closed.
 	sum  string
@@ -94,6 +96,7 @@ func (h *Hash) Duration() time.Duration {
 func (h *Hash) Stop() {
 	h.stop()
 	<-h.done
+	h.workers.Wait()
 }
 
 // errHashStopped is the error of a hash abandoned by [Hash.Stop].

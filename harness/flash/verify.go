@@ -38,7 +38,7 @@ func openReader(target string, o Options) (*reader, error) {
 			return nil, fmt.Errorf("%w: verify: open %s: %w", ErrTarget, target, err)
 		}
 	}
-	size := o.BufferSize
+	size := min(o.BufferSize, 4<<20) // reads back at disk speed with less memory
 	if size <= 0 {
 		size = 4 << 20
 	}

@@ -29,7 +29,9 @@ type writers struct {
 	// zeroWrite at the latest) when the device refuses one.
 	method atomic.Int32
 	used   atomic.Uint32 // bit m set: zeroMethod m zeroed some range
-	zeros  []byte        // aligned zeros for zeroWrite, never written to
+	zeros  []byte        // aligned zeros for zeroWrite, never written to; made on first use
+	zonce  sync.Once
+	zsize  int
 	faults *faults
 	mu     sync.Mutex
 	err    error // the first failure
@@ -53,7 +55,7 @@ func startWriters(target string, dst, direct *os.File, n int, block bool, bufSiz
 	if block {
 		w.method.Store(int32(zeroBlk))
 	}
-	w.zeros = alignedBuf(bufSize)
+	w.zsize = bufSize
 	for range n {
 		w.done.Go(func() {
 			for j := range w.jobs {
@@ -145,6 +147,7 @@ func (w *writers) zero(at, n int64) error {
 		return nil
 	}
 	w.used.Or(1 << zeroWrite)
+	w.zonce.Do(func() { w.zeros = alignedBuf(w.zsize) })
 	for n > 0 {
 		k := min(n, int64(len(w.zeros)))
 		if err := w.write(w.zeros[:k], at); err != nil {
