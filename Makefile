@@ -112,12 +112,14 @@ main-job-qemu: qemu-images
 bench-qemu: qemu-images
 	$(GO) run ./cmd/bootbench -images $(QEMU_IMAGES)
 
-## bench-flash: the flash engine (verified, write-only, hash cached) against dd and bmaptool copy on 1 GiB dense,
-## sparse (with a bmap, without one: byte-identical, and skip-holes), zstd, xz and bzip2 images (against
-## bzip2 -dc | dd and lbzip2 -dc | dd too), on a file and a loop device (needs bmap-tools, zstd, xz, lbzip2;
-## -loop needs root; scratch space about 6x -size). About 2 hours on this project's 2-core machine.
+## bench-flash: the flash goals: the engine's first flash (hash deferred; verified, and write-only), and with the
+## hash cached, against dd bs=4M oflag=direct conv=fsync and bmaptool copy on 1 GiB dense raw, dense zst, sparse
+## raw+bmap and sparse xz+bmap images, on a file and a loop device with direct I/O (losetup --direct-io=on), the
+## page cache dropped before each of 5 interleaved runs: medians, spread, peak RSS (decoder included). Needs root,
+## bmap-tools, zstd, xz; about 30 min on this project's 2-core machine. FLASHBENCH_ARGS="-cases all" runs every
+## case, "-quick" iterates at 256 MiB.
 bench-flash:
-	$(GO) run ./cmd/flashbench -size 1GiB -runs 5 -loop
+	$(GO) run ./cmd/flashbench -size 1GiB -runs 5 -loop $(FLASHBENCH_ARGS)
 
 ## bench: the console engine: cost per byte from 1 MiB to 64 MiB and for long lines read byte by byte;
 ## string Expect against a plain streaming reference matcher (ns/byte side by side); Run with 1-byte

@@ -3,7 +3,7 @@
 // oflag=direct conv=fsync` and `bmaptool copy`, side by side in one run on
 // the same target and the same images.
 //
-// It builds, in a private scratch directory:
+// It builds, in a private scratch directory, what the selected cases need:
 //
 //   - dense.img: a raw image of -size bytes (default 1 GiB), every 1 MiB half
 //     pseudo-random (incompressible) and half repetitive text;
@@ -29,37 +29,40 @@
 //     left as they were on the target); against `dd conv=sparse`, which
 //     also leaves the target under all-zero blocks as it was.
 //
-// For each image it flashes a regular file (and with -loop a loop device
-// over a file, when losetup works) with each tool, -runs times, in a
-// rotating order, dropping the page cache before each flash when allowed
-// (`echo 3 > /proc/sys/vm/drop_caches`). The peers are dd (for compressed
-// images `zstd -dc | dd iflag=fullblock ...`, `xz -dc | dd ...`, and for bzip2 both
-// `bzip2 -dc | dd ...` and `lbzip2 -dc | dd ...`, the parallel decoder the
-// engine itself runs) and `bmaptool copy` (which decompresses itself, bzip2
-// with pbzip2 when installed; given --bmap for the bmap cases and --nobmap
-// for the others). Our engine runs with read-back verification
-// on, in a child process (`flashbench -write-one IMAGE TARGET`) so that its
-// peak RSS can be read from the child's rusage; it reports its write time
-// and verify time apart, and the table shows both the verified total and
-// the write-only figure. It runs a second time per round with the image's
-// SHA-256 already in its hash cache (filled by an untimed flash first), as
-// for every flash of a suite after its first; the first runs compute it.
-// Peak RSS of a peer is the largest process of the pipeline (wait4's
-// rusage of the shell, which includes its children).
+// The default cases (-cases) are the flash goals': dense raw, dense zst,
+// sparse raw+bmap and sparse xz+bmap; -cases all runs every one.
 //
-// The table gives per case and tool the median seconds, MB/s (10^6 bytes of
-// the unpacked image per second, holes included, as bmaptool counts) and
-// peak RSS, then per peer its time over ours (above 1: we are faster) and
-// informational pass/fail goal lines: dense at least as fast as dd; sparse
-// with a bmap at least 1.5x faster than bmaptool; sparse without a bmap
-// faster than dd and bmaptool --nobmap; skip-holes at least as fast as dd
-// conv=sparse; compressed faster than every peer.
+// For each image it flashes a regular file (and with -loop a loop device
+// with direct I/O, `losetup --direct-io=on`, over a file, when losetup
+// works) with each tool, -runs times, in a rotating order, dropping the
+// page cache before each flash when allowed (`echo 3 >
+// /proc/sys/vm/drop_caches`). The peers are dd (for compressed images
+// `zstd -dc | dd iflag=fullblock ...`, `xz -dc | dd ...`, and for bzip2
+// both `bzip2 -dc | dd ...` and `lbzip2 -dc | dd ...`) and `bmaptool copy`
+// (given --bmap for the bmap cases and --nobmap for the others). Our engine
+// runs in a child process (`flashbench -write-one IMAGE TARGET`) as a first
+// flash (the image's SHA-256 not in the hash cache) with
+// Options.DeferHash, three ways: verified, write-only (-noverify), and
+// verified with the hash cached. Its time runs from the parent starting the
+// child to Write returning; the child then waits for the deferred hash
+// (the "hash after" column: how long it ran on, as while a DUT boots) and
+// fails the run without it. Its peak RSS is the child's plus its largest
+// decoder command's (xz); a peer's is the largest process of its pipeline.
+//
+// The table gives per case and tool the median seconds, their spread
+// (min-max), MB/s (10^6 bytes of the unpacked image per second, holes
+// included, as bmaptool counts) and peak RSS; then per peer its time over
+// ours (above 1: we are faster) and informational pass/fail goal lines:
+// dense at least as fast as dd; sparse with a bmap at least 1.5x faster
+// than bmaptool; sparse without a bmap faster than dd and bmaptool
+// --nobmap; skip-holes at least as fast as dd conv=sparse; compressed
+// faster than every peer.
 //
 // It needs bmaptool (apt-get install bmap-tools), zstd, xz, bzip2, lbzip2,
 // dd and sh (testfixtures/qemuimage/deps.sh installs them); -loop needs
 // root and losetup. Run it from the repository root:
 //
-//	go run ./cmd/flashbench [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-only CASE]
+//	go run ./cmd/flashbench [-quick] [-size 1GiB] [-runs 3] [-dir DIR] [-loop] [-cases A,B|all] [-only CASE]
 //
 // Scratch space is about 5 times -size (6 with -loop); it is removed at the
 // end, also on Ctrl-C. Every step is bounded by a context deadline
