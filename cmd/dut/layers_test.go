@@ -54,7 +54,6 @@ var layers = map[string]int{
 	"harness":                   3, // the fixture
 	"testfixtures/":             4, // simulators and builders
 	"cmd/":                      5, // programs
-	"internal/cmd/":             5, // programs still to move to cmd/
 	"examples":                  6, // tests
 	"e2e/":                      6,
 }
