@@ -40,6 +40,11 @@ type DUT struct {
 	// fixed at Acquire (see Config.CleanupReserve).
 	reserve time.Duration
 
+	// hashPending says the last flash recorded on d returned before its
+	// image's SHA-256 was known; wroteFlashReport, that d's artifacts hold
+	// its report.
+	hashPending, wroteFlashReport bool
+
 	propsMu sync.Mutex
 	props   map[string]string // emitted with t.Attr once, at cleanup, with their last values
 }
@@ -218,6 +223,8 @@ func (d *DUT) cleanup() {
 		}
 		t.Errorf("jumpstarter: cleanup of DUT %s failed; it may still be powered; %s: %v", s.dev.Name(), what, err)
 	}
+	// The board is free again; the image's hash may still need a moment.
+	d.recordDeferredHash(cctx)
 	d.flushAttrs()
 }
 
@@ -271,11 +278,15 @@ func (d *DUT) Sub(t testing.TB) *DUT {
 	sub.startTrace()
 	t.Cleanup(func() {
 		sub.writeConsole()
+		ctx, cancel := sub.cleanupContext()
+		defer cancel()
+		sub.recordDeferredHash(ctx)
 		sub.flushAttrs()
 	})
 	sub.recordDevice()
 	if rep, ok := d.s.LastFlash(); ok {
 		sub.recordFlash(rep)
+		sub.hashPending = rep.SHA256 == ""
 	}
 	if d.s.boot > 0 {
 		sub.apply(bootProperties(d.s.boot))
@@ -333,15 +344,40 @@ func (d *DUT) FlashImage(path string) flash.Report {
 	})
 	if rep.Image != "" {
 		d.writeFlashReport(rep, err)
+		d.wroteFlashReport = err == nil
 	}
 	if err != nil {
 		d.fail(err, ctx)
 	}
 	d.recordFlash(rep)
+	d.hashPending = rep.SHA256 == ""
 	if d.root != nil {
 		d.root.recordFlash(rep)
+		d.root.hashPending = d.hashPending
 	}
 	return rep
+}
+
+// recordDeferredHash waits, within ctx, for the SHA-256 of the image the
+// last flash wrote, when the flash returned before it was known, and
+// records it (and d's flash report again, when d wrote it): the property is
+// exact and recorded before the test ends. A hash that fails fails the test.
+func (d *DUT) recordDeferredHash(ctx context.Context) {
+	if !d.hashPending {
+		return
+	}
+	d.hashPending = false
+	sum, err := d.s.ImageHash(ctx)
+	if err != nil {
+		d.t.Errorf("jumpstarter: %v", err)
+		return
+	}
+	rep, _ := d.s.LastFlash()
+	rep.SHA256 = sum
+	d.recordImageHash(rep)
+	if d.wroteFlashReport {
+		d.writeFlashReport(rep, nil)
+	}
 }
 
 // PowerOn connects the storage to the DUT and powers it on.

@@ -2,8 +2,11 @@ package harness_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -185,6 +188,7 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &fr))
 	assert.Equal(t, im.b, fr["image"])
 	sum, _ := f.AttrValue(harness.AttrImageSHA256)
+	assert.Equal(t, fileSHA256(t, im.b), sum, "the property is the image's exact hash")
 	assert.Equal(t, sum, fr["sha256"])
 	assert.Equal(t, true, fr["verified"])
 	assert.Greater(t, fr["mapped_bytes"], 0.0)
@@ -199,6 +203,53 @@ func TestFlashBootProveAndSwitchImages(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(f.Dir, harness.ConsoleRawFile))
 	require.NoError(t, err)
 	assert.Contains(t, string(raw), "\x1b[", "the raw log keeps every byte")
+}
+
+// fileSHA256 returns the hex SHA-256 of the file at path.
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// zstdFile writes the zstd-compressed copy of the file at path beside it.
+func zstdFile(t *testing.T, path string) string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	enc, err := zstd.NewWriter(nil)
+	require.NoError(t, err)
+	out := path + ".zst"
+	require.NoError(t, os.WriteFile(out, enc.EncodeAll(raw, nil), 0o644))
+	return out
+}
+
+// TestTheImageHashFinishesAfterTheFlashAndIsRecordedExactly: a first
+// flash of an image returns before its SHA-256 is known (the write does
+// not wait for it); the property and flash.json carry the exact hash by
+// the end of the test, also when the test ends right after the flash.
+func TestTheImageHashFinishesAfterTheFlashAndIsRecordedExactly(t *testing.T) {
+	t.Parallel()
+	// A compressed image, hashed on a descriptor of its own: a new file,
+	// which the hash cache cannot know.
+	img := zstdFile(t, buildImages(t).a)
+	opts := append(simDrivers(t, 1), harness.WithImage(img))
+	f := faketb.New(t)
+	f.Run(func(tb testing.TB) {
+		rep := harness.Acquire(tb, opts...).Flash()
+		assert.Empty(t, rep.SHA256, "Flash returned before the hash")
+		require.NotNil(t, rep.Hash)
+	})
+	require.False(t, f.Failed(), f.Message())
+	want := fileSHA256(t, img)
+	sum, _ := f.AttrValue(harness.AttrImageSHA256)
+	assert.Equal(t, want, sum)
+	var fr map[string]any
+	b, err := os.ReadFile(filepath.Join(f.Dir, harness.FlashReportFile))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &fr))
+	assert.Equal(t, want, fr["sha256"], "flash.json is written again with the hash")
 }
 
 func TestInfrastructureVersusProductFailures(t *testing.T) {

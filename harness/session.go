@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -246,6 +247,11 @@ func (s *Session) LockPath() string { return s.lease.Path() }
 // Without a bmap the target ends byte-identical to the image; cfg.Bmap and
 // cfg.SkipHoles ask otherwise. A missing, unreadable or corrupt image (or
 // bmap) is a [*ConfigError]; a failure of the storage is an [*InfraError].
+//
+// Flash returns once the target is written, synced and verified: the
+// image's SHA-256, unless the hash cache knew it, is then still being
+// computed (at idle priority, while the DUT boots) and the report's SHA256
+// is empty; [Session.ImageHash] waits for it.
 func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Progress)) (flash.Report, error) {
 	if path == "" {
 		path = s.cfg.Image
@@ -253,7 +259,7 @@ func (s *Session) Flash(ctx context.Context, path string, progress func(flash.Pr
 	ctx, st := s.begin(ctx, "flash", "image", path)
 	rep, err := s.flash(ctx, path, progress)
 	if err == nil {
-		st.Set("bytes", rep.Bytes, "written", rep.MappedBytes, "mode", rep.Mode, "mbps", fmt.Sprintf("%.1f", rep.MBps()), "verified", rep.Verified, "sha256", rep.SHA256)
+		st.Set("bytes", rep.Bytes, "written", rep.MappedBytes, "mode", rep.Mode, "mbps", fmt.Sprintf("%.1f", rep.MBps()), "verified", rep.Verified, "sha256", cmp.Or(rep.SHA256, "pending"))
 	}
 	return rep, st.End(err)
 }
@@ -306,9 +312,32 @@ func (s *Session) flash(ctx context.Context, path string, progress func(flash.Pr
 	if rep.ZeroedBytes > 0 {
 		zeroed = fmt.Sprintf(", %d zeroed (%s)", rep.ZeroedBytes, rep.ZeroedBy)
 	}
-	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %d written%s, mode %s, in %s (%.1f MB/s), verified %v (+%s), sha256 %s%s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedBytes, zeroed, rep.Mode, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), rep.SHA256, cached)
+	s.logf("%s: flashed %s (%s) -> %s: %d bytes, %d written%s, mode %s, in %s (%.1f MB/s), verified %v (+%s), sha256 %s%s", s.dev.Name(), path, rep.Format, target, rep.Bytes, rep.MappedBytes, zeroed, rep.Mode, rep.Duration.Round(time.Millisecond), rep.MBps(), rep.Verified, rep.VerifyDuration.Round(time.Millisecond), cmp.Or(rep.SHA256, "still being computed"), cached)
 	s.flashed = &rep
 	return rep, nil
+}
+
+// ImageHash returns the SHA-256 of the image the last successful Flash
+// wrote, waiting (until ctx ends) for it when the flash returned before it
+// was complete. A hash that failed (the image file changed while it was
+// flashed or hashed) wraps [flash.ErrImage]: the user's error.
+func (s *Session) ImageHash(ctx context.Context) (string, error) {
+	rep := s.flashed
+	switch {
+	case rep == nil:
+		return "", fmt.Errorf("%w: no image was flashed", ErrBadConfig)
+	case rep.SHA256 != "":
+		return rep.SHA256, nil
+	case rep.Hash == nil:
+		return "", fmt.Errorf("the flash of %s left no SHA-256 to wait for", rep.Image)
+	}
+	sum, err := rep.Hash.Wait(ctx)
+	if err != nil {
+		return "", fmt.Errorf("the SHA-256 of %s: %w", rep.Image, err)
+	}
+	rep.SHA256 = sum
+	s.logf("%s: image %s: sha256 %s (computed in %s, beside the rest of the test)", s.dev.Name(), rep.Image, sum, rep.Hash.Duration().Round(time.Millisecond))
+	return sum, nil
 }
 
 // LastFlash returns the report of the last successful Flash, if any.
@@ -560,7 +589,7 @@ func holderFor(test string) Holder {
 // flashOptions are the flash engine's options for this DUT: the progress
 // callback, the driver's target check, and the bmap choice.
 func (s *Session) flashOptions(progress func(flash.Progress)) flash.Options {
-	opts := flash.Options{Progress: progress}
+	opts := flash.Options{Progress: progress, DeferHash: true}
 	if tc, ok := s.dev.(driver.TargetChecker); ok {
 		opts.CheckTarget = tc.CheckTarget
 	}
