@@ -1,0 +1,56 @@
+package wire_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// declaration matches the lines of a .proto file that declare something a
+// reader needs explained: services, rpcs, messages, enums, oneofs, fields
+// and enum values.
+var declaration = regexp.MustCompile(`^\s*(service|rpc|message|enum|oneof)\s|^\s*(repeated\s+|optional\s+)?(map<[^>]+>|[\w.]+)\s+\w+\s*=\s*\d+|^\s*[A-Z][A-Z0-9_]*\s*=\s*\d+;`)
+
+// TestEveryProtoDeclarationIsCommented: in proto/, every service, rpc,
+// message, enum, oneof, field and enum value has a comment right above it.
+func TestEveryProtoDeclarationIsCommented(t *testing.T) {
+	files, err := filepath.Glob("../../proto/jumpstarter/dut/v1/*.proto")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		lines := strings.Split(string(b), "\n")
+		for i, line := range lines {
+			if !declaration.MatchString(line) || strings.HasPrefix(strings.TrimSpace(line), "//") {
+				continue
+			}
+			above := ""
+			if i > 0 {
+				above = strings.TrimSpace(lines[i-1])
+			}
+			assert.True(t, strings.HasPrefix(above, "//"), "%s:%d: %q has no comment above it", filepath.Base(f), i+1, strings.TrimSpace(line))
+		}
+	}
+}
+
+// TestGeneratorsMatchTheRuntime: the generators tools/go.mod pins are the
+// versions of the runtime go.mod pins, so the committed code is what this
+// module's protobuf and connect expect.
+func TestGeneratorsMatchTheRuntime(t *testing.T) {
+	version := func(gomod, module string) string {
+		b, err := os.ReadFile(gomod)
+		require.NoError(t, err)
+		m := regexp.MustCompile(`(?m)^\s*(?:require\s+)?` + regexp.QuoteMeta(module) + `\s+(v\S+)`).FindStringSubmatch(string(b))
+		require.NotNil(t, m, "%s does not require %s", gomod, module)
+		return m[1]
+	}
+	for _, module := range []string{"google.golang.org/protobuf", "connectrpc.com/connect"} {
+		assert.Equal(t, version("../../go.mod", module), version("../../tools/go.mod", module), module)
+	}
+}
