@@ -14,6 +14,11 @@
 //
 // Codes, match names and faults are stable: they are part of the protocol
 // (proto/jumpstarter/dut/v1/error.proto).
+//
+// It also converts the harness's values to and from their wire messages,
+// field for field: a device's description ([DeviceToProto]), a lease
+// holder ([HolderToProto]), the flash report and its progress
+// ([ReportToProto], [ProgressToProto]), storage modes and pin levels.
 package wire
 
 import (
