@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1"
 )
 
 // declaration matches the lines of a .proto file that declare something a
@@ -53,4 +56,41 @@ func TestGeneratorsMatchTheRuntime(t *testing.T) {
 	for _, module := range []string{"google.golang.org/protobuf", "connectrpc.com/connect"} {
 		assert.Equal(t, version("../../go.mod", module), version("../../tools/go.mod", module), module)
 	}
+}
+
+// TestEveryDeviceCallCarriesTheLease: every rpc of the services that act
+// on a device takes a request whose field 1 is "lease", a LeaseRef; the
+// calls that need none are named here.
+func TestEveryDeviceCallCarriesTheLease(t *testing.T) {
+	noLease := map[string]bool{
+		"jumpstarter.dut.v1.FlashService.HasImage":    true, // the cache is the exporter's, not a device's
+		"jumpstarter.dut.v1.FlashService.UploadImage": true,
+	}
+	files := []protoreflect.FileDescriptor{
+		dutv1.File_jumpstarter_dut_v1_power_proto, dutv1.File_jumpstarter_dut_v1_storage_proto,
+		dutv1.File_jumpstarter_dut_v1_flash_proto, dutv1.File_jumpstarter_dut_v1_console_proto,
+		dutv1.File_jumpstarter_dut_v1_pins_proto, dutv1.File_jumpstarter_dut_v1_meter_proto,
+		dutv1.File_jumpstarter_dut_v1_config_proto,
+	}
+	ref := (&dutv1.LeaseRef{}).ProtoReflect().Descriptor().FullName()
+	n := 0
+	for _, f := range files {
+		for i := range f.Services().Len() {
+			svc := f.Services().Get(i)
+			for j := range svc.Methods().Len() {
+				m := svc.Methods().Get(j)
+				name := string(svc.FullName()) + "." + string(m.Name())
+				if noLease[name] {
+					continue
+				}
+				n++
+				field := m.Input().Fields().ByNumber(1)
+				if assert.NotNil(t, field, "%s: its request has no field 1", name) {
+					assert.Equal(t, protoreflect.Name("lease"), field.Name(), name)
+					assert.Equal(t, ref, field.Message().FullName(), name)
+				}
+			}
+		}
+	}
+	assert.Equal(t, 19, n, "the device calls (add a new one to this count)")
 }
