@@ -86,6 +86,28 @@ func (Fault) EnumDescriptor() ([]byte, []int) {
 // that the client rebuilds an error that matches the same sentinels the
 // local driver's would: a remote "powered off" is driver.ErrPoweredOff
 // under errors.Is.
+//
+// The connect code and the fault of each driver code (remote/wire):
+//
+//	closed               FailedPrecondition  lab
+//	powered_off          FailedPrecondition  caller
+//	powered_on           FailedPrecondition  caller
+//	storage_not_on_host  FailedPrecondition  caller
+//	console_busy         FailedPrecondition  caller
+//	gone                 Unavailable         lab
+//	busy                 Aborted             lab
+//	invalid_argument     InvalidArgument     caller
+//	unsupported          Unimplemented       caller
+//	bad_config           FailedPrecondition  lab (the exporter's driver)
+//	no_device            NotFound            caller
+//
+// Without a driver code: flash.image, flash.bmap, flash.too_big
+// InvalidArgument (caller); flash.target Internal and flash.verify
+// DataLoss (lab); lease.nothing_found NotFound (lab); the context's errors
+// Canceled and DeadlineExceeded (unspecified); anything else Unknown (lab).
+// An error without an ErrorDetail (from a proxy, or the exporter
+// unreachable) is told by its connect code; Unavailable then means the
+// device is gone.
 type ErrorDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Code is the harness/driver Code of the error ("closed", "powered_off",

@@ -49,8 +49,8 @@ type ConsoleServiceClient interface {
 	// ReadConsole streams the transcript from offset on: what is there now,
 	// then each new byte as the device writes it, until the call ends or the
 	// lease does. An offset past the transcript's end waits for it; one
-	// before the part the exporter still keeps fails with the code
-	// "out_of_range" (connect code OutOfRange).
+	// before the part the exporter still keeps fails with the connect
+	// code OutOfRange (and no driver code).
 	ReadConsole(context.Context, *connect.Request[dutv1.ReadConsoleRequest]) (*connect.ServerStreamForClient[dutv1.ReadConsoleResponse], error)
 	// WriteConsole writes bytes to the console, all or nothing.
 	WriteConsole(context.Context, *connect.Request[dutv1.WriteConsoleRequest]) (*connect.Response[dutv1.WriteConsoleResponse], error)
@@ -103,8 +103,8 @@ type ConsoleServiceHandler interface {
 	// ReadConsole streams the transcript from offset on: what is there now,
 	// then each new byte as the device writes it, until the call ends or the
 	// lease does. An offset past the transcript's end waits for it; one
-	// before the part the exporter still keeps fails with the code
-	// "out_of_range" (connect code OutOfRange).
+	// before the part the exporter still keeps fails with the connect
+	// code OutOfRange (and no driver code).
 	ReadConsole(context.Context, *connect.Request[dutv1.ReadConsoleRequest], *connect.ServerStream[dutv1.ReadConsoleResponse]) error
 	// WriteConsole writes bytes to the console, all or nothing.
 	WriteConsole(context.Context, *connect.Request[dutv1.WriteConsoleRequest]) (*connect.Response[dutv1.WriteConsoleResponse], error)
