@@ -98,7 +98,7 @@ var matchNames = []struct {
 	{"flash.bmap", flash.ErrBmap, connect.CodeInvalidArgument, FaultCaller},
 	{"flash.too_big", flash.ErrTooBig, connect.CodeInvalidArgument, FaultCaller},
 	{"flash.target", flash.ErrTarget, connect.CodeInternal, FaultLab},
-	{"flash.verify", flash.ErrVerify, connect.CodeDataLoss, FaultLab},
+	{"flash.verify", flash.ErrVerify, connect.CodeInternal, FaultLab},
 	{"context.canceled", context.Canceled, connect.CodeCanceled, FaultUnspecified},
 	{"context.deadline_exceeded", context.DeadlineExceeded, connect.CodeDeadlineExceeded, FaultUnspecified},
 }

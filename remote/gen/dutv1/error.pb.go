@@ -101,10 +101,11 @@ func (Fault) EnumDescriptor() ([]byte, []int) {
 //	bad_config           FailedPrecondition  lab (the exporter's driver)
 //	no_device            NotFound            caller
 //
-// Without a driver code: flash.image, flash.bmap, flash.too_big
-// InvalidArgument (caller); flash.target Internal and flash.verify
-// DataLoss (lab); lease.nothing_found NotFound (lab); the context's errors
-// Canceled and DeadlineExceeded (unspecified); anything else Unknown (lab).
+// Without a driver code: flash.image, flash.bmap, flash.too_big and
+// lease.bad_request InvalidArgument (caller); flash.target and
+// flash.verify Internal (lab); the context's errors Canceled and
+// DeadlineExceeded (unspecified); anything else Unknown (lab). With
+// lease.nothing_found (which comes with no_device) the fault is the lab's.
 // An error without an ErrorDetail (from a proxy, or the exporter
 // unreachable) is told by its connect code; Unavailable then means the
 // device is gone.
