@@ -39,8 +39,30 @@ func init() {
 	errorsByToken["bmap"] = fmt.Errorf("flash: %w: %w", flash.ErrImage, flash.ErrBmap)
 	errorsByToken["verify"] = fmt.Errorf("flash: %w: %w", flash.ErrTarget, flash.ErrVerify)
 	errorsByToken["plain"] = errors.New("the exporter's disk is full")
+	errorsByToken["nothing-found"] = nothingFound()
+	errorsByToken["bad-request"] = fmt.Errorf("lease: %w", lease.ErrBadRequest)
 	errorsByToken["permission"] = connect.NewError(connect.CodePermissionDenied, errors.New("lease token of another device"))
 }
+
+// nothingFound is the real error of a selection whose drivers found no
+// device at all: no_device, but the lab's fault.
+func nothingFound() error {
+	f, err := lease.Discover(context.Background(), lease.Request{Drivers: []driver.Driver{emptyDriver{}}})
+	if err != nil {
+		panic(err)
+	}
+	_, err = f.Select(lease.Request{Name: "sim-0"})
+	if !errors.Is(err, lease.ErrNothingFound) {
+		panic(fmt.Sprintf("Select of nothing: %v", err))
+	}
+	return err
+}
+
+// emptyDriver finds no device.
+type emptyDriver struct{ fakeDriver }
+
+func (emptyDriver) Name() string                                    { return "empty" }
+func (emptyDriver) Discover(context.Context) ([]driver.Info, error) { return nil, nil }
 
 // powerService fails PowerOn with errorsByToken[token].
 type powerService struct {
@@ -212,6 +234,8 @@ func TestOtherErrorsRoundTrip(t *testing.T) {
 		{"image", []error{flash.ErrImage}, []error{flash.ErrTarget, flash.ErrBmap}, connect.CodeInvalidArgument, wire.FaultCaller},
 		{"bmap", []error{flash.ErrImage, flash.ErrBmap}, []error{flash.ErrTarget}, connect.CodeInvalidArgument, wire.FaultCaller},
 		{"verify", []error{flash.ErrTarget, flash.ErrVerify}, []error{flash.ErrImage}, connect.CodeInternal, wire.FaultLab},
+		{"nothing-found", []error{driver.ErrNoDevice, lease.ErrNothingFound}, []error{lease.ErrBadRequest}, connect.CodeNotFound, wire.FaultLab},
+		{"bad-request", []error{lease.ErrBadRequest}, []error{driver.ErrNoDevice}, connect.CodeInvalidArgument, wire.FaultCaller},
 		{"plain", nil, []error{driver.ErrGone, flash.ErrTarget}, connect.CodeUnknown, wire.FaultLab},
 		{"permission", nil, []error{driver.ErrInvalidArgument}, connect.CodePermissionDenied, wire.FaultCaller},
 	}
