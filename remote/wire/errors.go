@@ -259,14 +259,28 @@ type DeviceHolder struct {
 }
 
 func (e *Error) Error() string {
+	if e.Exporter == "" {
+		return "exporter: " + e.Message
+	}
 	return fmt.Sprintf("exporter %s: %s", e.Exporter, e.Message)
 }
 
 // Unwrap returns the [*connect.Error] the client received.
-func (e *Error) Unwrap() error { return e.connectErr }
+func (e *Error) Unwrap() error {
+	if e.connectErr == nil {
+		return nil
+	}
+	return e.connectErr
+}
 
-// ConnectCode is the connect code the error came with.
-func (e *Error) ConnectCode() connect.Code { return e.connectErr.Code() }
+// ConnectCode is the connect code the error came with (Unknown for an
+// Error not made by [FromConnect]).
+func (e *Error) ConnectCode() connect.Code {
+	if e.connectErr == nil {
+		return connect.CodeUnknown
+	}
+	return e.connectErr.Code()
+}
 
 // Is reports whether target is the sentinel of e's Code or one of the
 // errors e's Matches name.

@@ -367,4 +367,9 @@ func TestNilAndForeignErrorsPassThrough(t *testing.T) {
 	assert.NoError(t, wire.FromConnect(nil, exporterName))
 	plain := errors.New("plain")
 	assert.Same(t, plain, wire.FromConnect(plain, exporterName))
+	zero := &wire.Error{Code: "gone", Message: "m"}
+	assert.NoError(t, zero.Unwrap(), "an Error made by hand wraps nothing (not a nil *connect.Error)")
+	assert.Equal(t, connect.CodeUnknown, zero.ConnectCode())
+	assert.ErrorIs(t, zero, driver.ErrGone)
+	assert.Equal(t, "exporter: m", zero.Error())
 }
