@@ -53,6 +53,7 @@ const (
 	FaultLab Fault = Fault(dutv1.Fault_FAULT_LAB)
 )
 
+// String names the fault: "caller", "lab" or "unspecified".
 func (f Fault) String() string {
 	switch f {
 	case FaultCaller:
@@ -258,6 +259,7 @@ type DeviceHolder struct {
 	User string
 }
 
+// Error is the exporter's message, prefixed with the exporter's name.
 func (e *Error) Error() string {
 	if e.Exporter == "" {
 		return "exporter: " + e.Message

@@ -16,6 +16,7 @@ func ServerInterceptor(exporter string) connect.Interceptor { return serverInter
 
 type serverInterceptor string
 
+// WrapUnary converts a unary handler's error.
 func (s serverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		resp, err := next(ctx, req)
@@ -26,10 +27,12 @@ func (s serverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// WrapStreamingClient leaves clients alone: this is the exporter's side.
 func (s serverInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return next
 }
 
+// WrapStreamingHandler converts a streaming handler's error.
 func (s serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		if err := next(ctx, conn); err != nil {
@@ -48,6 +51,7 @@ func ClientInterceptor(exporter string) connect.Interceptor { return clientInter
 
 type clientInterceptor string
 
+// WrapUnary converts a unary call's error.
 func (c clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		resp, err := next(ctx, req)
@@ -58,12 +62,15 @@ func (c clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// WrapStreamingClient converts the errors of a stream's Send, Receive
+// and CloseResponse.
 func (c clientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		return &clientConn{StreamingClientConn: next(ctx, spec), exporter: string(c)}
 	}
 }
 
+// WrapStreamingHandler leaves handlers alone: this is the client's side.
 func (c clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
@@ -82,8 +89,11 @@ func (c *clientConn) convert(err error) error {
 	return FromConnect(err, c.exporter)
 }
 
+// Send sends msg; its error (io.EOF: look at Receive) converted.
 func (c *clientConn) Send(msg any) error { return c.convert(c.StreamingClientConn.Send(msg)) }
 
+// Receive receives into msg; its error converted, io.EOF kept.
 func (c *clientConn) Receive(msg any) error { return c.convert(c.StreamingClientConn.Receive(msg)) }
 
+// CloseResponse closes the response side; its error converted.
 func (c *clientConn) CloseResponse() error { return c.convert(c.StreamingClientConn.CloseResponse()) }
