@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1"
 )
@@ -59,8 +60,9 @@ func TestGeneratorsMatchTheRuntime(t *testing.T) {
 }
 
 // TestEveryDeviceCallCarriesTheLease: every rpc of the services that act
-// on a device takes a request whose field 1 is "lease", a LeaseRef; the
-// calls that need none are named here.
+// on a device takes a request whose field 1 is "lease", a LeaseRef, and is
+// never served as an HTTP GET (a token must not sit in a URL); the calls
+// that need no lease are named here.
 func TestEveryDeviceCallCarriesTheLease(t *testing.T) {
 	noLease := map[string]bool{
 		"jumpstarter.dut.v1.FlashService.HasImage":    true, // the cache is the exporter's, not a device's
@@ -89,6 +91,9 @@ func TestEveryDeviceCallCarriesTheLease(t *testing.T) {
 					assert.Equal(t, protoreflect.Name("lease"), field.Name(), name)
 					assert.Equal(t, ref, field.Message().FullName(), name)
 				}
+				opts, _ := m.Options().(*descriptorpb.MethodOptions)
+				assert.NotEqual(t, descriptorpb.MethodOptions_NO_SIDE_EFFECTS, opts.GetIdempotencyLevel(),
+					"%s carries a lease token: it must not be served as an HTTP GET (use IDEMPOTENT)", name)
 			}
 		}
 	}

@@ -330,9 +330,9 @@ const file_jumpstarter_dut_v1_config_proto_rawDesc = "" +
 	"\x16ListConfigKeysResponse\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\tR\x04keys2\xb6\x02\n" +
 	"\rConfigService\x12]\n" +
-	"\tGetConfig\x12$.jumpstarter.dut.v1.GetConfigRequest\x1a%.jumpstarter.dut.v1.GetConfigResponse\"\x03\x90\x02\x01\x12X\n" +
+	"\tGetConfig\x12$.jumpstarter.dut.v1.GetConfigRequest\x1a%.jumpstarter.dut.v1.GetConfigResponse\"\x03\x90\x02\x02\x12X\n" +
 	"\tSetConfig\x12$.jumpstarter.dut.v1.SetConfigRequest\x1a%.jumpstarter.dut.v1.SetConfigResponse\x12l\n" +
-	"\x0eListConfigKeys\x12).jumpstarter.dut.v1.ListConfigKeysRequest\x1a*.jumpstarter.dut.v1.ListConfigKeysResponse\"\x03\x90\x02\x01B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
+	"\x0eListConfigKeys\x12).jumpstarter.dut.v1.ListConfigKeysRequest\x1a*.jumpstarter.dut.v1.ListConfigKeysResponse\"\x03\x90\x02\x02B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
 
 var (
 	file_jumpstarter_dut_v1_config_proto_rawDescOnce sync.Once

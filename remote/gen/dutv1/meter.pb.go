@@ -145,7 +145,7 @@ const file_jumpstarter_dut_v1_meter_proto_rawDesc = "" +
 	"\x04amps\x18\x02 \x01(\x01R\x04amps\x12\x14\n" +
 	"\x05watts\x18\x03 \x01(\x01R\x05watts2m\n" +
 	"\fMeterService\x12]\n" +
-	"\tReadPower\x12$.jumpstarter.dut.v1.ReadPowerRequest\x1a%.jumpstarter.dut.v1.ReadPowerResponse\"\x03\x90\x02\x01B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
+	"\tReadPower\x12$.jumpstarter.dut.v1.ReadPowerRequest\x1a%.jumpstarter.dut.v1.ReadPowerResponse\"\x03\x90\x02\x02B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
 
 var (
 	file_jumpstarter_dut_v1_meter_proto_rawDescOnce sync.Once

@@ -294,7 +294,7 @@ const file_jumpstarter_dut_v1_pins_proto_rawDesc = "" +
 	"\x12PIN_LEVEL_FLOATING\x10\x032\xb9\x01\n" +
 	"\n" +
 	"PinService\x12Z\n" +
-	"\bListPins\x12#.jumpstarter.dut.v1.ListPinsRequest\x1a$.jumpstarter.dut.v1.ListPinsResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\bListPins\x12#.jumpstarter.dut.v1.ListPinsRequest\x1a$.jumpstarter.dut.v1.ListPinsResponse\"\x03\x90\x02\x02\x12O\n" +
 	"\x06SetPin\x12!.jumpstarter.dut.v1.SetPinRequest\x1a\".jumpstarter.dut.v1.SetPinResponseB<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
 
 var (

@@ -808,7 +808,7 @@ const file_jumpstarter_dut_v1_power_proto_rawDesc = "" +
 	"\bPowerOff\x12#.jumpstarter.dut.v1.PowerOffRequest\x1a$.jumpstarter.dut.v1.PowerOffResponse\x12[\n" +
 	"\n" +
 	"PowerCycle\x12%.jumpstarter.dut.v1.PowerCycleRequest\x1a&.jumpstarter.dut.v1.PowerCycleResponse\x12i\n" +
-	"\rGetPowerState\x12(.jumpstarter.dut.v1.GetPowerStateRequest\x1a).jumpstarter.dut.v1.GetPowerStateResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\rGetPowerState\x12(.jumpstarter.dut.v1.GetPowerStateRequest\x1a).jumpstarter.dut.v1.GetPowerStateResponse\"\x03\x90\x02\x02\x12R\n" +
 	"\aForceOn\x12\".jumpstarter.dut.v1.ForceOnRequest\x1a#.jumpstarter.dut.v1.ForceOnResponse\x12U\n" +
 	"\bForceOff\x12#.jumpstarter.dut.v1.ForceOffRequest\x1a$.jumpstarter.dut.v1.ForceOffResponse\x12O\n" +
 	"\x06Rescue\x12!.jumpstarter.dut.v1.RescueRequest\x1a\".jumpstarter.dut.v1.RescueResponse\x12L\n" +

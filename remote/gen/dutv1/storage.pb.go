@@ -300,7 +300,7 @@ const file_jumpstarter_dut_v1_storage_proto_rawDesc = "" +
 	"\n" +
 	"SetStorage\x12%.jumpstarter.dut.v1.SetStorageRequest\x1a&.jumpstarter.dut.v1.SetStorageResponse\x12`\n" +
 	"\n" +
-	"GetStorage\x12%.jumpstarter.dut.v1.GetStorageRequest\x1a&.jumpstarter.dut.v1.GetStorageResponse\"\x03\x90\x02\x01B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
+	"GetStorage\x12%.jumpstarter.dut.v1.GetStorageRequest\x1a&.jumpstarter.dut.v1.GetStorageResponse\"\x03\x90\x02\x02B<Z:github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1b\x06proto3"
 
 var (
 	file_jumpstarter_dut_v1_storage_proto_rawDescOnce sync.Once

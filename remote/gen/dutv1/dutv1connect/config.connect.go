@@ -71,7 +71,7 @@ func NewConfigServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+ConfigServiceGetConfigProcedure,
 			connect.WithSchema(configServiceMethods.ByName("GetConfig")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 		setConfig: connect.NewClient[dutv1.SetConfigRequest, dutv1.SetConfigResponse](
@@ -84,7 +84,7 @@ func NewConfigServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			httpClient,
 			baseURL+ConfigServiceListConfigKeysProcedure,
 			connect.WithSchema(configServiceMethods.ByName("ListConfigKeys")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -135,7 +135,7 @@ func NewConfigServiceHandler(svc ConfigServiceHandler, opts ...connect.HandlerOp
 		ConfigServiceGetConfigProcedure,
 		svc.GetConfig,
 		connect.WithSchema(configServiceMethods.ByName("GetConfig")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	configServiceSetConfigHandler := connect.NewUnaryHandler(
@@ -148,7 +148,7 @@ func NewConfigServiceHandler(svc ConfigServiceHandler, opts ...connect.HandlerOp
 		ConfigServiceListConfigKeysProcedure,
 		svc.ListConfigKeys,
 		connect.WithSchema(configServiceMethods.ByName("ListConfigKeys")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/jumpstarter.dut.v1.ConfigService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -60,7 +60,7 @@ func NewMeterServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+MeterServiceReadPowerProcedure,
 			connect.WithSchema(meterServiceMethods.ByName("ReadPower")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -93,7 +93,7 @@ func NewMeterServiceHandler(svc MeterServiceHandler, opts ...connect.HandlerOpti
 		MeterServiceReadPowerProcedure,
 		svc.ReadPower,
 		connect.WithSchema(meterServiceMethods.ByName("ReadPower")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/jumpstarter.dut.v1.MeterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

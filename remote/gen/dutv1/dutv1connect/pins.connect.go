@@ -65,7 +65,7 @@ func NewPinServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			httpClient,
 			baseURL+PinServiceListPinsProcedure,
 			connect.WithSchema(pinServiceMethods.ByName("ListPins")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 		setPin: connect.NewClient[dutv1.SetPinRequest, dutv1.SetPinResponse](
@@ -113,7 +113,7 @@ func NewPinServiceHandler(svc PinServiceHandler, opts ...connect.HandlerOption) 
 		PinServiceListPinsProcedure,
 		svc.ListPins,
 		connect.WithSchema(pinServiceMethods.ByName("ListPins")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	pinServiceSetPinHandler := connect.NewUnaryHandler(

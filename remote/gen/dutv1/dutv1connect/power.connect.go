@@ -117,7 +117,7 @@ func NewPowerServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+PowerServiceGetPowerStateProcedure,
 			connect.WithSchema(powerServiceMethods.ByName("GetPowerState")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 		forceOn: connect.NewClient[dutv1.ForceOnRequest, dutv1.ForceOnResponse](
@@ -257,7 +257,7 @@ func NewPowerServiceHandler(svc PowerServiceHandler, opts ...connect.HandlerOpti
 		PowerServiceGetPowerStateProcedure,
 		svc.GetPowerState,
 		connect.WithSchema(powerServiceMethods.ByName("GetPowerState")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	powerServiceForceOnHandler := connect.NewUnaryHandler(

@@ -75,7 +75,7 @@ func NewStorageServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			httpClient,
 			baseURL+StorageServiceGetStorageProcedure,
 			connect.WithSchema(storageServiceMethods.ByName("GetStorage")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -125,7 +125,7 @@ func NewStorageServiceHandler(svc StorageServiceHandler, opts ...connect.Handler
 		StorageServiceGetStorageProcedure,
 		svc.GetStorage,
 		connect.WithSchema(storageServiceMethods.ByName("GetStorage")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/jumpstarter.dut.v1.StorageService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
