@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: mutants all test lint unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
+.PHONY: mutants all test lint proto proto-check unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -23,6 +23,17 @@ lint: qemu-deps
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
 	CGO_ENABLED=0 $(GO) vet ./dutlink/...
+	proto/gen.sh -check
+
+## proto: regenerate the protocol's Go code (remote/gen) from proto/ with the pinned generators
+## (protoc-gen-go and protoc-gen-connect-go of tools/go.mod, Debian's protoc 3.21.12: qemu-deps).
+proto: qemu-deps
+	proto/gen.sh
+
+## proto-check: regenerate into a temporary folder and compare with the committed code; fails
+## naming each file that differs (part of lint).
+proto-check: qemu-deps
+	proto/gen.sh -check
 
 ## unit: every test twice in a shuffled order (-count=2 -shuffle=on), so a test that cannot repeat,
 ## or that depends on another's leftovers, fails here rather than in a user's -count run.

@@ -1,8 +1,9 @@
 module github.com/jumpstarter-dev/jumpstarter-go
 
-go 1.26
+go 1.26.0
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/google/gousb v1.1.3
 	github.com/klauspost/compress v1.20.3
 	github.com/spf13/cobra v1.10.2
@@ -11,6 +12,7 @@ require (
 	go.bug.st/serial v1.8.0
 	golang.org/x/sys v0.43.0
 	golang.org/x/term v0.42.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (

@@ -1,12 +1,18 @@
-// Module tools pins the developer tools the project runs (gotestsum), apart
-// from the library's own go.mod so that its users do not inherit them.
+// Module tools pins the developer tools the project runs (gotestsum; the
+// protobuf and connect code generators of make proto), apart from the
+// library's own go.mod so that its users do not inherit them.
 module github.com/jumpstarter-dev/jumpstarter-go/tools
 
-go 1.26
+go 1.26.0
 
-tool gotest.tools/gotestsum
+tool (
+	connectrpc.com/connect/cmd/protoc-gen-connect-go
+	google.golang.org/protobuf/cmd/protoc-gen-go
+	gotest.tools/gotestsum
+)
 
 require (
+	connectrpc.com/connect v1.21.1 // indirect
 	github.com/bitfield/gotestdox v0.2.2 // indirect
 	github.com/dnephin/pflag v1.0.7 // indirect
 	github.com/fatih/color v1.18.0 // indirect
@@ -20,5 +26,6 @@ require (
 	golang.org/x/term v0.35.0 // indirect
 	golang.org/x/text v0.17.0 // indirect
 	golang.org/x/tools v0.36.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 	gotest.tools/gotestsum v1.13.0 // indirect
 )

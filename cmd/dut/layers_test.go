@@ -56,6 +56,12 @@ var layers = map[string]int{
 	"cmd/":                      5, // programs
 	"examples":                  6, // tests
 	"e2e/":                      6,
+
+	// The protocol: its generated code (protobuf and connect only) low,
+	// its Go side above harness/driver, harness/flash and harness/lease.
+	"remote/gen/dutv1":              0,
+	"remote/gen/dutv1/dutv1connect": 1,
+	"remote/":                       3,
 }
 
 // rank returns the layer of the package at path p (relative to the module).

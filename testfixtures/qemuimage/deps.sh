@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - install the Debian packages that build.sh (the QEMU virtual DUT's images), booting
 # those images with QEMU, the DUTlink driver's libusb (cgo) and the flash engine's tests against real
-# tools need.
+# tools need, and protoc for the protocol's generated code (make proto-check).
 #
 # Usage: testfixtures/qemuimage/deps.sh        (as root; CI: sudo testfixtures/qemuimage/deps.sh)
 #
@@ -44,6 +44,9 @@ PKGS=(
   # the bare baseline of make bench-qemu (cmd/bootbench)
   expect          # bare.exp
   socat           # bare.exp: QEMU's console and QMP sockets
+  # make proto, make proto-check (proto/gen.sh): the compiler and its well-known types
+  protobuf-compiler # protoc 3.21.12
+  libprotobuf-dev   # google/protobuf/*.proto (timestamp, duration)
 )
 
 command -v dpkg-query >/dev/null || { echo "deps.sh: this needs a Debian-based system (no dpkg-query)" >&2; exit 1; }
