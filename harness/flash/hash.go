@@ -151,15 +151,27 @@ func (ih *imageHasher) readFile(ctx context.Context) {
 	ih.h.resolve(sum, err)
 }
 
-func (ih *imageHasher) hashOwnDescriptor(ctx context.Context) (string, error) {
+// openImage opens the image file on a descriptor of the hasher's own and
+// makes sure it is still the file the write began with.
+func (ih *imageHasher) openImage() (*os.File, error) {
 	f, err := os.Open(ih.path)
 	if err != nil {
-		return ih.check(nil, "", err)
+		_, err = ih.check(nil, "", err)
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !os.SameFile(st, ih.before) {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s was replaced while it was flashed", ErrImage, ih.path)
+	}
+	return f, nil
+}
+
+func (ih *imageHasher) hashOwnDescriptor(ctx context.Context) (string, error) {
+	f, err := ih.openImage()
+	if err != nil {
+		return "", err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !os.SameFile(st, ih.before) {
-		return "", fmt.Errorf("%w: %s was replaced while it was flashed", ErrImage, ih.path)
-	}
 	sum, err := hashFile(ctx, f, ih.size, ih.direct)
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w: %w", errHashStopped, ctx.Err())
@@ -304,14 +316,11 @@ func (t *teeHasher) run(ctx context.Context) {
 
 func (t *teeHasher) hash(ctx context.Context) (string, error) {
 	ih := t.ih
-	f, err := os.Open(ih.path)
+	f, err := ih.openImage()
 	if err != nil {
-		return ih.check(nil, "", err)
+		return "", err
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !os.SameFile(st, ih.before) {
-		return "", fmt.Errorf("%w: %s was replaced while it was flashed", ErrImage, ih.path)
-	}
 	data, ok := dataExtents(f, ih.size)
 	if !ok {
 		data = [][2]int64{{0, ih.size}}
