@@ -280,7 +280,7 @@ const powerReadTimeout = 5 * time.Second
 // reading as properties; a failure is only logged (it is evidence, not a
 // test step).
 func (d *DUT) recordPower(ctx context.Context) {
-	m, ok := d.s.dev.(driver.PowerMeter)
+	m, ok := driver.Has[driver.PowerMeter](d.s.dev)
 	if !ok {
 		return
 	}

@@ -162,7 +162,7 @@ func (s *Session) open(ctx context.Context) error {
 		clearUnclean(s.lease.Path())
 		s.unclean = nil
 	}
-	if mux, ok := s.dev.(driver.StorageMux); ok {
+	if mux, ok := driver.Has[driver.StorageMux](s.dev); ok {
 		if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
 			return err
 		}
@@ -269,6 +269,9 @@ func (s *Session) flash(ctx context.Context, path string, progress func(flash.Pr
 	if _, err := flash.CheckImage(path); err != nil {
 		return flash.Report{Image: path}, &ConfigError{Step: "flash", Device: s.dev.Name(), Err: err}
 	}
+	if f, ok := s.dev.(flash.Flasher); ok {
+		return s.flashBy(ctx, f, path, progress)
+	}
 	mux, err := driver.As[driver.StorageMux](s.dev)
 	if err != nil {
 		return flash.Report{Image: path}, &InfraError{Step: "flash", Device: s.dev.Name(), Err: err}
@@ -297,6 +300,26 @@ func (s *Session) flash(ctx context.Context, path string, progress func(flash.Pr
 	rep, err := flash.Write(fctx, path, target, opts)
 	st.Set("bytes", rep.Bytes)
 	st.End(err)
+	return s.wrote(rep, err, path, target)
+}
+
+// flashBy is flash for a device that writes images itself (a remote
+// device: its exporter runs the engine beside the storage).
+func (s *Session) flashBy(ctx context.Context, f flash.Flasher, path string, progress func(flash.Progress)) (flash.Report, error) {
+	if err := s.off(ctx); err != nil {
+		return flash.Report{Image: path}, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.FlashTimeout)
+	defer cancel()
+	fctx, st := step.Start(fctx, "write", "by", s.dev.Driver(), "timeout", s.cfg.FlashTimeout)
+	rep, err := f.FlashImage(fctx, path, s.flashOptions(progress))
+	st.Set("bytes", rep.Bytes, "target", rep.Target)
+	st.End(err)
+	return s.wrote(rep, err, path, rep.Target)
+}
+
+// wrote logs and types the outcome of a write and records its report.
+func (s *Session) wrote(rep flash.Report, err error, path, target string) (flash.Report, error) {
 	if err != nil {
 		s.logf("%s: flash %s -> %s failed after %d bytes: %v", s.dev.Name(), path, target, rep.Bytes, err)
 		if IsConfiguration(err) {
@@ -373,7 +396,7 @@ func (s *Session) PowerCycle(ctx context.Context) error {
 
 // powerOn is PowerOn inside its step: the storage to the DUT, then power.
 func (s *Session) powerOn(ctx context.Context, pw driver.Power) error {
-	if mux, ok := s.dev.(driver.StorageMux); ok {
+	if mux, ok := driver.Has[driver.StorageMux](s.dev); ok {
 		if err := s.step(ctx, "storage dut", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageDUT) }); err != nil {
 			return err
 		}
@@ -408,7 +431,7 @@ func (s *Session) bounded(ctx context.Context, name string, fn func(context.Cont
 // poweredOff reports whether the harness powered the DUT off (or never on):
 // then no new console output can come.
 func (s *Session) poweredOff() bool {
-	_, hasPower := s.dev.(driver.Power)
+	_, hasPower := driver.Has[driver.Power](s.dev)
 	return hasPower && !s.on
 }
 
@@ -444,8 +467,8 @@ func (s *Session) off(ctx context.Context) error {
 }
 
 func (s *Session) cutPower(ctx context.Context) error {
-	pw, hasPower := s.dev.(driver.Power)
-	fp, hasForce := s.dev.(driver.ForcePower)
+	pw, hasPower := driver.Has[driver.Power](s.dev)
+	fp, hasForce := driver.Has[driver.ForcePower](s.dev)
 	if !hasPower && !hasForce {
 		return nil
 	}
@@ -554,7 +577,7 @@ func (s *Session) Close(ctx context.Context) error {
 		}
 	}
 	if s.dev != nil {
-		if mux, ok := s.dev.(driver.StorageMux); ok {
+		if mux, ok := driver.Has[driver.StorageMux](s.dev); ok {
 			if err := s.step(ctx, "storage off", func(ctx context.Context) error { return mux.SetStorage(ctx, driver.StorageOff) }); err != nil {
 				errs = append(errs, err)
 			}

@@ -216,8 +216,8 @@ func (a *app) flash(ctx context.Context, cfg config, d driver.Device, image stri
 // powerOff powers d off through its power-off sequence, or, when that fails
 // or it has none, by cutting the power, as the harness does.
 func powerOff(ctx context.Context, cfg config, d driver.Device) error {
-	pw, hasPower := d.(driver.Power)
-	fp, hasForce := d.(driver.ForcePower)
+	pw, hasPower := driver.Has[driver.Power](d)
+	fp, hasForce := driver.Has[driver.ForcePower](d)
 	var err error
 	if hasPower {
 		if err = step(ctx, cfg, "power off", pw.PowerOff); err == nil {

@@ -59,9 +59,14 @@ var layers = map[string]int{
 
 	// The protocol: its generated code (protobuf and connect only) low,
 	// its Go side above harness/driver, harness/flash and harness/lease.
+	// The image cache is standard library only; the exporter and the
+	// remote driver stand on the wire package, beside each other.
 	"remote/gen/dutv1":              0,
 	"remote/gen/dutv1/dutv1connect": 1,
-	"remote/":                       3,
+	"remote/imagecache":             0,
+	"remote/wire":                   3,
+	"remote/exporter":               4,
+	"remote":                        4,
 }
 
 // rank returns the layer of the package at path p (relative to the module).

@@ -150,7 +150,7 @@ dut power force-off cuts the power directly.`,
 					return "", err
 				}
 				if err := step(ctx, cfg, "power off", pw.PowerOff); err != nil {
-					if _, ok := d.(driver.ForcePower); ok {
+					if _, ok := driver.Has[driver.ForcePower](d); ok {
 						return "", fmt.Errorf("%w; to cut the power anyway: dut power force-off %s", err, d.Name())
 					}
 					return "", err
@@ -238,7 +238,7 @@ power, connect the storage to the DUT (unless --keep-storage) and power it on.`,
 
 // storageToDUT connects a storage mux, if the device has one, to the DUT.
 func storageToDUT(ctx context.Context, cfg config, d driver.Device, o powerOpts) error {
-	mux, ok := d.(driver.StorageMux)
+	mux, ok := driver.Has[driver.StorageMux](d)
 	if !ok || o.keepStorage {
 		return nil
 	}

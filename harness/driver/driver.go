@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -136,39 +137,83 @@ func InfoOf(dev Device) Info {
 	return info
 }
 
+// Capable is implemented by a device whose type has the methods of
+// capabilities it may not offer: a remote device has every capability's
+// methods and offers what its exporter's device has. Capabilities names the
+// ones it offers (as [CapabilitiesOf] names them); [Has], [As] and
+// [CapabilitiesOf] go by it.
+type Capable interface {
+	Capabilities() []string
+}
+
+// capabilities are the capability interfaces, by name, in the fixed order.
+var capabilities = []struct {
+	name string
+	typ  reflect.Type
+}{
+	{"power", reflect.TypeFor[Power]()},
+	{"force_power", reflect.TypeFor[ForcePower]()},
+	{"rescue", reflect.TypeFor[Rescuer]()},
+	{"reset", reflect.TypeFor[Resetter]()},
+	{"storage", reflect.TypeFor[StorageMux]()},
+	{"console", reflect.TypeFor[ConsolePort]()},
+	{"pins", reflect.TypeFor[Pins]()},
+	{"meter", reflect.TypeFor[PowerMeter]()},
+	{"config", reflect.TypeFor[Configurer]()},
+}
+
 // CapabilitiesOf names the capabilities v implements, in a fixed order:
 // "power", "force_power", "rescue", "reset", "storage", "console", "pins",
 // "meter", "config". v may be a nil pointer of a device type, which lets
-// a driver describe devices it has not opened.
+// a driver describe devices it has not opened. A [Capable] v names its own
+// (those of them it implements).
 func CapabilitiesOf(v any) []string {
-	var caps []string
-	add := func(ok bool, name string) {
-		if ok {
-			caps = append(caps, name)
+	caps := []string{}
+	if v == nil {
+		return caps
+	}
+	t := reflect.TypeOf(v)
+	for _, c := range capabilities {
+		if t.Implements(c.typ) && offers(v, c.name) {
+			caps = append(caps, c.name)
 		}
 	}
-	_, ok := v.(Power)
-	add(ok, "power")
-	_, ok = v.(ForcePower)
-	add(ok, "force_power")
-	_, ok = v.(Rescuer)
-	add(ok, "rescue")
-	_, ok = v.(Resetter)
-	add(ok, "reset")
-	_, ok = v.(StorageMux)
-	add(ok, "storage")
-	_, ok = v.(ConsolePort)
-	add(ok, "console")
-	_, ok = v.(Pins)
-	add(ok, "pins")
-	_, ok = v.(PowerMeter)
-	add(ok, "meter")
-	_, ok = v.(Configurer)
-	add(ok, "config")
-	if caps == nil {
-		caps = []string{}
-	}
 	return caps
+}
+
+// offers says whether v offers the capability name: every one it
+// implements, unless it is [Capable].
+func offers(v any, name string) (ok bool) {
+	c, capable := v.(Capable)
+	if !capable {
+		return true
+	}
+	defer func() {
+		if recover() != nil {
+			ok = true // a nil pointer of a Capable type: described by its methods
+		}
+	}()
+	return slices.Contains(c.Capabilities(), name)
+}
+
+// Has returns dev's capability C and whether dev offers it: a type
+// assertion that a [Capable] device's own list narrows. Use it, not a type
+// assertion, to ask a device for a capability.
+func Has[C any](dev any) (C, bool) {
+	c, ok := dev.(C)
+	if !ok {
+		return c, false
+	}
+	if _, capable := dev.(Capable); capable {
+		t := reflect.TypeFor[C]()
+		for _, k := range capabilities {
+			if k.typ == t && !offers(dev, k.name) {
+				var zero C
+				return zero, false
+			}
+		}
+	}
+	return c, true
 }
 
 // Power switches a device's power.
@@ -313,7 +358,7 @@ type Ephemeral interface {
 // As returns dev's capability C, or an error wrapping [ErrUnsupported] that
 // names the device, its driver and the capability it lacks.
 func As[C any](dev Device) (C, error) {
-	if c, ok := dev.(C); ok {
+	if c, ok := Has[C](dev); ok {
 		return c, nil
 	}
 	var zero C

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -165,4 +166,46 @@ func TestInfoOfNamesCapabilities(t *testing.T) {
 	assert.Equal(t, []string{}, info.Tags, "no tags list as an empty list, not null")
 	assert.Equal(t, []string{"power"}, driver.CapabilitiesOf((*poweredDev)(nil)), "a nil pointer of a device type names its capabilities")
 	assert.Equal(t, []string{}, driver.CapabilitiesOf(dev{}))
+}
+
+// narrowed has every capability's methods but offers only power.
+type narrowed struct{ dev }
+
+func (narrowed) PowerOn(context.Context) error  { return nil }
+func (narrowed) PowerOff(context.Context) error { return nil }
+func (narrowed) Reset(context.Context) error    { return nil }
+func (narrowed) Capabilities() []string         { return []string{"power"} }
+func (narrowed) Rescue(context.Context) error   { return nil }
+func (narrowed) ReadPower(context.Context) (driver.PowerReading, error) {
+	return driver.PowerReading{}, nil
+}
+
+func TestACapableDeviceOffersOnlyWhatItSays(t *testing.T) {
+	var dev driver.Device = narrowed{}
+	if got := driver.CapabilitiesOf(dev); !slices.Equal(got, []string{"power"}) {
+		t.Fatalf("CapabilitiesOf = %q, want [power]", got)
+	}
+	if _, ok := driver.Has[driver.Power](dev); !ok {
+		t.Error("Has[Power] = false, want true")
+	}
+	if _, ok := driver.Has[driver.Resetter](dev); ok {
+		t.Error("Has[Resetter] = true for a device that does not offer reset")
+	}
+	if _, err := driver.As[driver.PowerMeter](dev); !errors.Is(err, driver.ErrUnsupported) {
+		t.Errorf("As[PowerMeter] = %v, want ErrUnsupported", err)
+	}
+	if got := driver.CapabilitiesOf((*narrowedPtr)(nil)); !slices.Equal(got, []string{"power"}) {
+		t.Errorf("CapabilitiesOf(nil pointer) = %q, want its methods' [power]", got)
+	}
+}
+
+// narrowedPtr is a Capable type with pointer methods, described as a nil
+// pointer (before any device is open).
+type narrowedPtr struct{ dev }
+
+func (*narrowedPtr) PowerOn(context.Context) error  { return nil }
+func (*narrowedPtr) PowerOff(context.Context) error { return nil }
+func (p *narrowedPtr) Capabilities() []string {
+	_ = p.name // a nil receiver panics here
+	return nil
 }

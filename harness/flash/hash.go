@@ -410,3 +410,30 @@ func (g *gapFiller) fillTo(ctx context.Context, end int64) error {
 	}
 	return nil
 }
+
+// FileSHA256 returns the SHA-256 of the file at path (a sparse file's
+// holes read as zeros), from the hash cache of o ([Options.NoHashCache],
+// [Options.HashCacheDir]) when it knows the file, else computed and
+// remembered there: the digest a tool that sends images by content (the
+// remote driver) names them by, at no cost for a file flashed before.
+func FileSHA256(ctx context.Context, path string, o Options) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	cache := hashCache(o)
+	if sum := cache.lookup(f, before); sum != "" {
+		return sum, nil
+	}
+	ih := &imageHasher{h: newHash(func() {}), path: path, before: before, size: before.Size(), cache: cache, faults: o.faults}
+	sum, err := hashFile(ctx, f, before.Size(), false)
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("the SHA-256 of %s: %w", path, ctx.Err())
+	}
+	return ih.check(f, sum, err)
+}

@@ -1,8 +1,10 @@
 package flash
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -198,4 +200,32 @@ func tooBig(target string, capacity int64, what string) error {
 		return fmt.Errorf("%w: %s holds 0 bytes (%s): no medium in the reader, or the disk failed: check the DUT's storage", ErrTarget, target, what)
 	}
 	return fmt.Errorf("%w: %w: %s holds %d bytes, %s: the image is too big for this DUT's disk: use a smaller image, or a DUT with a bigger disk", ErrImage, ErrTooBig, target, capacity, what)
+}
+
+// BmapFor returns the path of the bmap a [Write] of image with o would read
+// (o.Bmap, IMAGE.bmap beside the image, or for a compressed foo.img.zst
+// foo.img.bmap), or "" when it would use none. It reads only the image's
+// first bytes (to tell its format) and checks that the bmap parses, so that
+// a tool sending the image elsewhere (the remote driver) sends the bmap the
+// engine there must use.
+func BmapFor(image string, o Options) (string, error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrImage, err)
+	}
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(f, head)
+	f.Close()
+	_, path, err := findBmap(image, Detect(head[:n]), o)
+	return path, err
+}
+
+// Flasher is implemented by a device that writes images itself rather than
+// showing this host a block target: a remote device, whose exporter runs
+// this engine beside the storage. The harness hands it the image (and o)
+// where it would call [Write] on the block target; the device powers off,
+// switches its storage, writes, verifies and switches it off again, and
+// returns the engine's report.
+type Flasher interface {
+	FlashImage(ctx context.Context, image string, o Options) (Report, error)
 }

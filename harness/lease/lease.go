@@ -233,12 +233,24 @@ func (l *Lease) Path() string { return l.l.Path() }
 
 // Open opens the leased device through its driver. Close the device (when it
 // is a [driver.Closer]) before releasing the lease.
+// The driver finds the lease's holder in ctx ([HolderFrom]): a driver
+// that takes a lease elsewhere (the remote driver, on its exporter) names
+// the same holder there.
 func (l *Lease) Open(ctx context.Context) (driver.Device, error) {
-	dev, err := l.drv.Open(ctx, l.info)
+	dev, err := l.drv.Open(context.WithValue(ctx, holderKey{}, l.Holder()), l.info)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", l.info.Name, err)
 	}
 	return dev, nil
+}
+
+type holderKey struct{}
+
+// HolderFrom returns the holder of the lease whose [Lease.Open] called the
+// driver with ctx, if any.
+func HolderFrom(ctx context.Context) (Holder, bool) {
+	h, ok := ctx.Value(holderKey{}).(Holder)
+	return h, ok
 }
 
 // Release gives the lease up, leaving the device as it is. Calling it again

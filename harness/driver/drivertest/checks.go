@@ -65,7 +65,7 @@ func (r *run) expectBoot(c *transcript, what string) {
 // toDUT connects the storage to the DUT, where it has a mux, as the
 // harness does before it powers a device on: a device boots from it.
 func (r *run) toDUT() {
-	if s, ok := r.dev.(driver.StorageMux); ok {
+	if s, ok := driver.Has[driver.StorageMux](r.dev); ok {
 		r.call("SetStorage(dut) before booting", func(ctx context.Context) error { return s.SetStorage(ctx, driver.StorageDUT) })
 	}
 }
@@ -73,7 +73,7 @@ func (r *run) toDUT() {
 // bootConsole opens a console for watching boots, when the device has one
 // and the Console option says what a boot prints.
 func (r *run) bootConsole() *transcript {
-	if _, ok := r.dev.(driver.ConsolePort); !ok || r.cfg.console == nil || len(r.cfg.console.Boot) == 0 {
+	if _, ok := driver.Has[driver.ConsolePort](r.dev); !ok || r.cfg.console == nil || len(r.cfg.console.Boot) == 0 {
 		return nil
 	}
 	return r.console()
@@ -82,7 +82,7 @@ func (r *run) bootConsole() *transcript {
 // reading reads the meter, when the device has one, checking that the
 // reading is plausible; ok is false without a meter or on failure.
 func (r *run) reading(what string) (driver.PowerReading, bool) {
-	m, ok := r.dev.(driver.PowerMeter)
+	m, ok := driver.Has[driver.PowerMeter](r.dev)
 	if !ok {
 		return driver.PowerReading{}, false
 	}
@@ -169,10 +169,10 @@ func checkForcePower(r *run) {
 
 // powerOff powers the device off at the end of a check, if it can.
 func (r *run) powerOff() {
-	if p, ok := r.dev.(driver.Power); ok {
+	if p, ok := driver.Has[driver.Power](r.dev); ok {
 		r.call("PowerOff", p.PowerOff)
 		r.wantPower("PowerOff", false)
-	} else if p, ok := r.dev.(driver.ForcePower); ok {
+	} else if p, ok := driver.Has[driver.ForcePower](r.dev); ok {
 		r.call("ForceOff", p.ForceOff)
 	}
 }
@@ -180,7 +180,7 @@ func (r *run) powerOff() {
 func checkRescue(r *run) {
 	var con *transcript
 	spec := r.cfg.console
-	if _, ok := r.dev.(driver.ConsolePort); ok && spec != nil && len(spec.Rescue) > 0 {
+	if _, ok := driver.Has[driver.ConsolePort](r.dev); ok && spec != nil && len(spec.Rescue) > 0 {
 		con = r.console()
 	}
 	r.toDUT()
@@ -200,7 +200,7 @@ func checkRescue(r *run) {
 
 func checkReset(r *run) {
 	rs := r.dev.(driver.Resetter)
-	p, hasPower := r.dev.(driver.Power)
+	p, hasPower := driver.Has[driver.Power](r.dev)
 	if !hasPower {
 		r.call("Reset", rs.Reset)
 		return
@@ -239,7 +239,7 @@ var marker = []byte("drivertest: this block is restored when the check ends\n")
 
 func checkStorage(r *run) {
 	s := r.dev.(driver.StorageMux)
-	if _, ok := r.dev.(driver.Power); ok {
+	if _, ok := driver.Has[driver.Power](r.dev); ok {
 		r.powerOff()
 	}
 	set := func(m driver.StorageMode) bool {
@@ -324,7 +324,7 @@ func (r *run) writeTarget(s driver.StorageMux, restore []byte) ([]byte, bool) {
 
 func checkStorageWhilePowered(r *run) {
 	s := r.dev.(driver.StorageMux)
-	p, ok := r.dev.(driver.Power)
+	p, ok := driver.Has[driver.Power](r.dev)
 	if !ok {
 		r.cfg.logf("%s: the device has no power switch", r.name)
 		return
@@ -370,7 +370,7 @@ func checkConsole(r *run) {
 // in full, in order, and answer the Send line.
 func (r *run) consoleAcrossPowerCycles(c *transcript) {
 	spec := r.cfg.console
-	p, ok := r.dev.(driver.Power)
+	p, ok := driver.Has[driver.Power](r.dev)
 	if spec == nil || len(spec.Boot) == 0 || !ok {
 		r.cfg.logf("%s: no Console option (or no power switch): the console's output across power cycles is not checked", r.name)
 		return
@@ -463,7 +463,7 @@ func checkPins(r *run) {
 }
 
 func checkMeter(r *run) {
-	p, ok := r.dev.(driver.Power)
+	p, ok := driver.Has[driver.Power](r.dev)
 	if !ok {
 		r.reading("")
 		return
@@ -527,25 +527,25 @@ type ctxCall struct {
 func (r *run) ctxCalls() []ctxCall {
 	var calls []ctxCall
 	add := func(name string, fn func(ctx context.Context) error) { calls = append(calls, ctxCall{name, fn}) }
-	if p, ok := r.dev.(driver.Power); ok {
+	if p, ok := driver.Has[driver.Power](r.dev); ok {
 		add("PowerOn", p.PowerOn)
 		add("PowerOff", p.PowerOff)
 	}
-	if p, ok := r.dev.(driver.ForcePower); ok {
+	if p, ok := driver.Has[driver.ForcePower](r.dev); ok {
 		add("ForceOn", p.ForceOn)
 		add("ForceOff", p.ForceOff)
 	}
-	if p, ok := r.dev.(driver.Rescuer); ok {
+	if p, ok := driver.Has[driver.Rescuer](r.dev); ok {
 		add("Rescue", p.Rescue)
 	}
-	if p, ok := r.dev.(driver.Resetter); ok {
+	if p, ok := driver.Has[driver.Resetter](r.dev); ok {
 		add("Reset", p.Reset)
 	}
-	if s, ok := r.dev.(driver.StorageMux); ok {
+	if s, ok := driver.Has[driver.StorageMux](r.dev); ok {
 		add("SetStorage(host)", func(ctx context.Context) error { return s.SetStorage(ctx, driver.StorageHost) })
 		add("BlockTarget", func(ctx context.Context) error { _, err := s.BlockTarget(ctx); return err })
 	}
-	if cp, ok := r.dev.(driver.ConsolePort); ok {
+	if cp, ok := driver.Has[driver.ConsolePort](r.dev); ok {
 		add("OpenConsole", func(ctx context.Context) error {
 			rw, err := cp.OpenConsole(ctx)
 			if err == nil {
@@ -554,14 +554,14 @@ func (r *run) ctxCalls() []ctxCall {
 			return err
 		})
 	}
-	if p, ok := r.dev.(driver.Pins); ok && len(p.PinNames()) > 0 {
+	if p, ok := driver.Has[driver.Pins](r.dev); ok && len(p.PinNames()) > 0 {
 		pin := p.PinNames()[0]
 		add("SetPin("+pin+", high)", func(ctx context.Context) error { return p.SetPin(ctx, pin, driver.PinHigh) })
 	}
-	if m, ok := r.dev.(driver.PowerMeter); ok {
+	if m, ok := driver.Has[driver.PowerMeter](r.dev); ok {
 		add("ReadPower", func(ctx context.Context) error { _, err := m.ReadPower(ctx); return err })
 	}
-	if c, ok := r.dev.(driver.Configurer); ok {
+	if c, ok := driver.Has[driver.Configurer](r.dev); ok {
 		add("Config", func(ctx context.Context) error { _, err := c.Config(ctx); return err })
 		if r.cfg.configKey != "" {
 			add("SetConfig("+r.cfg.configKey+")", func(ctx context.Context) error { return c.SetConfig(ctx, r.cfg.configKey, r.cfg.configVal) })
@@ -572,7 +572,7 @@ func (r *run) ctxCalls() []ctxCall {
 
 func checkContext(r *run) {
 	r.powerOff()
-	if s, ok := r.dev.(driver.StorageMux); ok {
+	if s, ok := driver.Has[driver.StorageMux](r.dev); ok {
 		r.call("SetStorage(off)", func(ctx context.Context) error { return s.SetStorage(ctx, driver.StorageOff) })
 	}
 	calls := r.ctxCalls()
@@ -586,13 +586,13 @@ func checkContext(r *run) {
 	}
 	// Nothing may have changed: the calls failed before they did anything.
 	r.wantPower("calls with ended contexts", false)
-	if s, ok := r.dev.(driver.StorageMux); ok {
+	if s, ok := driver.Has[driver.StorageMux](r.dev); ok {
 		r.wantErr("BlockTarget after SetStorage(host) with an ended context", driver.ErrStorageNotOnHost, func(ctx context.Context) error {
 			_, err := s.BlockTarget(ctx)
 			return err
 		})
 	}
-	if cp, ok := r.dev.(driver.ConsolePort); ok {
+	if cp, ok := driver.Has[driver.ConsolePort](r.dev); ok {
 		r.call("OpenConsole after OpenConsole with an ended context", func(ctx context.Context) error {
 			rw, err := cp.OpenConsole(ctx)
 			if err == nil {
@@ -642,7 +642,7 @@ func (r *run) shortDeadlines(calls []ctxCall) {
 			}
 		}
 		r.powerOff()
-		if s, ok := r.dev.(driver.StorageMux); ok {
+		if s, ok := driver.Has[driver.StorageMux](r.dev); ok {
 			r.call("SetStorage(off)", func(ctx context.Context) error { return s.SetStorage(ctx, driver.StorageOff) })
 		}
 	}
@@ -658,13 +658,13 @@ func expectedError(err error) bool {
 }
 
 func checkClose(r *run) {
-	cl, ok := r.dev.(driver.Closer)
+	cl, ok := driver.Has[driver.Closer](r.dev)
 	if !ok {
 		r.cfg.logf("%s: the device has no Close", r.name)
 		return
 	}
 	var con *transcript
-	if _, ok := r.dev.(driver.ConsolePort); ok {
+	if _, ok := driver.Has[driver.ConsolePort](r.dev); ok {
 		con = r.console()
 	}
 	if err := cl.Close(); err != nil {
@@ -689,7 +689,7 @@ func checkClose(r *run) {
 
 func checkGone(r *run) {
 	var con *transcript
-	if _, ok := r.dev.(driver.ConsolePort); ok {
+	if _, ok := driver.Has[driver.ConsolePort](r.dev); ok {
 		con = r.console()
 	}
 	r.cfg.unplug(r.dev)

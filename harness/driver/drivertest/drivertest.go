@@ -343,7 +343,7 @@ func onOff(on bool) string {
 
 // observable reports whether a power state can be seen at all.
 func (r *run) observable() bool {
-	_, meter := r.dev.(driver.PowerMeter)
+	_, meter := driver.Has[driver.PowerMeter](r.dev)
 	return r.cfg.powerState != nil || meter || r.cfg.console != nil
 }
 

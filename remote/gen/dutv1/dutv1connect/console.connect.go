@@ -48,9 +48,12 @@ const (
 type ConsoleServiceClient interface {
 	// ReadConsole streams the transcript from offset on: what is there now,
 	// then each new byte as the device writes it, until the call ends or the
-	// lease does. An offset past the transcript's end waits for it; one
-	// before the part the exporter still keeps fails with the connect
-	// code OutOfRange (and no driver code).
+	// lease does. The first message carries no data: it confirms at once
+	// that the stream is open. An offset past the transcript's end waits
+	// for it; one before the part the exporter still keeps fails with the
+	// connect code OutOfRange (and no driver code). A transcript that ended
+	// (the lease ended, the device vanished) fails with its error once read
+	// to its end.
 	ReadConsole(context.Context, *connect.Request[dutv1.ReadConsoleRequest]) (*connect.ServerStreamForClient[dutv1.ReadConsoleResponse], error)
 	// WriteConsole writes bytes to the console, all or nothing.
 	WriteConsole(context.Context, *connect.Request[dutv1.WriteConsoleRequest]) (*connect.Response[dutv1.WriteConsoleResponse], error)
@@ -102,9 +105,12 @@ func (c *consoleServiceClient) WriteConsole(ctx context.Context, req *connect.Re
 type ConsoleServiceHandler interface {
 	// ReadConsole streams the transcript from offset on: what is there now,
 	// then each new byte as the device writes it, until the call ends or the
-	// lease does. An offset past the transcript's end waits for it; one
-	// before the part the exporter still keeps fails with the connect
-	// code OutOfRange (and no driver code).
+	// lease does. The first message carries no data: it confirms at once
+	// that the stream is open. An offset past the transcript's end waits
+	// for it; one before the part the exporter still keeps fails with the
+	// connect code OutOfRange (and no driver code). A transcript that ended
+	// (the lease ended, the device vanished) fails with its error once read
+	// to its end.
 	ReadConsole(context.Context, *connect.Request[dutv1.ReadConsoleRequest], *connect.ServerStream[dutv1.ReadConsoleResponse]) error
 	// WriteConsole writes bytes to the console, all or nothing.
 	WriteConsole(context.Context, *connect.Request[dutv1.WriteConsoleRequest]) (*connect.Response[dutv1.WriteConsoleResponse], error)

@@ -1,0 +1,273 @@
+package remote_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote/exporter"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote/gen/dutv1/dutv1connect"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote/wire"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+)
+
+// waitFor opens name with a deadline of within and says how long the
+// lease took to come: a device another holds is granted the moment it is
+// freed.
+func (l *lab) waitFor(t *testing.T, name string, within time.Duration) (*remote.Device, time.Duration) {
+	t.Helper()
+	drv := remote.New(remote.Options{Exporters: []string{l.url}})
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	infos, err := drv.Discover(ctx)
+	require.NoError(t, err)
+	got, err := driver.Select(infos, name, nil)
+	require.NoError(t, err)
+	start := time.Now()
+	dev, err := drv.Open(ctx, got[0])
+	require.NoError(t, err, "the device was not freed within %s", within)
+	t.Cleanup(func() { _ = dev.(driver.Closer).Close() })
+	return dev.(*remote.Device), time.Since(start)
+}
+
+// TestAKilledClientLeavesTheDeviceOffAndFree kills a client process that
+// holds a powered device: the exporter sees its connection close, powers
+// the device off and gives it to the next client at once.
+func TestAKilledClientLeavesTheDeviceOffAndFree(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1)
+	child := exec.Command(os.Args[0], "-test.run=^TestClientChild$", "-test.v")
+	child.Env = append(os.Environ(), "REMOTE_CHILD_EXPORTER="+l.url)
+	out, err := child.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, child.Start())
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "CHILD READY") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the child client did not power the device on within 30s")
+	}
+	require.Equal(t, sim.PowerStateOn, l.sims.device("sim-0").PowerState())
+	require.NoError(t, child.Process.Kill())
+	killed := time.Now()
+	dev, waited := l.waitFor(t, "sim-0", 10*time.Second)
+	t.Logf("the next client got sim-0 %s after the holder was killed (opened in %s)", time.Since(killed).Round(time.Millisecond), waited.Round(time.Millisecond))
+	assert.Less(t, time.Since(killed), 3*time.Second, "the exporter took too long to notice the client's death")
+	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-0").PowerState(), "the new lease found the device powered")
+	s, err := dev.PowerState(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, dutv1.PowerState_POWER_STATE_OFF, s)
+}
+
+// TestClientChild is the client process of the kill test: it opens sim-0,
+// powers it on, says so and waits to be killed.
+func TestClientChild(t *testing.T) {
+	url := os.Getenv("REMOTE_CHILD_EXPORTER")
+	if url == "" {
+		t.Skip("the client process of TestAKilledClientLeavesTheDeviceOffAndFree")
+	}
+	drv := remote.New(remote.Options{Exporters: []string{url}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	infos, err := drv.Discover(ctx)
+	require.NoError(t, err)
+	dev, err := drv.Open(ctx, infos[0])
+	require.NoError(t, err)
+	require.NoError(t, dev.(driver.Power).PowerOn(ctx))
+	os.Stdout.WriteString("CHILD READY\n")
+	<-ctx.Done() // killed before this ends
+}
+
+// TestASilentSessionEndsWithinTheKeepaliveBound attaches a session that
+// never pings: the exporter ends it within its keepalive timeout, powers
+// the device off and frees it.
+func TestASilentSessionEndsWithinTheKeepaliveBound(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1)
+	c := l.clients("")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lz := tryAcquire(t, c, "sim-0")
+	s := c.leases.Session(ctx)
+	require.NoError(t, s.Send(&dutv1.SessionRequest{Message: &dutv1.SessionRequest_Attach{Attach: ref(lz)}}))
+	m, err := s.Receive()
+	require.NoError(t, err)
+	require.NotNil(t, m.GetAttached())
+	_, err = c.power.PowerOn(ctx, connect.NewRequest(&dutv1.PowerOnRequest{Lease: ref(lz)}))
+	require.NoError(t, err)
+	start := time.Now()
+	_, waited := l.waitFor(t, "sim-0", 10*time.Second)
+	t.Logf("silent session ended after %s (keepalive timeout 2s)", waited.Round(time.Millisecond))
+	assert.Less(t, time.Since(start), 4*time.Second)
+	assert.GreaterOrEqual(t, time.Since(start), 1500*time.Millisecond, "the session ended before its keepalive timeout")
+	m, err = s.Receive()
+	if err == nil {
+		assert.Contains(t, m.GetEnded().GetReason(), "keepalive")
+	}
+}
+
+// clients are raw protocol clients of the lab, with a token.
+type clients struct {
+	devices dutv1connect.DeviceServiceClient
+	leases  dutv1connect.LeaseServiceClient
+	power   dutv1connect.PowerServiceClient
+	console dutv1connect.ConsoleServiceClient
+	flash   dutv1connect.FlashServiceClient
+}
+
+func (l *lab) clients(token string) clients {
+	hc := unixClient(l.url)
+	opts := []connect.ClientOption{connect.WithGRPC(), connect.WithInterceptors(wire.ClientInterceptor(l.url))}
+	if token != "" {
+		opts = append(opts, connect.WithInterceptors(headerInterceptor{"Authorization", "Bearer " + token}))
+	}
+	return clients{
+		devices: dutv1connect.NewDeviceServiceClient(hc, "http://exporter", opts...),
+		leases:  dutv1connect.NewLeaseServiceClient(hc, "http://exporter", opts...),
+		power:   dutv1connect.NewPowerServiceClient(hc, "http://exporter", opts...),
+		console: dutv1connect.NewConsoleServiceClient(hc, "http://exporter", opts...),
+		flash:   dutv1connect.NewFlashServiceClient(hc, "http://exporter", opts...),
+	}
+}
+
+func tryAcquire(t *testing.T, c clients, name string) *dutv1.Lease {
+	t.Helper()
+	resp, err := c.leases.TryAcquire(context.Background(), connect.NewRequest(&dutv1.TryAcquireRequest{Selector: &dutv1.Selector{Name: name}, Holder: &dutv1.Holder{Test: t.Name()}}))
+	require.NoError(t, err)
+	return resp.Msg.GetLease()
+}
+
+func ref(l *dutv1.Lease) *dutv1.LeaseRef {
+	return &dutv1.LeaseRef{Device: l.GetDevice().GetKey(), Token: l.GetToken()}
+}
+
+// TestOnlyTheLeaseHolderChangesADevice: calls without a lease, with the
+// lease of another device, with a lease no session keeps, and after
+// release are refused, and the device stays as it was.
+func TestOnlyTheLeaseHolderChangesADevice(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 2)
+	c := l.clients("")
+	ctx := context.Background()
+	l0, l1 := tryAcquire(t, c, "sim-0"), tryAcquire(t, c, "sim-1")
+	on := func(r *dutv1.LeaseRef) error {
+		_, err := c.power.PowerOn(ctx, connect.NewRequest(&dutv1.PowerOnRequest{Lease: r}))
+		return err
+	}
+	err := on(nil)
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err), "%v", err)
+	assert.ErrorContains(t, err, "carries no lease")
+	err = on(&dutv1.LeaseRef{Device: "sim/sim-0", Token: l1.GetToken()})
+	assert.Equal(t, connect.CodePermissionDenied, connect.CodeOf(err), "%v", err)
+	assert.ErrorContains(t, err, "is the lease of sim/sim-1, not of sim/sim-0")
+	err = on(&dutv1.LeaseRef{Device: "sim/sim-0", Token: "0123456789abcdef0123456789abcdef"})
+	assert.ErrorContains(t, err, "names no lease")
+	err = on(ref(l0))
+	assert.ErrorIs(t, err, driver.ErrClosed, "a lease with no session must not act")
+	assert.ErrorContains(t, err, "no session attached")
+	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-0").PowerState())
+	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-1").PowerState())
+
+	_, err = c.leases.Release(ctx, connect.NewRequest(&dutv1.ReleaseRequest{Lease: ref(l0)}))
+	require.NoError(t, err)
+	resp, err := c.leases.Release(ctx, connect.NewRequest(&dutv1.ReleaseRequest{Lease: ref(l0)}))
+	require.NoError(t, err, "releasing a released lease does nothing")
+	assert.False(t, resp.Msg.GetWasHeld())
+	assert.ErrorContains(t, on(ref(l0)), "names no lease")
+}
+
+// TestCallersMustAuthenticate: with tokens configured, a call with no
+// token or a wrong one is refused (Unauthenticated, saying what to set)
+// and changes nothing; the right token lists devices.
+func TestCallersMustAuthenticate(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1, func(c *exporter.Config) { c.Tokens = map[string]string{"s3cret-token": "ci"} })
+	ctx := context.Background()
+	for name, tok := range map[string]string{"no token": "", "wrong token": "guess"} {
+		c := l.clients(tok)
+		_, err := c.devices.ListDevices(ctx, connect.NewRequest(&dutv1.ListDevicesRequest{}))
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "%s: %v", name, err)
+		assert.ErrorContains(t, err, "DUT_EXPORTER_TOKEN", name)
+		_, err = c.leases.TryAcquire(ctx, connect.NewRequest(&dutv1.TryAcquireRequest{}))
+		assert.Equal(t, connect.CodeUnauthenticated, connect.CodeOf(err), "%s: %v", name, err)
+	}
+	_, held, err := lease.HolderOf(l.lockDir, driver.Info{Driver: "sim", Name: "sim-0"})
+	require.NoError(t, err)
+	assert.False(t, held, "a refused caller took the lease")
+
+	resp, err := l.clients("s3cret-token").devices.ListDevices(ctx, connect.NewRequest(&dutv1.ListDevicesRequest{}))
+	require.NoError(t, err)
+	require.Len(t, resp.Msg.GetDevices(), 1)
+	lz := tryAcquire(t, l.clients("s3cret-token"), "sim-0")
+	assert.Equal(t, "ci", lz.GetHolder().GetUser(), "the holder is known by its token's name")
+
+	_, err = remote.New(remote.Options{Exporters: []string{l.url}, Token: "guess"}).Discover(ctx)
+	assert.ErrorContains(t, err, "does not know this client token")
+}
+
+// TestAWaiterIsToldWhoHoldsTheDevice: a second client waits while the
+// first holds the device; when its wait ends first, the error is busy and
+// names the holder.
+func TestAWaiterIsToldWhoHoldsTheDevice(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1)
+	l.open(t, "sim-0")
+	drv := remote.New(remote.Options{Exporters: []string{l.url}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	infos, err := drv.Discover(ctx)
+	require.NoError(t, err)
+	require.Len(t, infos, 1)
+	assert.Contains(t, strings.Join(infos[0].Problems, ";"), "held on exporter test-lab by "+t.Name())
+	_, err = drv.Open(ctx, infos[0])
+	require.Error(t, err)
+	assert.ErrorIs(t, err, driver.ErrBusy)
+	var we *wire.Error
+	require.True(t, errors.As(err, &we), "%v", err)
+	require.NotEmpty(t, we.Holders)
+	assert.Equal(t, t.Name(), we.Holders[0].Holder.Test)
+}
+
+// headerInterceptor sets a header on every request.
+type headerInterceptor struct{ key, value string }
+
+func (h headerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set(h.key, h.value)
+		return next(ctx, req)
+	}
+}
+
+func (h headerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		c := next(ctx, spec)
+		c.RequestHeader().Set(h.key, h.value)
+		return c
+	}
+}
+
+func (h headerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
