@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: mutants all test lint proto proto-check unit tekton main-job main-job-sim main-job-qemu bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
+.PHONY: mutants all test lint proto proto-check unit tekton main-job main-job-sim main-job-qemu main-job-remote bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -80,16 +80,17 @@ $(OUT)/images/corrupt.img:
 ## main-job: the example hardware tests through gotestsum, first against the simulated DUT, then
 ## against the QEMU virtual DUT (a real boot of the flashed zstd image). Each leaves JUnit XML (with
 ## per-test properties) and per-test artifacts under $(OUT)/report/<driver>/, and is checked.
-main-job: main-job-sim main-job-qemu
-	@echo "main job: JUnit in $(OUT)/report/sim/junit.xml and $(OUT)/report/qemu/junit.xml, artifacts beside them"
+main-job: main-job-sim main-job-qemu main-job-remote
+	@echo "main job: JUnit in $(OUT)/report/{sim,qemu,remote}/junit.xml, artifacts beside them"
 
-# run-examples DRIVER IMAGE PROPS: the examples through gotestsum into $(OUT)/report/DRIVER, then checked.
+# run-examples DRIVER IMAGE PROPS [PREFIX]: the examples through gotestsum into $(OUT)/report/DRIVER, then
+# checked; PREFIX runs before gotestsum (withexporter, for the remote driver).
 define run-examples
 	rm -rf $(OUT)/report/$(1) && mkdir -p $(OUT)/report/$(1)/artifacts $(OUT)/bin
 	$(GO) build -o $(OUT)/bin/ ./cmd/artifacts2attr ./cmd/junitcheck
 	DUT_DRIVER=$(1) DUT_REQUIRE=1 DUT_IMAGE=$(abspath $(2)) DUT_EXPECT_RELEASE=$(MAIN_RELEASE) \
 	DUT_SIM_DIR=$(abspath $(OUT)/sim) DUT_QEMU_DIR=$(abspath $(OUT)/qemu) DUT_LOCK_DIR=$(abspath $(OUT)/locks) \
-	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/$(1)/junit.xml \
+	$(4) $(GOTESTSUM) --format testname --junitfile $(OUT)/report/$(1)/junit.xml \
 	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
 	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
 	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/$(1)/artifacts) ./examples/...
@@ -117,6 +118,15 @@ main-job-qemu: qemu-images
 	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/qemu-e2e/artifacts) ./e2e/qemu/...
 	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE) \
 	  -files console.log,steps.jsonl $(OUT)/report/qemu-e2e/junit.xml
+
+## main-job-remote: the examples through the remote driver (DUT_DRIVER=remote) against QEMU virtual
+## DUTs that a dut serve in another process exports on a unix socket (about 15 s): the image travels
+## to the exporter's cache once and is flashed there; every lease ends with the DUT off.
+main-job-remote: qemu-images
+	mkdir -p $(OUT)/bin
+	$(GO) build -o $(OUT)/bin/dut ./cmd/dut
+	$(GO) build -o $(OUT)/bin/withexporter ./testfixtures/cmd/withexporter
+	$(call run-examples,remote,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE)$(comma)dut.exporter,$(OUT)/bin/withexporter -dut $(OUT)/bin/dut -- --driver qemu --)
 
 ## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).

@@ -9,5 +9,6 @@ package examples
 import (
 	_ "github.com/jumpstarter-dev/jumpstarter-go/dutlink"          // DUT_DRIVER=dutlink
 	_ "github.com/jumpstarter-dev/jumpstarter-go/qemu"             // DUT_DRIVER=qemu
+	_ "github.com/jumpstarter-dev/jumpstarter-go/remote"           // DUT_DRIVER=remote
 	_ "github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim" // DUT_DRIVER=sim
 )

@@ -26,7 +26,11 @@ const (
 // recordDevice records the device's properties.
 func (d *DUT) recordDevice() {
 	dev := d.s.dev
-	d.apply(deviceProperties(driver.Info{Driver: dev.Driver(), Name: dev.Name(), Serial: dev.Serial()}))
+	info := driver.Info{Driver: dev.Driver(), Name: dev.Name(), Serial: dev.Serial()}
+	if d.s.lease != nil {
+		info.Facts = d.s.lease.Info().Facts
+	}
+	d.apply(deviceProperties(info))
 }
 
 // recordFlash records the properties of the flash rep describes, the

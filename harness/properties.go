@@ -26,7 +26,9 @@ import (
 //     subject of its own two: dut.image from Image (made absolute) and
 //     dut.image_sha256 from SHA256, recorded apart from the rest since the
 //     hash may be known later than the write;
-//   - the device, from [driver.Info]: dut.driver, dut.name, dut.serial;
+//   - the device, from [driver.Info]: dut.driver, dut.name, dut.serial,
+//     and for a device reached over the network dut.exporter (its
+//     "exporter" fact: the exporter that served it);
 //   - the power draw, from [driver.PowerReading]: dut.power_watts,
 //     dut.power_volts, dut.power_amps;
 //   - the boot: dut.boot_seconds, from power-on to the login prompt;
@@ -40,6 +42,9 @@ const (
 	AttrDriver = "dut.driver" // driver.Info.Driver
 	AttrName   = "dut.name"   // driver.Info.Name
 	AttrSerial = "dut.serial" // driver.Info.Serial, where the device has one
+	// AttrExporter is the Info's "exporter" fact: the exporter that served
+	// a remote device.
+	AttrExporter = "dut.exporter"
 
 	AttrImage       = "dut.image"        // flash.Report.Image, absolute
 	AttrImageSHA256 = "dut.image_sha256" // flash.Report.SHA256, of the image file as given
@@ -83,7 +88,8 @@ type property struct {
 // deviceProperties are the device's properties: driver, name, serial.
 func deviceProperties(info driver.Info) []property {
 	props := []property{{AttrDriver, info.Driver}, {AttrName, info.Name}}
-	return appendKnown(props, AttrSerial, info.Serial)
+	props = appendKnown(props, AttrSerial, info.Serial)
+	return appendKnown(props, AttrExporter, info.Fact("exporter"))
 }
 
 // flashProperties are the properties of the flash rep describes, all but

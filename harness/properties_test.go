@@ -104,6 +104,8 @@ func TestDeviceBootPowerGolden(t *testing.T) {
 	assertGolden(t, "device.golden", render(
 		deviceProperties(driver.Info{Driver: "dutlink", Name: "bench-1", Serial: "1a2b3c4d", Tags: []string{"arm64"}}),
 		deviceProperties(driver.Info{Driver: "qemu", Name: "vm-1"}), // no serial: none recorded
+		// A remote device names its exporter.
+		deviceProperties(driver.Info{Driver: "remote", Name: "sim-0", Serial: "SIM00000", Facts: []driver.Fact{{Key: "exporter", Value: "lab-1"}, {Key: "exporter_url", Value: "unix:///run/jumpstarter/dut.sock"}}}),
 	))
 	assertGolden(t, "boot.golden", render(bootProperties(12345678901*time.Nanosecond)))
 	assertGolden(t, "power.golden", render(powerProperties(driver.PowerReading{Volts: 5.02, Amps: 0.8134, Watts: 4.083})))

@@ -178,7 +178,14 @@ func (d *Driver) exporters() ([]*exporter, error) {
 // are made unique with "@exporter". An exporter that does not answer hides
 // only its own devices, unless none answers: then the error (wrapping
 // [driver.ErrGone]) names each.
+//
+// The registered driver is off while DUT_EXPORTER is unset: it finds no
+// device, so that local commands and tests do not report it, unless
+// DUT_DRIVER=remote asks for it (then the missing exporter is the error).
 func (d *Driver) Discover(ctx context.Context) ([]driver.Info, error) {
+	if d.fromEnv && strings.TrimSpace(os.Getenv(EnvExporter)) == "" && os.Getenv("DUT_DRIVER") != DriverName {
+		return nil, nil
+	}
 	exs, err := d.exporters()
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	// simulated DUT is linked in only with -tags dutsim (sim.go).
 	_ "github.com/jumpstarter-dev/jumpstarter-go/dutlink"
 	_ "github.com/jumpstarter-dev/jumpstarter-go/qemu"
+	_ "github.com/jumpstarter-dev/jumpstarter-go/remote"
 )
 
 // Exit codes of the dut command.
@@ -168,6 +169,7 @@ DUT_* variable, a value the board refuses, a capability the device lacks),
 		a.consoleCmd(),
 		a.configCmd(),
 		a.meterCmd(),
+		a.serveCmd(),
 	)
 	return root
 }
