@@ -119,14 +119,24 @@ main-job-qemu: qemu-images
 	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE) \
 	  -files console.log,steps.jsonl $(OUT)/report/qemu-e2e/junit.xml
 
-## main-job-remote: the examples through the remote driver (DUT_DRIVER=remote) against QEMU virtual
-## DUTs that a dut serve in another process exports on a unix socket (about 15 s): the image travels
-## to the exporter's cache once and is flashed there; every lease ends with the DUT off.
+## main-job-remote: the examples, then the end-to-end tests of e2e/qemu, through the remote driver
+## (DUT_DRIVER=remote) against QEMU virtual DUTs that a dut serve in another process exports on a unix
+## socket (about 1 min): an image travels to the exporter's cache once and is flashed there; every
+## lease ends with the DUT off.
 main-job-remote: qemu-images
 	mkdir -p $(OUT)/bin
 	$(GO) build -o $(OUT)/bin/dut ./cmd/dut
 	$(GO) build -o $(OUT)/bin/withexporter ./testfixtures/cmd/withexporter
 	$(call run-examples,remote,$(QEMU_IMAGES)/dut-$(MAIN_RELEASE).img.zst,$(EVIDENCE)$(comma)dut.exporter,$(OUT)/bin/withexporter -dut $(OUT)/bin/dut -- --driver qemu --)
+	rm -rf $(OUT)/report/remote-e2e $(OUT)/remote-qemu && mkdir -p $(OUT)/report/remote-e2e/artifacts $(OUT)/remote-qemu
+	DUT_DRIVER=remote DUT_QEMU_DEVICES=4 DUT_QEMU_DIR=$(abspath $(OUT)/remote-qemu) DUT_QEMU_IMAGES=$(abspath $(QEMU_IMAGES)) \
+	$(OUT)/bin/withexporter -dut $(OUT)/bin/dut -- --driver qemu --lock-dir $(abspath $(OUT)/remote-qemu/locks) -- \
+	$(GOTESTSUM) --format testname --junitfile $(OUT)/report/remote-e2e/junit.xml \
+	  --junitfile-testsuite-name relative --junitfile-testcase-classname relative \
+	  --raw-command -- $(OUT)/bin/artifacts2attr -- \
+	  $(GO) test -json -count=1 -timeout 20m -artifacts -outputdir $(abspath $(OUT)/report/remote-e2e/artifacts) ./e2e/qemu/...
+	$(OUT)/bin/junitcheck -min-passed 5 -props-for '^TestFlashABootBRebootCycle$$' -props $(EVIDENCE)$(comma)dut.exporter \
+	  -files console.log,steps.jsonl $(OUT)/report/remote-e2e/junit.xml
 
 ## bench-qemu: harness overhead against a bare zstd + QEMU + expect boot of the same image, and
 ## 1/2/4 QEMU virtual DUTs in parallel: time and memory per DUT (about 1 min).

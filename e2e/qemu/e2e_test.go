@@ -14,14 +14,21 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/internal/faketb"
 	"github.com/jumpstarter-dev/jumpstarter-go/qemu"
+	_ "github.com/jumpstarter-dev/jumpstarter-go/remote" // DUT_DRIVER=remote: through a dut serve
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/qemuimage"
 )
 
 // qemuDir holds this test binary's virtual DUTs; TestMain checks that no QEMU
 // using it outlives the tests.
 var qemuDir string
+
+// remote says the tests reach their devices through an exporter
+// (DUT_DRIVER=remote, DUT_EXPORTER): a dut serve that was started with
+// DUT_QEMU_DEVICES=4 and DUT_QEMU_DIR set, as make main-job-remote does.
+var remote = os.Getenv("DUT_DRIVER") == "remote"
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "jsq-e2e")
@@ -30,17 +37,27 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	qemuDir = dir
-	// Four devices, so that the parallel tests below each get one; every
-	// test process has its own devices and lock directory.
-	os.Setenv("DUT_DRIVER", "qemu")
-	os.Setenv("DUT_QEMU_DEVICES", "4")
-	os.Setenv("DUT_QEMU_DIR", dir)
+	if remote {
+		// The exporter's devices and their directory; a lock directory
+		// of this process's own for the client side.
+		qemuDir = os.Getenv("DUT_QEMU_DIR")
+		if qemuDir == "" || os.Getenv("DUT_EXPORTER") == "" {
+			fmt.Fprintln(os.Stderr, "DUT_DRIVER=remote needs DUT_EXPORTER and DUT_QEMU_DIR (the exporter's)")
+			os.Exit(2)
+		}
+	} else {
+		// Four devices, so that the parallel tests below each get one;
+		// every test process has its own devices and lock directory.
+		os.Setenv("DUT_DRIVER", "qemu")
+		os.Setenv("DUT_QEMU_DEVICES", "4")
+		os.Setenv("DUT_QEMU_DIR", dir)
+	}
 	os.Setenv("DUT_LOCK_DIR", filepath.Join(dir, "locks"))
 	os.Setenv("DUT_BOOT_TIMEOUT", "3m")
 	os.Unsetenv("DUT_NAME")
 	os.Unsetenv("DUT_TAGS")
 	code := m.Run()
-	if left := leftovers(dir); len(left) > 0 {
+	if left := leftovers(qemuDir); len(left) > 0 && !remote {
 		fmt.Fprintf(os.Stderr, "QEMU processes left running: %v\n", left)
 		for _, pid := range left {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -87,6 +104,25 @@ func image(t *testing.T, name string) string {
 		t.Skipf("QEMU tier: %v", err)
 	}
 	return p
+}
+
+// qemuPID is the QEMU process of the device: its own for a local one; for
+// one an exporter on this host serves, the QEMU whose command line names
+// its disk in the exporter's directory.
+func qemuPID(t *testing.T, dev driver.Device) int {
+	t.Helper()
+	if d, ok := dev.(*qemu.Device); ok {
+		return d.PID()
+	}
+	disk := filepath.Join(qemuDir, dev.Name()+".disk")
+	for _, pid := range leftovers(qemuDir) {
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(cmd), disk) {
+			return pid
+		}
+	}
+	t.Fatalf("no QEMU process of %s (%s) on this host", dev.Name(), disk)
+	return 0
 }
 
 func release(t *testing.T, sh *harness.Shell) string {
@@ -190,9 +226,7 @@ func TestKilledQEMUFailsTheTestPromptly(t *testing.T) {
 		dut.FlashImage(img)
 		dut.PowerOn()
 		sh := dut.Login()
-		dev, ok := dut.Device().(*qemu.Device)
-		require.True(t, ok)
-		pid = dev.PID()
+		pid = qemuPID(t, dut.Device())
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 		killed = time.Now()
 		sh.Run("sleep 600") // fails at once: the console reports QEMU's death

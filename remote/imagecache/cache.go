@@ -23,8 +23,10 @@
 // progress is a dot-prefixed temporary file (".upload-*") in the same
 // directory, which [Open] removes as what a crash left behind. Nothing else
 // is kept: the index is rebuilt at Open from the files present (their sizes
-// from stat, their recency from their modification times, which
-// [Cache.Acquire] and a repeated upload advance).
+// from stat, their order from their modification times: when they
+// entered). Use ([Cache.Acquire], a repeated upload) orders them in memory
+// only: a cached file is never changed, not even its modification time, so
+// that a flash reading it sees it stay as it was.
 //
 // # Bounds
 //
@@ -239,13 +241,12 @@ func (c *Cache) Bytes() int64 {
 	return c.total
 }
 
-// touch makes e the most recently used entry, in memory and (best effort)
-// on disk through its modification time, so that the order survives a
-// restart. c.mu is held.
+// touch makes e the most recently used entry. c.mu is held. The order is
+// kept in memory only: a cached file is never changed, not even its
+// modification time, since a flash reading it checks that it stays as it
+// was (and after a restart, Open orders the files by when they entered).
 func (c *Cache) touch(e *entry) {
 	c.lru.MoveToFront(e.elem)
-	now := time.Now()
-	_ = os.Chtimes(filepath.Join(c.dir, e.sum), now, now)
 }
 
 // add indexes a file just renamed into place as the most recently used

@@ -427,7 +427,7 @@ func TestOpenTrims(t *testing.T) {
 		mt := base.Add(time.Duration(i) * time.Minute)
 		require.NoError(t, os.Chtimes(path, mt, mt))
 	}
-	// sums[1] used most recently (an Acquire in a previous run).
+	// sums[1] entered most recently.
 	mt := base.Add(10 * time.Minute)
 	require.NoError(t, os.Chtimes(filepath.Join(dir, sums[1]), mt, mt))
 
@@ -438,15 +438,16 @@ func TestOpenTrims(t *testing.T) {
 	assert.False(t, ok, "the least recently modified is evicted")
 	assert.NoFileExists(t, filepath.Join(dir, sums[0]))
 
-	// The recency persists: reopened, acquiring sums[2] makes sums[1] the LRU.
+	// Reopened with room for one, the most recently modified stays: use
+	// (Acquire) changes no file, so it orders only within a run.
 	_, release, err := c.Acquire(sums[2])
 	require.NoError(t, err)
 	release()
 	c, err = Open(dir, 1000)
 	require.NoError(t, err)
-	_, ok = c.Has(sums[2])
-	assert.True(t, ok)
 	_, ok = c.Has(sums[1])
+	assert.True(t, ok)
+	_, ok = c.Has(sums[2])
 	assert.False(t, ok)
 }
 
@@ -568,4 +569,36 @@ func TestConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A flash reads a cached file while others use the cache: nothing may
+// change the file, not even its modification time (the flash engine
+// refuses an image that changed while it was flashed).
+func TestUsingAFileLeavesItUnchanged(t *testing.T) {
+	c, err := Open(t.TempDir(), 1<<20)
+	require.NoError(t, err)
+	data := pattern(1000, 'u')
+	h := Header{SHA256: digest(data), Size: 1000, Name: "u"}
+	u, err := c.Begin(h)
+	require.NoError(t, err)
+	require.NoError(t, u.WriteChunk(0, data))
+	_, err = u.Commit()
+	require.NoError(t, err)
+	path, release, err := c.Acquire(h.SHA256)
+	require.NoError(t, err)
+	defer release()
+	before, err := os.Stat(path)
+	require.NoError(t, err)
+	_, release2, err := c.Acquire(h.SHA256)
+	require.NoError(t, err)
+	release2()
+	again, err := c.Begin(h) // an upload of a file the cache has
+	require.NoError(t, err)
+	require.NoError(t, again.WriteChunk(0, data))
+	_, err = again.Commit()
+	require.NoError(t, err)
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, before.ModTime(), after.ModTime())
+	assert.Equal(t, before.Size(), after.Size())
 }
