@@ -47,6 +47,8 @@ PKGS=(
   # make proto, make proto-check (proto/gen.sh): the compiler and its well-known types
   protobuf-compiler # protoc 3.21.12
   libprotobuf-dev   # google/protobuf/*.proto (timestamp, duration)
+  # the remote end-to-end tests (e2e/remote): the exporter in a network namespace, a veth pair
+  iproute2          # ip netns, ip link
 )
 
 command -v dpkg-query >/dev/null || { echo "deps.sh: this needs a Debian-based system (no dpkg-query)" >&2; exit 1; }
