@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +16,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
+	"github.com/jumpstarter-dev/jumpstarter-go/harness/flash"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
 	"github.com/jumpstarter-dev/jumpstarter-go/remote"
 	"github.com/jumpstarter-dev/jumpstarter-go/remote/exporter"
@@ -44,60 +48,121 @@ func (l *lab) waitFor(t *testing.T, name string, within time.Duration) (*remote.
 }
 
 // TestAKilledClientLeavesTheDeviceOffAndFree kills a client process that
-// holds a powered device: the exporter sees its connection close, powers
-// the device off and gives it to the next client at once.
+// holds a device, during a flash, a boot and a command: each time the
+// exporter sees the connection close, powers the device off, switches its
+// storage off and gives it to the next client at once.
 func TestAKilledClientLeavesTheDeviceOffAndFree(t *testing.T) {
 	t.Parallel()
-	l := newLab(t, 1)
-	child := exec.Command(os.Args[0], "-test.run=^TestClientChild$", "-test.v")
-	child.Env = append(os.Environ(), "REMOTE_CHILD_EXPORTER="+l.url)
-	out, err := child.StdoutPipe()
+	for _, phase := range []string{"flash", "boot", "run"} {
+		t.Run(phase, func(t *testing.T) {
+			t.Parallel()
+			so := sim.Options{BootTime: 20 * time.Second, DiskSize: 256 << 20} // a long boot, a disk for a large image
+			if phase == "run" {
+				so = sim.Options{BootTime: 100 * time.Millisecond} // a quick boot: the phase is the command
+			}
+			l := newLabOf(t, 1, so)
+			child := startChild(t, []string{"REMOTE_CHILD_EXPORTER=" + l.url, "REMOTE_CHILD_PHASE=" + phase, "REMOTE_CHILD_DIR=" + t.TempDir()})
+			select {
+			case <-child.ready:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("the child client did not reach its %s within 60s", phase)
+			}
+			truth := l.sims.device("sim-0")
+			require.NotEqual(t, phase == "flash", truth.PowerState() == sim.PowerStateOn, "during the %s the device is powered as expected", phase)
+			require.NoError(t, child.cmd.Process.Kill())
+			killed := time.Now()
+			dev, _ := l.waitFor(t, "sim-0", 10*time.Second)
+			t.Logf("%s: the next client got sim-0 %s after the holder was killed", phase, time.Since(killed).Round(time.Millisecond))
+			assert.Less(t, time.Since(killed), 3*time.Second, "the exporter took too long to notice the client's death")
+			assert.Equal(t, sim.PowerStateOff, truth.PowerState(), "the new lease found the device powered")
+			assert.Equal(t, driver.StorageOff, truth.StorageState(), "the new lease found the storage switched")
+			s, err := dev.PowerState(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, dutv1.PowerState_POWER_STATE_OFF, s)
+		})
+	}
+}
+
+// child is a client process of the kill test.
+type child struct {
+	cmd   *exec.Cmd
+	ready chan struct{} // closed when it says it is in its phase
+}
+
+func startChild(t *testing.T, env []string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^TestClientChild$", "-test.v"), ready: make(chan struct{})}
+	c.cmd.Env = append(os.Environ(), env...)
+	out, err := c.cmd.StdoutPipe()
 	require.NoError(t, err)
-	require.NoError(t, child.Start())
-	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	ready := make(chan struct{})
+	require.NoError(t, c.cmd.Start())
+	t.Cleanup(func() { _ = c.cmd.Process.Kill(); _ = c.cmd.Wait() })
 	go func() {
 		sc := bufio.NewScanner(out)
+		once := sync.Once{}
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), "CHILD READY") {
-				close(ready)
+				once.Do(func() { close(c.ready) })
 			}
 		}
 	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the child client did not power the device on within 30s")
-	}
-	require.Equal(t, sim.PowerStateOn, l.sims.device("sim-0").PowerState())
-	require.NoError(t, child.Process.Kill())
-	killed := time.Now()
-	dev, waited := l.waitFor(t, "sim-0", 10*time.Second)
-	t.Logf("the next client got sim-0 %s after the holder was killed (opened in %s)", time.Since(killed).Round(time.Millisecond), waited.Round(time.Millisecond))
-	assert.Less(t, time.Since(killed), 3*time.Second, "the exporter took too long to notice the client's death")
-	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-0").PowerState(), "the new lease found the device powered")
-	s, err := dev.PowerState(context.Background())
-	require.NoError(t, err)
-	assert.Equal(t, dutv1.PowerState_POWER_STATE_OFF, s)
+	return c
 }
 
-// TestClientChild is the client process of the kill test: it opens sim-0,
-// powers it on, says so and waits to be killed.
+// TestClientChild is the client process of the kill test: it takes sim-0
+// and goes into its phase (REMOTE_CHILD_PHASE: a flash of a large image, a
+// long boot, a long command), says so, and waits to be killed.
 func TestClientChild(t *testing.T) {
 	url := os.Getenv("REMOTE_CHILD_EXPORTER")
 	if url == "" {
 		t.Skip("the client process of TestAKilledClientLeavesTheDeviceOffAndFree")
 	}
 	drv := remote.New(remote.Options{Exporters: []string{url}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	infos, err := drv.Discover(ctx)
-	require.NoError(t, err)
-	dev, err := drv.Open(ctx, infos[0])
-	require.NoError(t, err)
-	require.NoError(t, dev.(driver.Power).PowerOn(ctx))
-	os.Stdout.WriteString("CHILD READY\n")
-	<-ctx.Done() // killed before this ends
+	ready := func() { os.Stdout.WriteString("\nCHILD READY\n") }
+	switch os.Getenv("REMOTE_CHILD_PHASE") {
+	case "flash":
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		infos, err := drv.Discover(ctx)
+		require.NoError(t, err)
+		dev, err := drv.Open(ctx, infos[0])
+		require.NoError(t, err)
+		img := filepath.Join(os.Getenv("REMOTE_CHILD_DIR"), "big.img")
+		require.NoError(t, writeRandom(img, 200<<20))
+		once := sync.Once{}
+		_, _, err = dev.(*remote.Device).Flash(ctx, img, flash.Options{ProgressEvery: 1 << 20, NoHashCache: true, Progress: func(flash.Progress) { once.Do(ready) }})
+		t.Fatalf("the flash ended before the kill: %v", err)
+	case "boot":
+		dut := harness.Acquire(t, harness.WithDrivers(drv), harness.WithLockDir(os.Getenv("REMOTE_CHILD_DIR")))
+		dut.PowerOn()
+		ready()
+		dut.Login() // the boot takes 20 s: killed before
+	case "run":
+		dut := harness.Acquire(t, harness.WithDrivers(drv), harness.WithLockDir(os.Getenv("REMOTE_CHILD_DIR")))
+		dut.PowerOn()
+		sh := dut.Login()
+		ready()
+		sh.Run("sleep 600")
+	}
+}
+
+// writeRandom writes n pseudo-random bytes to path.
+func writeRandom(path string, n int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, 1<<20)
+	for off := int64(0); off < n; off += int64(len(b)) {
+		for i := range b {
+			b[i] = byte(off>>20) ^ byte(i*31)
+		}
+		if _, err := f.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // TestASilentSessionEndsWithinTheKeepaliveBound attaches a session that

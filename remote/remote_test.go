@@ -61,14 +61,23 @@ type lab struct {
 // newLab serves n sim devices (image 1.0.0 on their disks) on a unix
 // socket until the test ends.
 func newLab(t *testing.T, n int, mod ...func(*exporter.Config)) *lab {
+	return newLabOf(t, n, sim.Options{BootTime: 100 * time.Millisecond}, mod...)
+}
+
+// newLabOf is newLab with the sims' options (boot time, disk size).
+func newLabOf(t *testing.T, n int, so sim.Options, mod ...func(*exporter.Config)) *lab {
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sims"), 0o755))
 	for i := range n {
 		disk := filepath.Join(dir, "sims", "sim-"+string(rune('0'+i))+".disk")
 		require.NoError(t, simimage.WriteFile(disk, simimage.Spec{Version: "1.0.0"}))
+		if so.DiskSize > 0 {
+			require.NoError(t, os.Truncate(disk, so.DiskSize))
+		}
 	}
-	rec := &recorder{Driver: sim.New(sim.Options{Devices: n, Dir: filepath.Join(dir, "sims"), BootTime: 100 * time.Millisecond}), opened: map[string]*sim.Device{}}
+	so.Devices, so.Dir = n, filepath.Join(dir, "sims")
+	rec := &recorder{Driver: sim.New(so), opened: map[string]*sim.Device{}}
 	cache, err := imagecache.Open(filepath.Join(dir, "cache"), 1<<30)
 	require.NoError(t, err)
 	cfg := exporter.Config{
