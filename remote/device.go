@@ -28,8 +28,13 @@ type Device struct {
 	ex   *exporter
 	ref  *dutv1.LeaseRef
 	caps []string
+	// owned says this client took the lease (Close releases it); false
+	// for a lease handed over (Close ends only the session).
+	owned bool
 
-	// session is the lease's keepalive stream; stop ends it.
+	// session is the lease's keepalive stream: closing asks it to end
+	// (and wait for the exporter), stop cancels it.
+	closing   chan struct{}
 	stop      context.CancelFunc
 	sessionWG sync.WaitGroup
 
@@ -48,15 +53,28 @@ func (ex *exporter) open(ctx context.Context, info driver.Info, o Options) (*Dev
 			sel.Driver, sel.Name = drv, name
 		}
 	}
+	if o.Lease != "" {
+		return ex.attachHandedOver(ctx, info, sel, o.Lease)
+	}
 	who, _ := lease.HolderFrom(ctx)
 	l, err := ex.acquire(ctx, sel, who, info.Name, o.WaitReport)
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{info: info, ex: ex, ref: &dutv1.LeaseRef{Device: l.GetDevice().GetKey(), Token: l.GetToken()}, caps: l.GetDevice().GetCapabilities()}
+	d := &Device{info: info, ex: ex, ref: &dutv1.LeaseRef{Device: l.GetDevice().GetKey(), Token: l.GetToken()}, caps: l.GetDevice().GetCapabilities(), owned: true}
 	if err := d.attach(ctx); err != nil {
 		ex.release(d.ref)
 		return nil, err
+	}
+	return d, nil
+}
+
+// attachHandedOver attaches a session to a lease another party created
+// for this client (its token).
+func (ex *exporter) attachHandedOver(ctx context.Context, info driver.Info, sel *dutv1.Selector, token string) (*Device, error) {
+	d := &Device{info: info, ex: ex, ref: &dutv1.LeaseRef{Device: sel.GetDriver() + "/" + sel.GetName(), Token: token}, caps: info.Capabilities}
+	if err := d.attach(ctx); err != nil {
+		return nil, fmt.Errorf("the lease handed over in %s: %w", EnvLease, err)
 	}
 	return d, nil
 }
@@ -143,7 +161,7 @@ func (d *Device) attach(ctx context.Context) error {
 	case <-ctx.Done():
 		return fail(ctx.Err())
 	}
-	d.stop = stop
+	d.stop, d.closing = stop, make(chan struct{})
 	d.sessionWG.Go(func() {
 		d.keep(sctx, stream, att.GetKeepaliveInterval().AsDuration(), att.GetKeepaliveTimeout().AsDuration())
 	})
@@ -182,6 +200,20 @@ func (d *Device) keep(ctx context.Context, stream *connect.BidiStreamForClient[d
 	var seq uint64
 	for {
 		select {
+		case <-d.closing:
+			// The client is done: close its side and wait (bounded) for
+			// the exporter to end the stream, which it does once it has
+			// powered the device off.
+			stream.CloseRequest()
+			t := time.NewTimer(detachWait)
+			select {
+			case <-ended:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			stream.CloseResponse()
+			return
 		case <-ctx.Done():
 			stream.CloseRequest()
 			stream.CloseResponse()
@@ -204,6 +236,10 @@ func (d *Device) keep(ctx context.Context, stream *connect.BidiStreamForClient[d
 		}
 	}
 }
+
+// detachWait bounds how long Close waits for the exporter to settle the
+// device once the session is closed.
+const detachWait = 30 * time.Second
 
 // lose records why the device's session ended under it.
 func (d *Device) lose(err error) {
@@ -268,7 +304,9 @@ func (d *Device) Exporter() (name, url string) { return d.ex.name, d.ex.url }
 func (d *Device) Ephemeral() string { return d.info.Ephemeral }
 
 // Close releases the lease (the exporter powers the device off and
-// switches its storage off) and ends the session. Calling it again does
+// switches its storage off) and ends the session; of a lease handed over
+// ([Options.Lease]) it ends only the session, and the exporter powers the
+// device off and keeps the lease for its creator. Calling it again does
 // nothing.
 func (d *Device) Close() error {
 	d.mu.Lock()
@@ -280,11 +318,12 @@ func (d *Device) Close() error {
 	lost := d.lost
 	d.mu.Unlock()
 	var err error
-	if lost == nil {
+	if lost == nil && d.owned {
 		err = d.ex.release(d.ref)
 	}
-	d.stop()
+	close(d.closing)
 	d.sessionWG.Wait()
+	d.stop()
 	if err != nil {
 		return fmt.Errorf("release %s on exporter %s: %w", d.info.Name, d.ex.name, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
@@ -335,4 +336,46 @@ func (h headerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 
 func (h headerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// TestALeaseHandedOverOutlivesItsSessions: a lease made by CreateLease for
+// another party is used through its token (Options.Lease); each session's
+// end powers the DUT off but keeps the lease (no one else gets the
+// device), a new session attaches again, and once no session comes within
+// its idle time-to-live, the lease ends and the device is free.
+func TestALeaseHandedOverOutlivesItsSessions(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 1)
+	c := l.clients("")
+	resp, err := c.leases.CreateLease(context.Background(), connect.NewRequest(&dutv1.CreateLeaseRequest{
+		Selector: &dutv1.Selector{Name: "sim-0"}, Holder: &dutv1.Holder{Test: "pod default/test-1"}, IdleTtl: durationpb.New(3 * time.Second),
+	}))
+	require.NoError(t, err)
+	token := resp.Msg.GetLease().GetToken()
+	require.False(t, resp.Msg.GetLease().GetReleaseOnDetach())
+
+	use := func() {
+		drv := remote.New(remote.Options{Exporters: []string{l.url}, Lease: token})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		infos, err := drv.Discover(ctx)
+		require.NoError(t, err)
+		dev, err := drv.Open(ctx, infos[0])
+		require.NoError(t, err)
+		require.NoError(t, dev.(driver.Power).PowerOn(ctx))
+		require.Equal(t, sim.PowerStateOn, l.sims.device("sim-0").PowerState())
+		require.NoError(t, dev.(driver.Closer).Close())
+	}
+	use()
+	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-0").PowerState(), "the session's end powers the DUT off")
+	_, err = c.leases.TryAcquire(context.Background(), connect.NewRequest(&dutv1.TryAcquireRequest{Selector: &dutv1.Selector{Name: "sim-0"}}))
+	assert.ErrorIs(t, err, driver.ErrBusy, "the handed-over lease still holds the device between sessions")
+	use() // the token serves again
+	start := time.Now()
+	_, waited := l.waitFor(t, "sim-0", 10*time.Second)
+	t.Logf("the idle lease ended %s after its last session (idle TTL 3s)", waited.Round(time.Millisecond))
+	assert.GreaterOrEqual(t, time.Since(start), 2*time.Second, "the lease ended before its idle time-to-live")
+
+	_, err = remote.New(remote.Options{Exporters: []string{l.url}, Lease: token}).Open(context.Background(), driver.Info{Name: "sim-0", Facts: []driver.Fact{{Key: remote.FactURL, Value: l.url}, {Key: remote.FactKey, Value: "sim/sim-0"}}})
+	assert.ErrorContains(t, err, "names no lease", "an ended lease's token is refused")
 }

@@ -61,6 +61,9 @@ const (
 	EnvToken = "DUT_EXPORTER_TOKEN"
 	// EnvCA is a PEM file of the CA that signed the exporters' certificates.
 	EnvCA = "DUT_EXPORTER_CA"
+	// EnvLease is a lease token handed over by whoever created the lease
+	// (LeaseService.CreateLease: a Kubernetes plugin, for a pod).
+	EnvLease = "DUT_EXPORTER_LEASE"
 )
 
 // Options configure a remote driver.
@@ -76,6 +79,12 @@ type Options struct {
 	RootCAs *x509.CertPool
 	// Certificates are client certificates for mutual TLS.
 	Certificates []tls.Certificate
+	// Lease, when set, is a lease token created for this client by
+	// another party (LeaseService.CreateLease): Open attaches to that lease
+	// instead of taking one, and Close ends only the session (the DUT is
+	// powered off; the lease stays its creator's, until released or its
+	// idle time-to-live passes with no session).
+	Lease string
 	// WaitReport, when set, is called while Open waits for a device
 	// another holds, with the exporter's description of the wait.
 	WaitReport func(device string, w *dutv1.Waiting)
@@ -95,6 +104,7 @@ func OptionsFromEnv() (Options, error) {
 		return o, fmt.Errorf("%w: %s names no exporter: set it to the exporter's URL (unix:///run/jumpstarter/dut.sock, https://lab-1:7443)", driver.ErrBadConfig, EnvExporter)
 	}
 	o.Token = strings.TrimSpace(os.Getenv(EnvToken))
+	o.Lease = strings.TrimSpace(os.Getenv(EnvLease))
 	if ca := os.Getenv(EnvCA); ca != "" {
 		pool, err := LoadCA(ca)
 		if err != nil {
