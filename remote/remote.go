@@ -251,6 +251,9 @@ const (
 	FactKey = "exporter_key"
 	// FactDriver is the driver that serves the device on the exporter.
 	FactDriver = "exporter_driver"
+	// FactHolder, when set, describes who holds the device's lease on
+	// the exporter.
+	FactHolder = "exporter_holder"
 )
 
 // Open takes the device's lease on its exporter, waiting (until ctx ends)
@@ -353,6 +356,7 @@ func (ex *exporter) discover(ctx context.Context) ([]driver.Info, error) {
 		info.Facts = append([]driver.Fact{{Key: FactExporter, Value: name}, {Key: FactURL, Value: ex.url}, {Key: FactKey, Value: d.GetKey()}, {Key: FactDriver, Value: d.GetDriver()}}, info.Facts...)
 		info.Ephemeral = fmt.Sprintf("%s is served by exporter %s: its lease, and what a command switched, end with the process that opened it (the exporter powers it off)", info.Name, name)
 		if h := d.GetHolder(); h != nil {
+			info.Facts = append(info.Facts, driver.Fact{Key: FactHolder, Value: describeHolder(h)})
 			info.Problems = append(info.Problems, fmt.Sprintf("held on exporter %s by %s", name, describeHolder(h)))
 		}
 		infos = append(infos, info)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/lease"
+	"github.com/jumpstarter-dev/jumpstarter-go/remote"
 )
 
 // problem is something discovery found but cannot use: a board in DFU mode,
@@ -59,8 +60,10 @@ type listedDevice struct {
 	Ephemeral string `json:"ephemeral,omitempty"`
 	// Warning says what is wrong with a usable device and what to do,
 	// such as a DUTlink config that overflows its shell's reply.
-	Warning string   `json:"warning,omitempty"`
-	Lock    lockInfo `json:"lock"`
+	Warning string `json:"warning,omitempty"`
+	// Exporter names the exporter serving a remote device.
+	Exporter string   `json:"exporter,omitempty"`
+	Lock     lockInfo `json:"lock"`
 }
 
 // lockInfo says whether a device's lock is held and by whom.
@@ -69,12 +72,17 @@ type lockInfo struct {
 	Holder *lease.Holder `json:"holder,omitempty"`
 	// Error is set when the lock file could not be read.
 	Error string `json:"error,omitempty"`
+	// Remote describes the holder of a remote device's lease on its
+	// exporter.
+	Remote string `json:"remote,omitempty"`
 }
 
 func (l lockInfo) String() string {
 	switch {
 	case l.Error != "":
 		return "unknown: " + l.Error
+	case l.Remote != "":
+		return "held by " + l.Remote
 	case !l.Held:
 		return "free"
 	case l.Holder == nil:
@@ -151,7 +159,11 @@ func (a *app) list(ctx context.Context, cfg config) (listing, error) {
 			continue
 		}
 		row := listedDevice{Driver: d.Driver, Name: d.Name, Serial: d.Serial, Tags: d.Tags, Ephemeral: d.Ephemeral,
-			Firmware: d.Fact("firmware"), Transport: d.Fact("transport"), Warning: strings.Join(d.Problems, "; ")}
+			Firmware: d.Fact("firmware"), Transport: d.Fact("transport"), Warning: strings.Join(d.Problems, "; "),
+			Exporter: d.Fact(remote.FactExporter)}
+		if row.Exporter != "" {
+			row.Transport = strings.TrimSpace("via " + row.Exporter + " " + row.Transport)
+		}
 		if row.Tags == nil {
 			row.Tags = []string{}
 		}
@@ -159,6 +171,8 @@ func (a *app) list(ctx context.Context, cfg config) (listing, error) {
 		switch {
 		case err != nil:
 			row.Lock = lockInfo{Error: err.Error()}
+		case d.Fact(remote.FactHolder) != "":
+			row.Lock = lockInfo{Held: true, Remote: d.Fact(remote.FactHolder) + " on " + row.Exporter}
 		case held && h != (lease.Holder{}):
 			row.Lock = lockInfo{Held: true, Holder: &h}
 		default:
