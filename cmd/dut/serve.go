@@ -28,6 +28,8 @@ import (
 // (the flags' names as JSON keys; a flag given wins).
 type serveConfig struct {
 	Name             string        `json:"name"`
+	Driver           string        `json:"driver"`
+	Tags             string        `json:"tags"`
 	Listen           []string      `json:"listen"`
 	Devices          []string      `json:"devices"`
 	TLSCert          string        `json:"tls-cert"`
@@ -130,6 +132,7 @@ func (sc *serveConfig) load(path string, cmd *cobra.Command) error {
 		sc.KeepaliveTimeout = d
 	}
 	sc.Devices = append(sc.Devices, file.Devices...)
+	sc.Driver, sc.Tags = file.Driver, file.Tags // dut's global --driver and --tags win
 	return nil
 }
 
@@ -145,6 +148,14 @@ func (a *app) serve(cmd *cobra.Command, sc serveConfig) error {
 	cfg, err := a.config(cmd)
 	if err != nil {
 		return err
+	}
+	if sc.Driver != "" && !cmd.Flags().Changed("driver") {
+		cfg.Driver = sc.Driver
+	}
+	if sc.Tags != "" && !cmd.Flags().Changed("tags") {
+		if cfg.Tags, err = driver.ParseTags(sc.Tags); err != nil {
+			return usageError{err: fmt.Errorf("--config: tags: %w", err)}
+		}
 	}
 	if cfg.Driver == remote.DriverName {
 		return cmdLinef("dut serve cannot serve the remote driver's devices: serve them on their own host")
@@ -179,16 +190,17 @@ func (a *app) serve(cmd *cobra.Command, sc serveConfig) error {
 // servedDrivers are the drivers dut serve may export: every registered one
 // but remote.
 func (a *app) servedDrivers(given []driver.Driver) []driver.Driver {
-	if given != nil {
-		return given
+	if given == nil {
+		for _, name := range driver.Drivers() {
+			d, _ := driver.Lookup(name)
+			given = append(given, d)
+		}
 	}
 	var out []driver.Driver
-	for _, name := range driver.Drivers() {
-		if name == remote.DriverName {
-			continue
+	for _, d := range given {
+		if d.Name() != remote.DriverName {
+			out = append(out, d)
 		}
-		d, _ := driver.Lookup(name)
-		out = append(out, d)
 	}
 	return out
 }
