@@ -161,6 +161,9 @@ func (o flashOpts) withEnv(cmd *cobra.Command, cfg config) flashOpts {
 // write, storage off (whatever happens). After a failure it makes sure the
 // DUT is off.
 func (a *app) flash(ctx context.Context, cfg config, d driver.Device, image string, o flashOpts) (rep flash.Report, err error) {
+	if f, ok := d.(flash.Flasher); ok {
+		return a.flashBy(ctx, cfg, d, f, image, o)
+	}
 	mux, err := driver.As[driver.StorageMux](d)
 	if err != nil {
 		return rep, err
@@ -196,12 +199,40 @@ func (a *app) flash(ctx context.Context, cfg config, d driver.Device, image stri
 	fctx, cancel := context.WithTimeout(ctx, cfg.FlashTimeout)
 	defer cancel()
 	pr := newProgress(a.stderr)
-	opts := flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoBmap: o.noBmap, SkipHoles: o.skipHoles, NoVerify: o.noVerify}
+	opts := o.options(pr)
 	if tc, ok := d.(driver.TargetChecker); ok {
 		opts.CheckTarget = tc.CheckTarget
 	}
 	wctx, st := trace.Start(fctx, "write", "target", target)
 	rep, err = flash.Write(wctx, image, target, opts)
+	pr.finish()
+	st.End(err)
+	if err != nil {
+		if ctx.Err() != nil {
+			return rep, fmt.Errorf("flash of %s interrupted after %d bytes; the storage is incomplete: flash it again: %w", d.Name(), rep.Bytes, err)
+		}
+		return rep, fmt.Errorf("flash %s onto %s: %w", image, d.Name(), err)
+	}
+	return rep, nil
+}
+
+// options are the flash engine's options for o, with pr's progress.
+func (o flashOpts) options(pr *progress) flash.Options {
+	return flash.Options{Progress: pr.update, ProgressEvery: 4 << 20, Bmap: o.bmap, NoBmap: o.noBmap, SkipHoles: o.skipHoles, NoVerify: o.noVerify}
+}
+
+// flashBy is flash for a device that writes images itself (a remote
+// device: the exporter runs the engine, and switches the storage).
+func (a *app) flashBy(ctx context.Context, cfg config, d driver.Device, f flash.Flasher, image string, o flashOpts) (rep flash.Report, err error) {
+	if err := powerOff(ctx, cfg, d); err != nil {
+		return rep, err
+	}
+	fmt.Fprintf(a.stderr, "dut: flashing %s onto %s (by its %s driver)\n", image, d.Name(), d.Driver())
+	fctx, cancel := context.WithTimeout(ctx, cfg.FlashTimeout)
+	defer cancel()
+	pr := newProgress(a.stderr)
+	wctx, st := trace.Start(fctx, "write", "by", d.Driver())
+	rep, err = f.FlashImage(wctx, image, o.options(pr))
 	pr.finish()
 	st.End(err)
 	if err != nil {

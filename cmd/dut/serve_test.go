@@ -13,6 +13,7 @@ import (
 	"github.com/jumpstarter-dev/jumpstarter-go/harness/driver"
 	"github.com/jumpstarter-dev/jumpstarter-go/remote"
 	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/sim"
+	"github.com/jumpstarter-dev/jumpstarter-go/testfixtures/simimage"
 )
 
 // TestServeEndsEveryLeaseWhenStopped: dut serve exports the bench's sim
@@ -99,6 +100,40 @@ func TestServeReadsItsConfigFile(t *testing.T) {
 	require.NotEmpty(t, infos)
 	assert.Equal(t, "from-file", infos[0].Fact(remote.FactExporter))
 	assert.Equal(t, "sim", infos[0].Fact(remote.FactDriver), "the config's driver")
+	stop()
+	assert.Equal(t, exitOK, srv.wait(t))
+}
+
+// TestCommandsWorkThroughAnExporter: with DUT_DRIVER=remote, dut list,
+// dut flash and dut power reach the bench's boards through dut serve; the
+// image is written by the exporter's engine onto the board's disk.
+func TestCommandsWorkThroughAnExporter(t *testing.T) {
+	env(t)
+	dir := t.TempDir()
+	sock := "unix://" + filepath.Join(dir, "dut.sock")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	srv := start(t, ctx, nil, "--driver", "sim", "serve", "--listen", sock, "--cache-dir", filepath.Join(dir, "cache"))
+	srv.stderr.waitFor(t, "msg=listening")
+	t.Setenv("DUT_DRIVER", "remote")
+	t.Setenv(remote.EnvExporter, sock)
+
+	r := dut(t, "list")
+	require.Equal(t, exitOK, r.code)
+	assert.Contains(t, r.stdout, "via ")
+	img := filepath.Join(dir, "os.img")
+	require.NoError(t, simimage.WriteFile(img, simimage.Spec{Version: "2.0.0"}))
+	r = dut(t, "flash", "sim-0", img)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	want, err := os.ReadFile(img)
+	require.NoError(t, err)
+	disk, err := os.ReadFile(simDevice(t, "sim-0").DiskPath())
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(disk), len(want))
+	assert.Equal(t, want, disk[:len(want)], "the exporter wrote the image onto the board's disk")
+	assert.Equal(t, driver.StorageOff, simDevice(t, "sim-0").StorageState())
+	r = dut(t, "power", "on", "sim-0")
+	assert.Equal(t, exitOK, r.code)
 	stop()
 	assert.Equal(t, exitOK, srv.wait(t))
 }
