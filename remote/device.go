@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -56,10 +57,24 @@ func (ex *exporter) open(ctx context.Context, info driver.Info, o Options) (*Dev
 	if o.Lease != "" {
 		return ex.attachHandedOver(ctx, info, sel, o.Lease)
 	}
+	// The other devices of this exporter that the selection matched: the
+	// exporter grants whichever of them is free first.
+	cands := map[string]driver.Info{}
+	for _, c := range lease.CandidatesFrom(ctx) {
+		if c.Fact(FactURL) == ex.url && c.Fact(FactKey) != "" {
+			cands[c.Fact(FactKey)] = c
+		}
+	}
+	if len(cands) > 1 {
+		sel = &dutv1.Selector{Keys: slices.Sorted(maps.Keys(cands))}
+	}
 	who, _ := lease.HolderFrom(ctx)
 	l, err := ex.acquire(ctx, sel, who, info.Name, o.WaitReport)
 	if err != nil {
 		return nil, err
+	}
+	if c, ok := cands[l.GetDevice().GetKey()]; ok {
+		info = c // the device granted, which may not be the one asked for
 	}
 	d := &Device{info: info, ex: ex, ref: &dutv1.LeaseRef{Device: l.GetDevice().GetKey(), Token: l.GetToken()}, caps: l.GetDevice().GetCapabilities(), owned: true}
 	if err := d.attach(ctx); err != nil {

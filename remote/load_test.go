@@ -378,8 +378,6 @@ func (l *lab) leaseByTag(t *testing.T, who string, within time.Duration) (*remot
 // "a device tagged sim" must not queue for one device while the exporter
 // has another free, and a waiter must take whichever device frees first.
 func TestClientsSelectingByTagShareTheExportersDevices(t *testing.T) {
-	t.Skip("BUG: a remote client's own lease picks the first candidate (sim-0) and the remote driver's Open asks the exporter for that device only, " +
-		"so clients selecting by tag all queue for sim-0 while sim-1 stays free (TestEightClientProcessesContendForTwoDevices: every client is served by sim-0)")
 	t.Parallel()
 	t.Run("a free device is taken at once", func(t *testing.T) {
 		l := newLab(t, 2)

@@ -224,7 +224,18 @@ func (d *Driver) Discover(ctx context.Context) ([]driver.Info, error) {
 	if len(errs) == len(exs) {
 		return nil, errors.Join(errs...)
 	}
+	// Devices their exporter says are held come last: a selection takes
+	// a free one at once rather than queue for the first.
+	slices.SortStableFunc(infos, func(a, b driver.Info) int { return cmp.Compare(heldRemotely(a), heldRemotely(b)) })
 	return uniqueNames(infos), nil
+}
+
+// heldRemotely is 1 for a device its exporter says is held, else 0.
+func heldRemotely(i driver.Info) int {
+	if i.Fact(FactHolder) != "" {
+		return 1
+	}
+	return 0
 }
 
 // uniqueNames suffixes "@exporter" to the names more than one exporter has.

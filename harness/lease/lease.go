@@ -220,6 +220,9 @@ type Lease struct {
 	info driver.Info
 	drv  driver.Driver
 	l    *lock.Lease
+	// cands are the devices of the lease's driver its selection matched
+	// (Acquire and TryAcquire; nil for AcquireAll), the leased one first.
+	cands []driver.Info
 }
 
 // Info describes the leased device as discovery found it.
@@ -236,8 +239,14 @@ func (l *Lease) Path() string { return l.l.Path() }
 // The driver finds the lease's holder in ctx ([HolderFrom]): a driver
 // that takes a lease elsewhere (the remote driver, on its exporter) names
 // the same holder there.
+//
+// It also finds there the devices the selection matched ([CandidatesFrom]).
 func (l *Lease) Open(ctx context.Context) (driver.Device, error) {
-	dev, err := l.drv.Open(context.WithValue(ctx, holderKey{}, l.Holder()), l.info)
+	ctx = context.WithValue(ctx, holderKey{}, l.Holder())
+	if len(l.cands) > 1 {
+		ctx = context.WithValue(ctx, candidatesKey{}, slices.Clone(l.cands))
+	}
+	dev, err := l.drv.Open(ctx, l.info)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", l.info.Name, err)
 	}
@@ -251,6 +260,19 @@ type holderKey struct{}
 func HolderFrom(ctx context.Context) (Holder, bool) {
 	h, ok := ctx.Value(holderKey{}).(Holder)
 	return h, ok
+}
+
+type candidatesKey struct{}
+
+// CandidatesFrom returns, in a driver's Open called by [Lease.Open], the
+// devices of that driver the lease's selection matched, the leased one
+// first (none when it matched one, or for [AcquireAll]). A driver whose
+// devices another party arbitrates (the remote driver: its exporter) may
+// open whichever of them that party grants first, rather than wait for
+// the one this host's lease picked.
+func CandidatesFrom(ctx context.Context) []driver.Info {
+	c, _ := ctx.Value(candidatesKey{}).([]driver.Info)
+	return c
 }
 
 // Release gives the lease up, leaving the device as it is. Calling it again
@@ -277,7 +299,7 @@ func Acquire(ctx context.Context, r Request, who Holder) (*Lease, error) {
 	if err != nil {
 		return nil, busyError(err, cands, r.dir())
 	}
-	return f.lease(l, cands), nil
+	return f.lease(l, cands).withCandidates(cands), nil
 }
 
 // waitContext bounds the wait for a lease by r.Timeout.
@@ -305,7 +327,7 @@ func TryAcquire(ctx context.Context, r Request, who Holder) (*Lease, error) {
 		}
 		return nil, be
 	}
-	return f.lease(l, cands), nil
+	return f.lease(l, cands).withCandidates(cands), nil
 }
 
 // AcquireAll leases one device for every request at once, all or none,
@@ -380,6 +402,17 @@ func (f Found) lease(l *lock.Lease, cands []driver.Info) *Lease {
 	i := slices.IndexFunc(cands, func(d driver.Info) bool { return d.Key() == l.Key() })
 	info := cands[i]
 	return &Lease{info: info, drv: f.drivers[info.Driver], l: l}
+}
+
+// withCandidates records the candidates of l's driver, l's device first.
+func (l *Lease) withCandidates(cands []driver.Info) *Lease {
+	l.cands = []driver.Info{l.info}
+	for _, c := range cands {
+		if c.Driver == l.info.Driver && c.Key() != l.info.Key() {
+			l.cands = append(l.cands, c)
+		}
+	}
+	return l
 }
 
 // HolderOf reports whether the device info describes is leased in the lock

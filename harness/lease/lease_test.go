@@ -241,3 +241,48 @@ func ExampleAcquire() {
 	fmt.Println("leased", dev.Name())
 	// Output: leased server
 }
+
+// ctxBench is a bench whose Open records the candidates it was given.
+type ctxBench struct {
+	*bench
+	got chan []driver.Info
+}
+
+func (b ctxBench) Open(ctx context.Context, info driver.Info) (driver.Device, error) {
+	b.got <- lease.CandidatesFrom(ctx)
+	return b.bench.Open(ctx, info)
+}
+
+// A driver's Open learns the devices the selection matched, the leased
+// one first (so one whose devices are arbitrated elsewhere may take any);
+// a selection of one device, and AcquireAll, give none.
+func TestOpenIsToldTheCandidates(t *testing.T) {
+	t.Parallel()
+	b := ctxBench{newBench("bench", "a", "b", "c"), make(chan []driver.Info, 4)}
+	dir := t.TempDir()
+	keys := func(infos []driver.Info) (out []string) {
+		for _, i := range infos {
+			out = append(out, i.Key())
+		}
+		return out
+	}
+	held, err := lease.Acquire(t.Context(), lease.Request{Drivers: []driver.Driver{b}, Name: "a", Dir: dir}, lease.Holder{Test: t.Name()})
+	require.NoError(t, err)
+	defer held.Release()
+	l, err := lease.Acquire(t.Context(), lease.Request{Drivers: []driver.Driver{b}, Tags: []string{"lab"}, Dir: dir}, lease.Holder{Test: t.Name()})
+	require.NoError(t, err)
+	defer l.Release()
+	_, err = l.Open(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"bench/b", "bench/a", "bench/c"}, keys(<-b.got), "the leased device first, then the other candidates")
+	_, err = held.Open(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, <-b.got, "a selection of one device has no other candidates")
+
+	ls, err := lease.AcquireAll(t.Context(), []lease.Request{{Drivers: []driver.Driver{b}, Tags: []string{"lab"}, Dir: t.TempDir()}}, lease.Holder{Test: t.Name()})
+	require.NoError(t, err)
+	defer ls[0].Release()
+	_, err = ls[0].Open(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, <-b.got, "AcquireAll's leases give no candidates (another request may want them)")
+}

@@ -30,7 +30,26 @@ func (e *Exporter) request(sel *dutv1.Selector, wait time.Duration) lease.Reques
 	r.Name = sel.GetName()
 	r.Tags = append(slices.Clone(e.req.Tags), sel.GetTags()...)
 	r.Timeout = wait
+	if keys := sel.GetKeys(); len(keys) > 0 {
+		drvs := make([]driver.Driver, len(r.Drivers))
+		for i, d := range r.Drivers {
+			drvs[i] = keyed{Driver: d, keys: keys}
+		}
+		r.Drivers = drvs
+	}
 	return r
+}
+
+// keyed is a driver whose discovery keeps only the devices of some keys.
+type keyed struct {
+	driver.Driver
+	keys []string
+}
+
+// Discover lists the driver's devices of the wanted keys.
+func (k keyed) Discover(ctx context.Context) ([]driver.Info, error) {
+	infos, err := k.Driver.Discover(ctx)
+	return slices.DeleteFunc(infos, func(i driver.Info) bool { return !slices.Contains(k.keys, i.Key()) }), err
 }
 
 // holderFor is the lease file's record of a remote holder: the client's

@@ -745,7 +745,8 @@ func (x *FlashProgress) GetElapsed() *durationpb.Duration {
 // name, durations as seconds.
 type FlashReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Image is the image's path: on the exporter, the upload's name.
+	// Image is the image's path on the exporter: its file in the image cache
+	// (named by its SHA-256); the remote driver reports the local path.
 	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
 	// Format is the image's encoding: "raw", "gzip", "xz", "zstd", "bzip2".
 	Format string `protobuf:"bytes,2,opt,name=format,proto3" json:"format,omitempty"`

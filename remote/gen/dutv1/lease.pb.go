@@ -35,7 +35,11 @@ type Selector struct {
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Tags, when set, take only devices carrying all of them,
 	// case-insensitively.
-	Tags          []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
+	// Keys, when set, take only these devices (Device.key, "driver/name"):
+	// the candidates a client's own selection found, of which the exporter
+	// grants whichever is free first.
+	Keys          []string `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +91,13 @@ func (x *Selector) GetName() string {
 func (x *Selector) GetTags() []string {
 	if x != nil {
 		return x.Tags
+	}
+	return nil
+}
+
+func (x *Selector) GetKeys() []string {
+	if x != nil {
+		return x.Keys
 	}
 	return nil
 }
@@ -1235,11 +1246,12 @@ var File_jumpstarter_dut_v1_lease_proto protoreflect.FileDescriptor
 
 const file_jumpstarter_dut_v1_lease_proto_rawDesc = "" +
 	"\n" +
-	"\x1ejumpstarter/dut/v1/lease.proto\x12\x12jumpstarter.dut.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ejumpstarter/dut/v1/types.proto\"J\n" +
+	"\x1ejumpstarter/dut/v1/lease.proto\x12\x12jumpstarter.dut.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ejumpstarter/dut/v1/types.proto\"^\n" +
 	"\bSelector\x12\x16\n" +
 	"\x06driver\x18\x01 \x01(\tR\x06driver\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
-	"\x04tags\x18\x03 \x03(\tR\x04tags\"\xe7\x01\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\tR\x04keys\"\xe7\x01\n" +
 	"\x05Lease\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x122\n" +
 	"\x06device\x18\x02 \x01(\v2\x1a.jumpstarter.dut.v1.DeviceR\x06device\x122\n" +
