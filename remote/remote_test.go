@@ -2,6 +2,7 @@ package remote_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -66,6 +67,9 @@ func newLab(t *testing.T, n int, mod ...func(*exporter.Config)) *lab {
 
 // newLabOf is newLab with the sims' options (boot time, disk size).
 func newLabOf(t *testing.T, n int, so sim.Options, mod ...func(*exporter.Config)) *lab {
+	if os.Getenv("LABLOG") != "" {
+		mod = append(mod, func(c *exporter.Config) { c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)) })
+	}
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sims"), 0o755))
