@@ -2,7 +2,8 @@
 // exporter (dut serve, a process of its own) in another network namespace,
 // joined by a veth pair, serving a QEMU virtual DUT over TLS with a client
 // token, and the harness reaching it through the remote driver, as from
-// another host: the examples unchanged over that link, a plain-text client
+// another host: the examples and the QEMU end-to-end tests (e2e/qemu)
+// unchanged over that link, a plain-text client
 // refused, the console stream surviving a 3 s cut of the link byte for
 // byte, a cut beyond the keepalive bound and a killed exporter failing the
 // test clearly as the lab's failure, and a restarted exporter handing the

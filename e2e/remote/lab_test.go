@@ -89,6 +89,7 @@ type lab struct {
 	caFile   string
 	dir      string
 	serveArg []string
+	devices  int
 
 	mu  sync.Mutex
 	srv *exec.Cmd
@@ -98,10 +99,13 @@ type lab struct {
 
 // newLab makes the namespace, the certificates and the token, and starts
 // the exporter with extra dut serve flags.
-func newLab(t *testing.T, extra ...string) *lab {
+func newLab(t *testing.T, extra ...string) *lab { return newLabOf(t, 1, extra...) }
+
+// newLabOf is newLab with devices QEMU virtual DUTs.
+func newLabOf(t *testing.T, devices int, extra ...string) *lab {
 	t.Helper()
 	n := nsCount.Add(1)
-	l := &lab{t: t, ns: fmt.Sprintf("jsre2e-%d-%d", os.Getpid(), n), hostIf: fmt.Sprintf("jsh%d-%d", os.Getpid()%10000, n), dir: t.TempDir()}
+	l := &lab{t: t, ns: fmt.Sprintf("jsre2e-%d-%d", os.Getpid(), n), hostIf: fmt.Sprintf("jsh%d-%d", os.Getpid()%10000, n), dir: t.TempDir(), devices: devices}
 	peerIf := l.hostIf + "p"
 	hostIP, expIP := fmt.Sprintf("10.213.%d.1", n), fmt.Sprintf("10.213.%d.2", n)
 	run(t, "ip", "netns", "add", l.ns)
@@ -133,7 +137,7 @@ func (l *lab) start() {
 	t := l.t
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.ns, dutBin}, l.serveArg...)...)
-	cmd.Env = append(os.Environ(), "DUT_QEMU_DIR="+filepath.Join(l.dir, "qemu"), "DUT_QEMU_DEVICES=1")
+	cmd.Env = append(os.Environ(), "DUT_QEMU_DIR="+l.qemuDir(), fmt.Sprintf("DUT_QEMU_DEVICES=%d", l.devices))
 	cmd.Env = filterEnv(cmd.Env, "DUT_DRIVER=", "DUT_EXPORTER")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
@@ -166,6 +170,9 @@ func (l *lab) start() {
 	l.srv, l.log, l.out = cmd, log, out
 	l.mu.Unlock()
 }
+
+// qemuDir is where the exporter's virtual DUTs keep their disks.
+func (l *lab) qemuDir() string { return filepath.Join(l.dir, "qemu") }
 
 // stop signals the exporter and waits for it to exit.
 func (l *lab) stop(sig syscall.Signal) {

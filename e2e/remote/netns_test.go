@@ -34,14 +34,41 @@ func TestExamplesOverTLSAcrossNamespaces(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "./examples/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-v", "./examples/")
 	cmd.Dir = root
 	cmd.Env = append(filterEnv(os.Environ(), "DUT_"), l.env()...)
 	cmd.Env = append(cmd.Env, "DUT_REQUIRE=1", "DUT_IMAGE="+img, "DUT_EXPECT_RELEASE=1.0.0", "DUT_LOCK_DIR="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "the examples through the exporter in namespace %s:\n%s", l.ns, out)
-	assert.Contains(t, string(out), "ok")
+	assert.NotContains(t, string(out), "--- SKIP")
+	assert.GreaterOrEqual(t, strings.Count(string(out), "--- PASS: Test"), 4, "every example ran and passed")
 	assert.Contains(t, l.logText(), "lease ended", "the exporter served the examples")
+}
+
+// TestQEMUEndToEndOverTLSAcrossNamespaces runs the QEMU end-to-end tests
+// (e2e/qemu), unchanged, through the exporter in another namespace: four
+// virtual DUTs, one per parallel test.
+func TestQEMUEndToEndOverTLSAcrossNamespaces(t *testing.T) {
+	t.Parallel()
+	need(t)
+	images, err := filepath.Abs("../../out/qemu-images")
+	require.NoError(t, err)
+	if v := os.Getenv("DUT_QEMU_IMAGES"); v != "" {
+		images = v
+	}
+	l := newLabOf(t, 4)
+	root, err := filepath.Abs("../..")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-v", "./e2e/qemu/")
+	cmd.Dir = root
+	cmd.Env = append(filterEnv(os.Environ(), "DUT_"), l.env()...)
+	cmd.Env = append(cmd.Env, "DUT_QEMU_DIR="+l.qemuDir(), "DUT_QEMU_IMAGES="+images)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "e2e/qemu through the exporter in namespace %s:\n%s", l.ns, out)
+	assert.NotContains(t, string(out), "--- SKIP")
+	assert.GreaterOrEqual(t, strings.Count(string(out), "--- PASS: Test"), 5, "every end-to-end test ran and passed")
 }
 
 // TestAPlainTextClientIsRefusedByTheTLSListener: a client speaking plain
