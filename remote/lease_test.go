@@ -3,6 +3,7 @@ package remote_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
@@ -378,4 +379,46 @@ func TestALeaseHandedOverOutlivesItsSessions(t *testing.T) {
 
 	_, err = remote.New(remote.Options{Exporters: []string{l.url}, Lease: token}).Open(context.Background(), driver.Info{Name: "sim-0", Facts: []driver.Fact{{Key: remote.FactURL, Value: l.url}, {Key: remote.FactKey, Value: "sim/sim-0"}}})
 	assert.ErrorContains(t, err, "names no lease", "an ended lease's token is refused")
+}
+
+// TestShutdownStopsAFlashInProgress: the exporter shutting down (SIGTERM)
+// ends a lease whose flash is running: the flash stops at once rather
+// than hold the shutdown for its length, and the DUT ends off, its
+// storage off.
+func TestShutdownStopsAFlashInProgress(t *testing.T) {
+	t.Parallel()
+	l := newLabOf(t, 1, sim.Options{BootTime: 100 * time.Millisecond, DiskSize: 64 << 20})
+	dev := l.open(t, "sim-0")
+	raw := filepath.Join(t.TempDir(), "slow.img")
+	noise := make([]byte, 12<<20) // incompressible: slow to unpack
+	_, _ = rand.Read(noise)
+	require.NoError(t, os.WriteFile(raw, noise, 0o644))
+	out, err := exec.Command("bzip2", "-1", raw).CombinedOutput() // Go's own bzip2 decoder unpacks it at a few MB/s
+	require.NoError(t, err, "%s", out)
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := dev.Flash(context.Background(), raw+".bz2", flash.Options{PureGo: true, ProgressEvery: 1 << 20, NoHashCache: true,
+			Progress: func(flash.Progress) { once.Do(func() { close(started) }) }})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("the flash ended before the shutdown: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flash did not start within 30s")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, l.exp.Shutdown(ctx))
+	took := time.Since(start)
+	t.Logf("shutdown took %s with a flash running", took.Round(time.Millisecond))
+	assert.Less(t, took, 2*time.Second, "the shutdown waited for the flash")
+	err = <-done
+	require.Error(t, err, "the flash went on through the shutdown")
+	assert.Equal(t, sim.PowerStateOff, l.sims.device("sim-0").PowerState())
+	assert.Equal(t, driver.StorageOff, l.sims.device("sim-0").StorageState())
 }

@@ -169,7 +169,7 @@ func (s consoleService) WriteConsole(ctx context.Context, req *connect.Request[d
 		return nil, fmt.Errorf("%w: %d bytes in one console write, the most is %d", driver.ErrInvalidArgument, len(data), maxConsoleWrite)
 	}
 	var n int
-	err := act(s.e, req.Msg.GetLease(), func(h *held, _ driver.ConsolePort) (err error) {
+	err := act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, _ driver.ConsolePort) (err error) {
 		n, err = writeCtx(ctx, h.console, data)
 		return err
 	})

@@ -124,7 +124,7 @@ func (s flashService) Flash(ctx context.Context, req *connect.Request[dutv1.Flas
 		_ = stream.Send(&dutv1.FlashResponse{Event: &dutv1.FlashResponse_Progress{Progress: wire.ProgressToProto(p)}})
 	}
 	var rep flash.Report
-	err = act(s.e, m.GetLease(), func(h *held, mux driver.StorageMux) error {
+	err = act(ctx, s.e, m.GetLease(), func(ctx context.Context, h *held, mux driver.StorageMux) error {
 		rep, err = h.flash(ctx, mux, image, o)
 		return err
 	})

@@ -37,6 +37,10 @@ type held struct {
 
 	// op serialises the calls that drive the device.
 	op sync.Mutex
+	// ctx ends when the lease does (end cancels it first), stopping the
+	// call in progress.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	power    dutv1.PowerState
@@ -61,13 +65,16 @@ func newToken() string {
 // lease released.
 func (e *Exporter) grant(ctx context.Context, l *lease.Lease, user string, releaseOnDetach bool, ttl time.Duration) (*held, error) {
 	h := &held{e: e, token: newToken(), l: l, info: l.Info(), user: user, releaseOnDetach: releaseOnDetach, idleTTL: ttl, done: make(chan struct{})}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	dev, err := l.Open(ctx)
 	if err != nil {
+		h.cancel()
 		l.Release()
 		return nil, err
 	}
 	h.dev = dev
 	if err := h.start(ctx); err != nil {
+		h.cancel()
 		h.close()
 		return nil, fmt.Errorf("start the lease of %s: %w", h.info.Name, err)
 	}
@@ -166,7 +173,8 @@ func (h *held) end(ctx context.Context, why string) error {
 	delete(h.e.held, h.token)
 	h.e.mu.Unlock()
 
-	h.op.Lock() // wait for a call in progress
+	h.cancel()  // stop a call in progress (a flash)...
+	h.op.Lock() // ...and wait for it
 	defer h.op.Unlock()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()

@@ -20,7 +20,11 @@ func capability[C any](h *held) (C, error) { return driver.As[C](h.dev) }
 
 // act runs fn on the capability C of the device ref's lease, for a call
 // that changes the device (a session must be attached).
-func act[C any](e *Exporter, ref *dutv1.LeaseRef, fn func(h *held, c C) error) error {
+//
+// fn's ctx ends with the call or with the lease, whichever ends first: a
+// lease that ends (released, its session lost, the exporter shutting
+// down) stops what is being done to its device.
+func act[C any](ctx context.Context, e *Exporter, ref *dutv1.LeaseRef, fn func(ctx context.Context, h *held, c C) error) error {
 	h, release, err := e.acting(ref)
 	if err != nil {
 		return err
@@ -30,12 +34,16 @@ func act[C any](e *Exporter, ref *dutv1.LeaseRef, fn func(h *held, c C) error) e
 	if err != nil {
 		return err
 	}
-	return fn(h, c)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(h.ctx, func() { cancel(fmt.Errorf("%w: the lease of %s ended", driver.ErrClosed, h.info.Name)) })
+	defer stop()
+	return fn(ctx, h, c)
 }
 
 // read runs fn on the capability C of the device ref's lease, for a call
 // that only reads (no session needed).
-func read[C any](e *Exporter, ref *dutv1.LeaseRef, fn func(h *held, c C) error) error {
+func read[C any](ctx context.Context, e *Exporter, ref *dutv1.LeaseRef, fn func(ctx context.Context, h *held, c C) error) error {
 	h, err := e.lookup(ref)
 	if err != nil {
 		return err
@@ -49,7 +57,7 @@ func read[C any](e *Exporter, ref *dutv1.LeaseRef, fn func(h *held, c C) error) 
 	if err != nil {
 		return err
 	}
-	return fn(h, c)
+	return fn(ctx, h, c)
 }
 
 // sleep waits d or until ctx ends.
@@ -82,14 +90,14 @@ func switchPower(ctx context.Context, h *held, to dutv1.PowerState, fn func(cont
 
 // PowerOn powers the device on.
 func (s powerService) PowerOn(ctx context.Context, req *connect.Request[dutv1.PowerOnRequest]) (*connect.Response[dutv1.PowerOnResponse], error) {
-	return connect.NewResponse(&dutv1.PowerOnResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Power) error {
+	return connect.NewResponse(&dutv1.PowerOnResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Power) error {
 		return switchPower(ctx, h, dutv1.PowerState_POWER_STATE_ON, p.PowerOn)
 	})
 }
 
 // PowerOff powers the device off.
 func (s powerService) PowerOff(ctx context.Context, req *connect.Request[dutv1.PowerOffRequest]) (*connect.Response[dutv1.PowerOffResponse], error) {
-	return connect.NewResponse(&dutv1.PowerOffResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Power) error {
+	return connect.NewResponse(&dutv1.PowerOffResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Power) error {
 		return switchPower(ctx, h, dutv1.PowerState_POWER_STATE_OFF, p.PowerOff)
 	})
 }
@@ -100,7 +108,7 @@ func (s powerService) PowerCycle(ctx context.Context, req *connect.Request[dutv1
 	if off < 0 {
 		return nil, fmt.Errorf("%w: off_time %s is negative", driver.ErrInvalidArgument, off)
 	}
-	return connect.NewResponse(&dutv1.PowerCycleResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Power) error {
+	return connect.NewResponse(&dutv1.PowerCycleResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Power) error {
 		if err := switchPower(ctx, h, dutv1.PowerState_POWER_STATE_OFF, p.PowerOff); err != nil {
 			return err
 		}
@@ -114,7 +122,7 @@ func (s powerService) PowerCycle(ctx context.Context, req *connect.Request[dutv1
 // GetPowerState says what the exporter last switched the power to.
 func (s powerService) GetPowerState(ctx context.Context, req *connect.Request[dutv1.GetPowerStateRequest]) (*connect.Response[dutv1.GetPowerStateResponse], error) {
 	var state dutv1.PowerState
-	err := read(s.e, req.Msg.GetLease(), func(h *held, _ driver.Power) error {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, _ driver.Power) error {
 		h.mu.Lock()
 		state = h.power
 		h.mu.Unlock()
@@ -125,28 +133,28 @@ func (s powerService) GetPowerState(ctx context.Context, req *connect.Request[du
 
 // ForceOn applies power without the power-on sequence.
 func (s powerService) ForceOn(ctx context.Context, req *connect.Request[dutv1.ForceOnRequest]) (*connect.Response[dutv1.ForceOnResponse], error) {
-	return connect.NewResponse(&dutv1.ForceOnResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.ForcePower) error {
+	return connect.NewResponse(&dutv1.ForceOnResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.ForcePower) error {
 		return switchPower(ctx, h, dutv1.PowerState_POWER_STATE_ON, p.ForceOn)
 	})
 }
 
 // ForceOff cuts power without the power-off sequence.
 func (s powerService) ForceOff(ctx context.Context, req *connect.Request[dutv1.ForceOffRequest]) (*connect.Response[dutv1.ForceOffResponse], error) {
-	return connect.NewResponse(&dutv1.ForceOffResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.ForcePower) error {
+	return connect.NewResponse(&dutv1.ForceOffResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.ForcePower) error {
 		return switchPower(ctx, h, dutv1.PowerState_POWER_STATE_OFF, p.ForceOff)
 	})
 }
 
 // Rescue powers the device on into rescue mode.
 func (s powerService) Rescue(ctx context.Context, req *connect.Request[dutv1.RescueRequest]) (*connect.Response[dutv1.RescueResponse], error) {
-	return connect.NewResponse(&dutv1.RescueResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Rescuer) error {
+	return connect.NewResponse(&dutv1.RescueResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Rescuer) error {
 		return switchPower(ctx, h, dutv1.PowerState_POWER_STATE_RESCUE, p.Rescue)
 	})
 }
 
 // Reset pulses the reset line.
 func (s powerService) Reset(ctx context.Context, req *connect.Request[dutv1.ResetRequest]) (*connect.Response[dutv1.ResetResponse], error) {
-	return connect.NewResponse(&dutv1.ResetResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Resetter) error {
+	return connect.NewResponse(&dutv1.ResetResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Resetter) error {
 		return p.Reset(ctx)
 	})
 }
@@ -159,7 +167,7 @@ func (s storageService) SetStorage(ctx context.Context, req *connect.Request[dut
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&dutv1.SetStorageResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, m driver.StorageMux) error {
+	return connect.NewResponse(&dutv1.SetStorageResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, m driver.StorageMux) error {
 		if err := m.SetStorage(ctx, mode); err != nil {
 			h.setStorage(dutv1.StorageMode_STORAGE_MODE_UNSPECIFIED)
 			return err
@@ -172,7 +180,7 @@ func (s storageService) SetStorage(ctx context.Context, req *connect.Request[dut
 // GetStorage says where the multiplexer is and, at host, the block target.
 func (s storageService) GetStorage(ctx context.Context, req *connect.Request[dutv1.GetStorageRequest]) (*connect.Response[dutv1.GetStorageResponse], error) {
 	resp := &dutv1.GetStorageResponse{}
-	err := read(s.e, req.Msg.GetLease(), func(h *held, m driver.StorageMux) error {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, m driver.StorageMux) error {
 		h.mu.Lock()
 		resp.Mode = h.storage
 		h.mu.Unlock()
@@ -193,7 +201,7 @@ type pinService struct{ e *Exporter }
 // ListPins lists the pins SetPin accepts.
 func (s pinService) ListPins(ctx context.Context, req *connect.Request[dutv1.ListPinsRequest]) (*connect.Response[dutv1.ListPinsResponse], error) {
 	resp := &dutv1.ListPinsResponse{}
-	err := read(s.e, req.Msg.GetLease(), func(h *held, p driver.Pins) error {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Pins) error {
 		resp.Names = p.PinNames()
 		return nil
 	})
@@ -206,7 +214,7 @@ func (s pinService) SetPin(ctx context.Context, req *connect.Request[dutv1.SetPi
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&dutv1.SetPinResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, p driver.Pins) error {
+	return connect.NewResponse(&dutv1.SetPinResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, p driver.Pins) error {
 		return p.SetPin(ctx, req.Msg.GetPin(), level)
 	})
 }
@@ -216,7 +224,7 @@ type meterService struct{ e *Exporter }
 // ReadPower reads the power meter.
 func (s meterService) ReadPower(ctx context.Context, req *connect.Request[dutv1.ReadPowerRequest]) (*connect.Response[dutv1.ReadPowerResponse], error) {
 	resp := &dutv1.ReadPowerResponse{}
-	err := read(s.e, req.Msg.GetLease(), func(h *held, m driver.PowerMeter) error {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, m driver.PowerMeter) error {
 		r, err := m.ReadPower(ctx)
 		resp.Volts, resp.Amps, resp.Watts = r.Volts, r.Amps, r.Watts
 		return err
@@ -229,7 +237,7 @@ type configService struct{ e *Exporter }
 // GetConfig reads the board's stored configuration.
 func (s configService) GetConfig(ctx context.Context, req *connect.Request[dutv1.GetConfigRequest]) (*connect.Response[dutv1.GetConfigResponse], error) {
 	resp := &dutv1.GetConfigResponse{}
-	err := read(s.e, req.Msg.GetLease(), func(h *held, c driver.Configurer) (err error) {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, c driver.Configurer) (err error) {
 		resp.Values, err = c.Config(ctx)
 		return err
 	})
@@ -238,7 +246,7 @@ func (s configService) GetConfig(ctx context.Context, req *connect.Request[dutv1
 
 // SetConfig writes one key of the board's configuration.
 func (s configService) SetConfig(ctx context.Context, req *connect.Request[dutv1.SetConfigRequest]) (*connect.Response[dutv1.SetConfigResponse], error) {
-	return connect.NewResponse(&dutv1.SetConfigResponse{}), act(s.e, req.Msg.GetLease(), func(h *held, c driver.Configurer) error {
+	return connect.NewResponse(&dutv1.SetConfigResponse{}), act(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, c driver.Configurer) error {
 		return c.SetConfig(ctx, req.Msg.GetKey(), req.Msg.GetValue())
 	})
 }
@@ -246,7 +254,7 @@ func (s configService) SetConfig(ctx context.Context, req *connect.Request[dutv1
 // ListConfigKeys lists the keys the board's configuration has now.
 func (s configService) ListConfigKeys(ctx context.Context, req *connect.Request[dutv1.ListConfigKeysRequest]) (*connect.Response[dutv1.ListConfigKeysResponse], error) {
 	resp := &dutv1.ListConfigKeysResponse{}
-	err := read(s.e, req.Msg.GetLease(), func(h *held, c driver.Configurer) error {
+	err := read(ctx, s.e, req.Msg.GetLease(), func(ctx context.Context, h *held, c driver.Configurer) error {
 		m, err := c.Config(ctx)
 		resp.Keys = slices.Sorted(maps.Keys(m))
 		return err
