@@ -154,3 +154,26 @@ func TestChunksNotRegular(t *testing.T) {
 	_, err = FileSHA256(t.Context(), d)
 	require.ErrorContains(t, err, "not a regular file")
 }
+
+// Ranges passes the same pieces as Chunks, and hashes nothing.
+func TestRangesIsChunksWithoutTheHash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sparse")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(8<<20))
+	_, err = f.WriteAt([]byte("data at one MiB"), 1<<20)
+	require.NoError(t, err)
+	type piece struct {
+		off int64
+		n   int
+	}
+	var viaChunks, viaRanges []piece
+	_, size, data, err := Chunks(context.Background(), f, 4096, func(off int64, p []byte) error { viaChunks = append(viaChunks, piece{off, len(p)}); return nil })
+	require.NoError(t, err)
+	size2, data2, err := Ranges(context.Background(), f, 4096, func(off int64, p []byte) error { viaRanges = append(viaRanges, piece{off, len(p)}); return nil })
+	require.NoError(t, err)
+	assert.Equal(t, viaChunks, viaRanges)
+	assert.Equal(t, size, size2)
+	assert.Equal(t, data, data2)
+	assert.NotEmpty(t, viaRanges)
+}
