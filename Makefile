@@ -9,7 +9,7 @@ QEMU_IMAGES ?= $(OUT)/qemu-images
 # The image the main job flashes and the release it must report.
 MAIN_RELEASE := 1.0.0
 
-.PHONY: mutants all test lint proto proto-check unit tekton main-job main-job-sim main-job-qemu main-job-remote bench-qemu bench-flash images qemu-deps qemu-images bench fuzz clean
+.PHONY: mutants all test lint proto proto-check unit tekton main-job main-job-sim main-job-qemu main-job-remote bench-qemu bench-flash bench-remote images qemu-deps qemu-images bench fuzz clean
 
 all: test
 
@@ -151,6 +151,15 @@ bench-qemu: qemu-images
 ## case, "-quick" iterates at 256 MiB.
 bench-flash:
 	$(GO) run ./cmd/flashbench -size 1GiB -runs 5 -loop $(FLASHBENCH_ARGS)
+
+## bench-remote: the remote path against the local one, side by side: a 1 GiB dense zst and a 1 GiB sparse raw+bmap
+## image flashed through an exporter over loopback TCP+TLS with token auth (first: hash, upload, flash; second: cached)
+## and through a proxy adding 25 ms each way, against flash.Write on the same sim disk file; console Expect throughput
+## and Run("true") round trip; lease round trip; the peak RSS of an exporter process with 4 leases and a 1 GiB flash.
+## QEMU-free (sim devices); needs zstd and bmap-tools, root to drop the page cache; about 2 min on this project's
+## 2-core machine. REMOTEBENCH_ARGS="-quick" iterates at 256 MiB.
+bench-remote:
+	$(GO) run ./cmd/remotebench $(REMOTEBENCH_ARGS)
 
 ## bench: the console engine: cost per byte from 1 MiB to 64 MiB and for long lines read byte by byte;
 ## string Expect against a plain streaming reference matcher (ns/byte side by side); Run with 1-byte
