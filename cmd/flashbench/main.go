@@ -76,9 +76,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/benchimage"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -123,7 +123,7 @@ func main() {
 			*runs = 3
 		}
 	}
-	size, err := parseSize(*sizeFlag)
+	size, err := benchimage.ParseSize(*sizeFlag)
 	if err != nil || *runs < 1 || flag.NArg() != 0 {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "flashbench:", err)
@@ -141,31 +141,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "flashbench:", err)
 		os.Exit(1)
 	}
-}
-
-// parseSize reads "1GiB", "512MiB", "64KiB" or a plain byte count; the
-// result must be a positive multiple of 1 MiB.
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	num := strings.TrimSpace(s)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<50)/mult {
-		return 0, fmt.Errorf("bad size %q: want e.g. 1GiB or 512MiB", s)
-	}
-	n *= mult
-	if n%(1<<20) != 0 {
-		return 0, fmt.Errorf("bad size %q: must be a multiple of 1 MiB", s)
-	}
-	return n, nil
 }
 
 // oneResult is what `flashbench -write-one` prints as JSON.
@@ -333,9 +308,9 @@ func (b *bench) run(ctx context.Context, parent string, loop bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b.dropOK = dropCaches() == nil
+	b.dropOK = benchimage.DropCaches() == nil
 	b.hashCache = filepath.Join(dir, "hash-cache")
-	fmt.Fprintf(b.out, "flashbench: size %s, %d run(s), scratch %s, drop caches: %v\n", human(b.size), b.runs, dir, b.dropOK)
+	fmt.Fprintf(b.out, "flashbench: size %s, %d run(s), scratch %s, drop caches: %v\n", benchimage.Human(b.size), b.runs, dir, b.dropOK)
 
 	images, err := b.makeImages(ctx, dir)
 	if err != nil {
@@ -548,7 +523,7 @@ func median(s []sample) sample {
 // process, and measures it.
 func (b *bench) flashOnce(ctx context.Context, tool string, img image, target string) (sample, error) {
 	if b.dropOK {
-		_ = dropCaches()
+		_ = benchimage.DropCaches()
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.step)
 	defer cancel()
@@ -669,12 +644,6 @@ func tail(s string) string {
 	return s
 }
 
-// dropCaches asks the kernel to drop the page cache (needs root).
-func dropCaches() error {
-	syscall.Sync()
-	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
-}
-
 // freshFile (re)creates path as a sparse file of size bytes.
 func freshFile(path string, size int64) error {
 	os.Remove(path)
@@ -687,16 +656,6 @@ func freshFile(path string, size int64) error {
 		return err
 	}
 	return f.Close()
-}
-
-func human(n int64) string {
-	switch {
-	case n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
-	case n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	}
-	return fmt.Sprintf("%dB", n)
 }
 
 // issueCases are the cases of the flash goals: make bench-flash's
@@ -752,7 +711,7 @@ func (b *bench) makeImages(ctx context.Context, dir string) ([]image, error) {
 		if !needed {
 			continue
 		}
-		if err := writeImage(raw, b.size, raw == sparse); err != nil {
+		if err := benchimage.Write(raw, b.size, raw == sparse, "flash"); err != nil {
 			return nil, err
 		}
 	}
@@ -783,19 +742,11 @@ func (b *bench) makeImages(ctx context.Context, dir string) ([]image, error) {
 			fmt.Fprintf(b.out, " %s %.0f MiB;", filepath.Base(im.path), float64(st.Size())/(1<<20))
 		}
 	}
-	if m, err := mappedOf(sparse); err == nil {
+	if m, err := benchimage.Mapped(sparse); err == nil {
 		fmt.Fprintf(b.out, " sparse.img mapped %.0f %%", 100*float64(m)/float64(b.size))
 	}
 	fmt.Fprintln(b.out)
 	return imgs, nil
-}
-
-func mappedOf(path string) (int64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Blocks * 512, nil
 }
 
 func (b *bench) runStep(ctx context.Context, args ...string) error {
@@ -811,49 +762,6 @@ func (b *bench) runStep(ctx context.Context, args ...string) error {
 		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, tail(string(out)))
 	}
 	return nil
-}
-
-// chunk is the unit of image content: half pseudo-random, half text.
-const chunk = 1 << 20
-
-// fillChunk fills p (chunk bytes) with the content of chunk number i.
-func fillChunk(p []byte, rng *rand.ChaCha8, i int64) {
-	half := len(p) / 2
-	rng.Read(p[:half])
-	line := fmt.Sprintf("block %08d: the quick brown fox jumps over the lazy dog; ", i)
-	for j := half; j < len(p); j += copy(p[j:], line) {
-	}
-}
-
-// writeImage writes a raw image of size bytes at path: every chunk of
-// content when dense, else one chunk every 5 (the rest left as holes by
-// seeking past it), so that about 20 % is mapped.
-func writeImage(path string, size int64, sparse bool) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	seed := [32]byte{'f', 'l', 'a', 's', 'h'}
-	if sparse {
-		seed[31] = 1
-	}
-	rng := rand.NewChaCha8(seed)
-	buf := make([]byte, chunk)
-	for i := int64(0); i*chunk < size; i++ {
-		if sparse && i%5 != 0 {
-			continue
-		}
-		fillChunk(buf, rng, i)
-		if _, err := f.WriteAt(buf[:min(chunk, size-i*chunk)], i*chunk); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // setupLoop makes backing a file of size bytes and attaches a loop device

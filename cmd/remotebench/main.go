@@ -59,9 +59,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/jumpstarter-dev/jumpstarter-go/internal/benchimage"
 	"io"
 	"math/big"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -157,10 +157,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 		*sizeFlag = "256MiB"
 	}
 	var err error
-	if c.size, err = parseSize(*sizeFlag); err != nil {
+	if c.size, err = benchimage.ParseSize(*sizeFlag); err != nil {
 		return c, err
 	}
-	if c.consoleMB, err = parseSize(*consoleMB); err != nil {
+	if c.consoleMB, err = benchimage.ParseSize(*consoleMB); err != nil {
 		return c, err
 	}
 	if c.runs < 1 || c.runCount < 1 || c.leaseCount < 1 {
@@ -181,26 +181,6 @@ func parseFlags(fs *flag.FlagSet, args []string) (config, error) {
 		c.parts[p] = true
 	}
 	return c, nil
-}
-
-// parseSize reads "1GiB", "512MiB", "8M" or a byte count, a positive
-// multiple of 1 MiB.
-func parseSize(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"G", 1 << 30}, {"M", 1 << 20}} {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<50)/mult || (n*mult)%(1<<20) != 0 {
-		return 0, fmt.Errorf("bad size %q: want a multiple of 1 MiB such as 1GiB or 256MiB", s)
-	}
-	return n * mult, nil
 }
 
 // bench is one run's state.
@@ -264,9 +244,9 @@ func run(ctx context.Context, c config, out, log io.Writer) error {
 	if err := b.setup(); err != nil {
 		return err
 	}
-	b.dropOK = !c.noDrop && dropCaches() == nil
+	b.dropOK = !c.noDrop && benchimage.DropCaches() == nil
 	fmt.Fprintf(out, "remotebench: images %s, %d run(s), console flood %s, %d Run round trips, %d lease round trips, proxy delay %s each way, drop caches: %v\n",
-		human(c.size), c.runs, human(c.consoleMB), c.runCount, c.leaseCount, c.delay, b.dropOK)
+		benchimage.Human(c.size), c.runs, benchimage.Human(c.consoleMB), c.runCount, c.leaseCount, c.delay, b.dropOK)
 	var goals []string
 	var imgs []benchImage
 	if c.parts["flash"] || c.parts["proxy"] || c.parts["memory"] {
@@ -437,10 +417,10 @@ func (b *bench) makeImages(ctx context.Context) ([]benchImage, error) {
 		return nil, err
 	}
 	dense, sparse := filepath.Join(dir, "dense.img"), filepath.Join(dir, "sparse.img")
-	if err := writeImage(dense, b.size, false); err != nil {
+	if err := benchimage.Write(dense, b.size, false, "remote"); err != nil {
 		return nil, err
 	}
-	if err := writeImage(sparse, b.size, true); err != nil {
+	if err := benchimage.Write(sparse, b.size, true, "remote"); err != nil {
 		return nil, err
 	}
 	if err := b.runCmd(ctx, "zstd", "-q", "-T0", "-3", "-f", "--rm", dense); err != nil {
@@ -459,7 +439,7 @@ func (b *bench) makeImages(ctx context.Context) ([]benchImage, error) {
 			fmt.Fprintf(b.out, " %s %.0f MiB;", filepath.Base(im.path), float64(st.Size())/(1<<20))
 		}
 	}
-	if m, err := mappedOf(sparse); err == nil {
+	if m, err := benchimage.Mapped(sparse); err == nil {
 		fmt.Fprintf(b.out, " sparse.img mapped %.0f %%", 100*float64(m)/float64(b.size))
 	}
 	fmt.Fprintln(b.out)
@@ -505,65 +485,9 @@ func (b *bench) runCmd(ctx context.Context, args ...string) error {
 	return nil
 }
 
-func mappedOf(path string) (int64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return st.Blocks * 512, nil
-}
-
-// chunk is the unit of image content: half pseudo-random, half text (as
-// cmd/flashbench's).
-const chunk = 1 << 20
-
-func fillChunk(p []byte, rng *mrand.ChaCha8, i int64) {
-	half := len(p) / 2
-	rng.Read(p[:half])
-	line := fmt.Sprintf("block %08d: the quick brown fox jumps over the lazy dog; ", i)
-	for j := half; j < len(p); j += copy(p[j:], line) {
-	}
-}
-
-// writeImage writes a raw image of size bytes: every chunk when dense,
-// else one chunk in 5 (the rest holes), about 20 % mapped.
-func writeImage(path string, size int64, sparse bool) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	seed := [32]byte{'r', 'e', 'm', 'o', 't', 'e'}
-	if sparse {
-		seed[31] = 1
-	}
-	rng := mrand.NewChaCha8(seed)
-	buf := make([]byte, chunk)
-	for i := int64(0); i*chunk < size; i++ {
-		if sparse && i%5 != 0 {
-			continue
-		}
-		fillChunk(buf, rng, i)
-		if _, err := f.WriteAt(buf[:min(chunk, size-i*chunk)], i*chunk); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// dropCaches asks the kernel to drop the page cache (root only).
-func dropCaches() error {
-	syscall.Sync()
-	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
-}
-
 func (b *bench) drop() {
 	if b.dropOK {
-		_ = dropCaches()
+		_ = benchimage.DropCaches()
 	}
 }
 
@@ -607,7 +531,7 @@ func (b *bench) flashPart(ctx context.Context, imgs []benchImage) ([]string, err
 	}
 	mbps := func(d time.Duration) float64 { return float64(b.size) / 1e6 / d.Seconds() }
 	if b.parts["flash"] {
-		fmt.Fprintf(b.out, "\n== 1. flash over loopback TCP+TLS (token auth) vs flash.Write on the same sim disk file: median of %d, MB/s of the unpacked %s ==\n", b.runs, human(b.size))
+		fmt.Fprintf(b.out, "\n== 1. flash over loopback TCP+TLS (token auth) vs flash.Write on the same sim disk file: median of %d, MB/s of the unpacked %s ==\n", b.runs, benchimage.Human(b.size))
 		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "case\tpath\tmedian s\tspread s\tMB/s\tengine s\tsent MiB\tremote/local first\tremote/local cached\t")
 		for _, rw := range rows {
@@ -953,7 +877,7 @@ func (b *bench) consolePart(ctx context.Context) error {
 	if err = errors.Join(err, srv.stop()); err != nil {
 		return err
 	}
-	fmt.Fprintf(b.out, "\n== 3. console: Expect consuming `yes` output (%s per flood, 1 KiB lines, median of %d) and Run(\"true\") on a logged-in shell (%d runs each, interleaved) ==\n", human(b.consoleMB), b.runs, b.runCount)
+	fmt.Fprintf(b.out, "\n== 3. console: Expect consuming `yes` output (%s per flood, 1 KiB lines, median of %d) and Run(\"true\") on a logged-in shell (%d runs each, interleaved) ==\n", benchimage.Human(b.consoleMB), b.runs, b.runCount)
 	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "measure\tlocal\tremote\tremote/local\t")
 	lf, rf := medianDur(local.floods), medianDur(rem.floods)
@@ -1405,14 +1329,4 @@ func exporterChild(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-func human(n int64) string {
-	switch {
-	case n%(1<<30) == 0:
-		return fmt.Sprintf("%dGiB", n>>30)
-	case n%(1<<20) == 0:
-		return fmt.Sprintf("%dMiB", n>>20)
-	}
-	return fmt.Sprintf("%dB", n)
 }
