@@ -187,8 +187,9 @@ func (n named) Discover(ctx context.Context) ([]driver.Info, error) {
 // Name is the exporter's name.
 func (e *Exporter) Name() string { return e.cfg.Name }
 
-// Handler serves every service of the protocol, plus GET /healthz, each
-// call authenticated by [Config.Tokens] (see [Exporter.Authenticate]).
+// Handler serves every service of the protocol, plus GET /healthz and the
+// image cache over plain HTTP (PUT and HEAD /v1/images/SHA256, for curl),
+// each call authenticated by [Config.Tokens] (see [Exporter.Authenticate]).
 func (e *Exporter) Handler() http.Handler {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{connect.WithInterceptors(wire.ServerInterceptor(e.cfg.Name)), connect.WithReadMaxBytes(maxMessage)}
@@ -201,6 +202,7 @@ func (e *Exporter) Handler() http.Handler {
 	mux.Handle(dutv1connect.NewMeterServiceHandler(meterService{e}, opts...))
 	mux.Handle(dutv1connect.NewConfigServiceHandler(configService{e}, opts...))
 	mux.Handle(dutv1connect.NewFlashServiceHandler(flashService{e}, opts...))
+	e.imageHandlers(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "ok %s\n", e.cfg.Name)
 	})

@@ -82,6 +82,12 @@ func (e *Exporter) grant(ctx context.Context, l *lease.Lease, user string, relea
 	e.mu.Lock()
 	e.held[h.token] = h
 	e.mu.Unlock()
+	if err := e.shuttingDown(); err != nil {
+		// Shutdown began while this lease was being granted: it may have
+		// missed it, so end it here.
+		h.end(ctx, "exporter shutting down")
+		return nil, err
+	}
 	e.log.Info("lease granted", "device", h.info.Key(), "user", user, "test", l.Holder().Test, "host", l.Holder().Host, "release_on_detach", releaseOnDetach, "idle_ttl", ttl)
 	return h, nil
 }

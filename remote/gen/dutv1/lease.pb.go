@@ -359,7 +359,8 @@ func (*AcquireResponse_Granted) isAcquireResponse_Event() {}
 type Waiting struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Position is the request's place in the device's queue: 1 when it is
-	// the next to be served.
+	// the next to be served; 0 when the exporter cannot tell (it does not
+	// yet: the host's lock queue does not expose it).
 	Position int32 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
 	// Holders are who hold the candidate devices now.
 	Holders []*DeviceHolder `protobuf:"bytes,2,rep,name=holders,proto3" json:"holders,omitempty"`
