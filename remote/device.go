@@ -446,9 +446,6 @@ func (d *Device) BlockTarget(ctx context.Context) (string, error) {
 	return target, err
 }
 
-// TargetHost says the block target lies on the exporter's host.
-func (d *Device) TargetHost() string { return d.ex.name }
-
 // PinNames lists the device's pins (nil when the exporter cannot say).
 func (d *Device) PinNames() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

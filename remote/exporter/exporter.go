@@ -165,23 +165,23 @@ func (e *Exporter) exportedDrivers() ([]driver.Driver, error) {
 	}
 	out := make([]driver.Driver, len(drvs))
 	for i, d := range drvs {
-		out[i] = named{Driver: d, names: e.cfg.Names}
+		out[i] = filtered{Driver: d, keep: func(i driver.Info) bool {
+			return slices.Contains(e.cfg.Names, i.Name) || (i.Serial != "" && slices.Contains(e.cfg.Names, i.Serial))
+		}}
 	}
 	return out, nil
 }
 
-// named is a driver whose discovery keeps only the devices of some names.
-type named struct {
+// filtered is a driver whose discovery keeps only the devices keep says.
+type filtered struct {
 	driver.Driver
-	names []string
+	keep func(driver.Info) bool
 }
 
-// Discover lists the driver's devices of the wanted names or serials.
-func (n named) Discover(ctx context.Context) ([]driver.Info, error) {
-	infos, err := n.Driver.Discover(ctx)
-	return slices.DeleteFunc(infos, func(i driver.Info) bool {
-		return !slices.Contains(n.names, i.Name) && (i.Serial == "" || !slices.Contains(n.names, i.Serial))
-	}), err
+// Discover lists the driver's devices that keep keeps.
+func (f filtered) Discover(ctx context.Context) ([]driver.Info, error) {
+	infos, err := f.Driver.Discover(ctx)
+	return slices.DeleteFunc(infos, func(i driver.Info) bool { return !f.keep(i) }), err
 }
 
 // Name is the exporter's name.

@@ -53,31 +53,55 @@ func (s flashService) UploadImage(ctx context.Context, stream *connect.ClientStr
 	if h == nil {
 		return nil, fmt.Errorf("%w: an upload's first message must be its header", driver.ErrInvalidArgument)
 	}
-	up, err := c.Begin(imagecache.Header{SHA256: h.GetSha256(), Size: h.GetSize(), Name: h.GetName()})
+	res, err := s.e.receive(ctx, c, imagecache.Header{SHA256: h.GetSha256(), Size: h.GetSize(), Name: h.GetName()}, "grpc", func() (int64, []byte, bool, error) {
+		if !stream.Receive() {
+			if err := stream.Err(); err != nil {
+				return 0, nil, false, fmt.Errorf("the upload of %s broke off: %w", h.GetName(), err)
+			}
+			return 0, nil, false, nil
+		}
+		ch := stream.Msg().GetChunk()
+		if ch == nil {
+			return 0, nil, false, fmt.Errorf("%w: an upload's messages after the header must be chunks", driver.ErrInvalidArgument)
+		}
+		return ch.GetOffset(), ch.GetData(), true, nil
+	})
 	if err != nil {
 		return nil, invalid(err)
+	}
+	return connect.NewResponse(&dutv1.UploadImageResponse{Sha256: res.SHA256, Size: res.Size, ReceivedBytes: res.Received, AlreadyCached: res.AlreadyCached}), nil
+}
+
+// receive stores one upload in the cache c: next gives its data ranges in
+// order (more false at the end), whichever transport they come by (over
+// names it in the log). Nothing enters the cache unless every byte
+// arrived and they match h's digest and size.
+func (e *Exporter) receive(ctx context.Context, c *imagecache.Cache, h imagecache.Header, over string, next func() (off int64, data []byte, more bool, err error)) (imagecache.Result, error) {
+	up, err := c.Begin(h)
+	if err != nil {
+		return imagecache.Result{}, err
 	}
 	defer up.Abort()
 	start := time.Now()
-	for stream.Receive() {
-		ch := stream.Msg().GetChunk()
-		if ch == nil {
-			return nil, fmt.Errorf("%w: an upload's messages after the header must be chunks", driver.ErrInvalidArgument)
+	for {
+		off, data, more, err := next()
+		if err != nil {
+			return imagecache.Result{}, err
 		}
-		if err := up.WriteChunk(ch.GetOffset(), ch.GetData()); err != nil {
-			return nil, invalid(err)
+		if !more {
+			break
 		}
-	}
-	if err := stream.Err(); err != nil {
-		return nil, fmt.Errorf("the upload of %s broke off: %w", h.GetName(), err)
+		if err := up.WriteChunk(off, data); err != nil {
+			return imagecache.Result{}, err
+		}
 	}
 	res, err := up.Commit()
 	if err != nil {
-		s.e.log.Warn("upload refused", "name", h.GetName(), "sha256", h.GetSha256(), "user", userOf(ctx), "err", err)
-		return nil, invalid(err)
+		e.log.Warn("upload refused", "name", h.Name, "sha256", h.SHA256, "user", userOf(ctx), "over", over, "err", err)
+		return res, err
 	}
-	s.e.log.Info("image uploaded", "name", h.GetName(), "sha256", res.SHA256, "size", res.Size, "received", res.Received, "already_cached", res.AlreadyCached, "seconds", time.Since(start).Seconds(), "user", userOf(ctx))
-	return connect.NewResponse(&dutv1.UploadImageResponse{Sha256: res.SHA256, Size: res.Size, ReceivedBytes: res.Received, AlreadyCached: res.AlreadyCached}), nil
+	e.log.Info("image uploaded", "name", h.Name, "sha256", res.SHA256, "size", res.Size, "received", res.Received, "already_cached", res.AlreadyCached, "seconds", time.Since(start).Seconds(), "user", userOf(ctx), "over", over)
+	return res, nil
 }
 
 // invalid marks a cache refusal of the caller's upload as an invalid

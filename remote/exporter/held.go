@@ -247,6 +247,9 @@ func (h *held) endedError() error {
 	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%w: the lease of %s has ended (%s): acquire it again", driver.ErrClosed, h.info.Name, h.endedWhy))
 }
 
+// errNoLease is wrapped by the refusal of a token that names no lease.
+var errNoLease = errors.New("the lease token names no lease")
+
 // lookup returns the lease ref names, or a PermissionDenied error that says
 // why not: no token, a token of no lease, a token of another device.
 func (e *Exporter) lookup(ref *dutv1.LeaseRef) (*held, error) {
@@ -263,7 +266,7 @@ func (e *Exporter) lookup(ref *dutv1.LeaseRef) (*held, error) {
 	e.mu.Unlock()
 	switch {
 	case h == nil:
-		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the lease token names no lease of exporter %s (released, expired, or from another exporter): acquire the device again", e.cfg.Name))
+		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%w of exporter %s (released, expired, or from another exporter): acquire the device again", errNoLease, e.cfg.Name))
 	case ref.GetDevice() != h.info.Key():
 		return nil, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("the lease token is the lease of %s, not of %s: a lease acts only on its own device", h.info.Key(), ref.GetDevice()))
 	}

@@ -33,38 +33,24 @@ func (e *Exporter) putImage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "give the file's size (Content-Length): send the file, not a stream", http.StatusLengthRequired)
 		return
 	}
-	up, err := c.Begin(imagecache.Header{SHA256: sum, Size: r.ContentLength, Name: r.Header.Get("X-Image-Name")})
-	if err != nil {
-		httpCacheError(w, err)
-		return
-	}
-	defer up.Abort()
 	buf := make([]byte, imagecache.MaxChunk)
 	var off int64
-	for {
-		n, rerr := io.ReadFull(r.Body, buf)
-		if n > 0 {
-			if err := up.WriteChunk(off, buf[:n]); err != nil {
-				httpCacheError(w, err)
-				return
-			}
-			off += int64(n)
+	res, err := e.receive(r.Context(), c, imagecache.Header{SHA256: sum, Size: r.ContentLength, Name: r.Header.Get("X-Image-Name")}, "http", func() (int64, []byte, bool, error) {
+		n, err := io.ReadFull(r.Body, buf)
+		at := off
+		off += int64(n)
+		switch {
+		case n > 0:
+			return at, buf[:n], true, nil
+		case errors.Is(err, io.EOF):
+			return 0, nil, false, nil
 		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
-		}
-		if rerr != nil {
-			http.Error(w, "the upload broke off: "+rerr.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	res, err := up.Commit()
+		return 0, nil, false, fmt.Errorf("%w: the upload broke off: %w", imagecache.ErrInvalid, err)
+	})
 	if err != nil {
-		e.log.Warn("upload refused", "sha256", sum, "user", userOf(r.Context()), "err", err, "over", "http")
 		httpCacheError(w, err)
 		return
 	}
-	e.log.Info("image uploaded", "sha256", res.SHA256, "size", res.Size, "already_cached", res.AlreadyCached, "user", userOf(r.Context()), "over", "http")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if !res.AlreadyCached {
 		w.WriteHeader(http.StatusCreated)

@@ -33,23 +33,11 @@ func (e *Exporter) request(sel *dutv1.Selector, wait time.Duration) lease.Reques
 	if keys := sel.GetKeys(); len(keys) > 0 {
 		drvs := make([]driver.Driver, len(r.Drivers))
 		for i, d := range r.Drivers {
-			drvs[i] = keyed{Driver: d, keys: keys}
+			drvs[i] = filtered{Driver: d, keep: func(i driver.Info) bool { return slices.Contains(keys, i.Key()) }}
 		}
 		r.Drivers = drvs
 	}
 	return r
-}
-
-// keyed is a driver whose discovery keeps only the devices of some keys.
-type keyed struct {
-	driver.Driver
-	keys []string
-}
-
-// Discover lists the driver's devices of the wanted keys.
-func (k keyed) Discover(ctx context.Context) ([]driver.Info, error) {
-	infos, err := k.Driver.Discover(ctx)
-	return slices.DeleteFunc(infos, func(i driver.Info) bool { return !slices.Contains(k.keys, i.Key()) }), err
 }
 
 // holderFor is the lease file's record of a remote holder: the client's
@@ -221,12 +209,11 @@ func (e *Exporter) tryGrant(ctx context.Context, sel *dutv1.Selector, holder *du
 // Release ends a lease.
 func (s leaseService) Release(ctx context.Context, req *connect.Request[dutv1.ReleaseRequest]) (*connect.Response[dutv1.ReleaseResponse], error) {
 	h, err := s.e.lookup(req.Msg.GetLease())
+	if errors.Is(err, errNoLease) {
+		// Releasing a lease already released does nothing.
+		return connect.NewResponse(&dutv1.ReleaseResponse{}), nil
+	}
 	if err != nil {
-		var ce *connect.Error
-		if errors.As(err, &ce) && req.Msg.GetLease().GetToken() != "" && strings.Contains(ce.Message(), "names no lease") {
-			// Releasing a lease already released does nothing.
-			return connect.NewResponse(&dutv1.ReleaseResponse{}), nil
-		}
 		return nil, err
 	}
 	if err := h.end(ctx, "released by its holder"); err != nil && !errors.Is(err, driver.ErrGone) {
